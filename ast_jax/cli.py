@@ -1,0 +1,60 @@
+"""The `ast-jax` command: one entry point, one subcommand per task.
+
+Each subcommand lives in its own module, which defines `add_arguments(parser)` and `run(args) -> int`
+and whose docstring's first line is the subcommand's help. Modules are imported only when their
+subcommand runs, so `ast-jax --help` is instant and torch is never imported unless needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("ast_jax.commands.convert", "port a PyTorch AST checkpoint (.pth, Hugging Face folder, hf:<repo>) to an ast-jax model folder"),
+    "export-hf": ("ast_jax.commands.export_hf", "write an ast-jax model as a Hugging Face transformers folder"),
+    "train": ("ast_jax.commands.train", "train or fine-tune an AST from a config file (same as train.py)"),
+    "predict": ("ast_jax.commands.predict", "classify audio files, folders or long recordings"),
+    "evaluate": ("ast_jax.commands.evaluate", "score a model on a data set: accuracy, mAP, per-class metrics, confusion matrix"),
+    "embed": ("ast_jax.commands.embed", "write pooled (or per-token) embeddings of audio files to .npy/.npz"),
+    "explain": ("ast_jax.commands.explain", "draw the model's attention over the spectrogram as a PNG"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ast-jax", description="Audio Spectrogram Transformer in JAX: convert, train, predict, evaluate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])  # prints help, or an error for an unknown command
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("ast-jax: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as error:
+        # User-facing failures (bad files, bad configs) are one line, not a traceback.
+        print(f"ast-jax {name}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

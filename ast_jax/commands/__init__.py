@@ -1,0 +1,1 @@
+"""Subcommands of the `ast-jax` command line (see `ast_jax.cli`)."""

@@ -1,0 +1,260 @@
+"""The Audio Spectrogram Transformer (Gong, Chung and Glass, 2021) in Flax Linen.
+
+The model is a DeiT-distilled ViT run over a log-mel spectrogram. It reads top-down like the paper's figure:
+patch embedding, tokens and position table, pre-norm transformer blocks, and the pooled head.
+
+Shapes, with B batch, T frames, F mel bins, D width:
+  input   (B, T, F)            frequency is the image height and time the width, as in the PyTorch code
+  patches (B, F', T', D)       F' = (F - 16) // frequency_stride + 1, T' = (T - 16) // time_stride + 1
+  tokens  (B, 2 + F' * T', D)  [cls, dist, patches...] in frequency-major order (index f * T' + t)
+  logits  (B, num_labels)      from LayerNorm + Linear over (token0 + token1) / 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Width, heads and ImageNet position grid of the DeiT backbones AST starts from.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny224": dict(hidden_size=192, num_heads=3, imagenet_grid=14),
+    "small224": dict(hidden_size=384, num_heads=6, imagenet_grid=14),
+    "base224": dict(hidden_size=768, num_heads=12, imagenet_grid=14),
+    "base384": dict(hidden_size=768, num_heads=12, imagenet_grid=24),
+}
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ASTConfig:
+    """Everything that fixes the function an AST computes (and nothing about features or training).
+
+    The defaults are the released AudioSet geometry with the original code's LayerNorm epsilons.
+    """
+
+    hidden_size: int = 768  # D, token width
+    num_layers: int = 12  # transformer blocks
+    num_heads: int = 12  # attention heads; head width is hidden_size // num_heads
+    mlp_ratio: int = 4  # MLP hidden width is mlp_ratio * hidden_size
+    patch_size: int = 16  # square patch edge, in mel bins and frames
+    frequency_stride: int = 10  # patch step along the mel axis
+    time_stride: int = 10  # patch step along the frame axis
+    num_mel_bins: int = 128  # F
+    max_length: int = 1024  # T, frames per input (128 for Speech Commands, 512 for ESC-50)
+    num_labels: int = 527
+    layer_norm_eps: float = 1e-6  # backbone LayerNorms (original 1e-6; transformers 1e-12)
+    head_layer_norm_eps: float = 1e-5  # head LayerNorm (original 1e-5; transformers 1e-12)
+    model_size: str = "base384"  # DeiT preset this backbone came from; fixes the ImageNet grid for init
+    dtype: str = "float32"  # compute dtype of matmuls and activations
+    param_dtype: str = "float32"  # storage dtype of parameters
+
+    def __post_init__(self):
+        problems = []
+        if self.hidden_size % self.num_heads:
+            problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_mel_bins < self.patch_size or self.max_length < self.patch_size:
+            problems.append(
+                f"input {self.max_length} frames x {self.num_mel_bins} mel bins is smaller than one "
+                f"{self.patch_size}x{self.patch_size} patch")
+        if min(self.frequency_stride, self.time_stride, self.num_labels, self.num_layers) < 1:
+            problems.append("strides, num_labels and num_layers must be positive")
+        for field in ("dtype", "param_dtype"):
+            if getattr(self, field) not in _DTYPES:
+                problems.append(f"{field} must be one of {sorted(_DTYPES)}, got {getattr(self, field)!r}")
+        if self.model_size not in MODEL_SIZES:
+            problems.append(f"model_size must be one of {sorted(MODEL_SIZES)}, got {self.model_size!r}")
+        if problems:
+            raise ValueError("invalid ASTConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_size(cls, model_size: str, **overrides: Any) -> "ASTConfig":
+        """A config for one of the four DeiT sizes (tiny224, small224, base224, base384)."""
+        if model_size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {model_size!r}; choose from {sorted(MODEL_SIZES)}")
+        preset = {k: v for k, v in MODEL_SIZES[model_size].items() if k != "imagenet_grid"}
+        return cls(model_size=model_size, **{**preset, **overrides})
+
+    @property
+    def frequency_patches(self) -> int:
+        """F', patches along the mel axis (VALID convolution: trailing bins may be left uncovered)."""
+        return (self.num_mel_bins - self.patch_size) // self.frequency_stride + 1
+
+    @property
+    def time_patches(self) -> int:
+        """T', patches along the frame axis."""
+        return (self.max_length - self.patch_size) // self.time_stride + 1
+
+    @property
+    def num_patches(self) -> int:
+        return self.frequency_patches * self.time_patches
+
+    @property
+    def imagenet_grid(self) -> int:
+        """Side of the square position grid of the ImageNet DeiT this size starts from (14 or 24)."""
+        return MODEL_SIZES[self.model_size]["imagenet_grid"]
+
+    @property
+    def compute_dtype(self):
+        return _DTYPES[self.dtype]
+
+    @property
+    def parameter_dtype(self):
+        return _DTYPES[self.param_dtype]
+
+    def replace(self, **changes: Any) -> "ASTConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ASTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ASTConfig fields: {', '.join(unknown)}")
+        return cls(**dict(values))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection, laid out like the original `attn.qkv`."""
+
+    config: ASTConfig
+
+    @nn.compact
+    def __call__(self, x, return_attention: bool = False):
+        cfg = self.config
+        batch, length, width = x.shape
+        head_dim = width // cfg.num_heads
+        qkv = nn.Dense(3 * width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")(x)
+        # (B, N, 3D) -> three (B, N, H, Dh): query, key and value blocks, heads contiguous inside each.
+        query, key, value = jnp.split(qkv.reshape(batch, length, 3, cfg.num_heads, head_dim), 3, axis=2)
+        query, key, value = (t.squeeze(2) for t in (query, key, value))
+        if return_attention:
+            logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) * head_dim ** -0.5
+            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+            out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+        else:
+            weights = None
+            out = jax.nn.dot_product_attention(query, key, value, scale=head_dim ** -0.5)
+        out = out.reshape(batch, length, width)
+        out = nn.Dense(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="proj")(out)
+        return out, weights
+
+
+class MLP(nn.Module):
+    config: ASTConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        dense = lambda n, name: nn.Dense(n, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
+        x = dense(cfg.mlp_ratio * cfg.hidden_size, "fc1")(x)
+        x = nn.gelu(x, approximate=False)  # the erf GELU of PyTorch's nn.GELU()
+        return dense(cfg.hidden_size, "fc2")(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    config: ASTConfig
+
+    @nn.compact
+    def __call__(self, x, return_attention: bool = False):
+        cfg = self.config
+        norm = lambda name: nn.LayerNorm(
+            epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
+        attended, weights = Attention(cfg, name="attn")(norm("norm1")(x), return_attention)
+        x = x + attended
+        x = x + MLP(cfg, name="mlp")(norm("norm2")(x))
+        return x, weights
+
+
+class AST(nn.Module):
+    """Audio Spectrogram Transformer.
+
+    `apply(variables, spectrogram)` takes normalised log-mel features `(B, T, F)` and returns `(logits, out)`.
+    `out` holds named intermediates for probes and tools:
+      "pooled"        (B, D)  mean of the cls and dist tokens after the final LayerNorm (the embedding)
+      "tokens"        (B, N, D) all tokens after the final LayerNorm
+      "blocks"        tuple of (B, N, D), each block's output (when return_intermediates=True)
+      "attention"     tuple of (B, H, N, N), each block's softmax attention (when return_attention=True)
+    """
+
+    config: ASTConfig
+
+    @nn.compact
+    def __call__(self, spectrogram, *, return_intermediates: bool = False, return_attention: bool = False):
+        cfg = self.config
+        batch, frames, bins = spectrogram.shape
+        if (frames, bins) != (cfg.max_length, cfg.num_mel_bins):
+            raise ValueError(
+                f"AST expects input (batch, {cfg.max_length} frames, {cfg.num_mel_bins} mel bins), "
+                f"got {tuple(spectrogram.shape)}")
+        init = nn.initializers.truncated_normal(0.02)
+
+        # Frequency is the image height, time the width: (B, T, F) -> NHWC (B, F, T, 1).
+        image = jnp.swapaxes(spectrogram, 1, 2)[..., None].astype(cfg.compute_dtype)
+        patches = nn.Conv(
+            cfg.hidden_size, (cfg.patch_size, cfg.patch_size), strides=(cfg.frequency_stride, cfg.time_stride),
+            padding="VALID", dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="patch_embed",
+        )(image)  # (B, F', T', D)
+        tokens = patches.reshape(batch, cfg.num_patches, cfg.hidden_size)  # frequency-major
+
+        cls_token = self.param("cls_token", init, (1, 1, cfg.hidden_size), cfg.parameter_dtype)
+        dist_token = self.param("dist_token", init, (1, 1, cfg.hidden_size), cfg.parameter_dtype)
+        pos_embed = self.param("pos_embed", init, (1, cfg.num_patches + 2, cfg.hidden_size), cfg.parameter_dtype)
+        special = jnp.broadcast_to(jnp.concatenate([cls_token, dist_token], axis=1), (batch, 2, cfg.hidden_size))
+        x = jnp.concatenate([special.astype(cfg.compute_dtype), tokens], axis=1)
+        x = x + pos_embed.astype(cfg.compute_dtype)  # (B, N, D), N = 2 + F' * T'
+
+        block_outputs, attention = [], []
+        for i in range(cfg.num_layers):
+            x, weights = Block(cfg, name=f"block{i}")(x, return_attention)
+            if return_intermediates:
+                block_outputs.append(x)
+            if return_attention:
+                attention.append(weights)
+
+        x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+                         param_dtype=cfg.parameter_dtype, name="norm")(x)
+        pooled = (x[:, 0] + x[:, 1]) / 2
+        head_in = nn.LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=cfg.compute_dtype,
+                               param_dtype=cfg.parameter_dtype, name="head_norm")(pooled)
+        logits = nn.Dense(cfg.num_labels, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype,
+                          name="head")(head_in)
+
+        out: dict[str, Any] = {"pooled": pooled, "tokens": x}
+        if return_intermediates:
+            out["blocks"] = tuple(block_outputs)
+        if return_attention:
+            out["attention"] = tuple(attention)
+        return logits.astype(jnp.float32), out
+
+
+def init_params(config: ASTConfig, rng: jax.Array | int = 0) -> dict:
+    """Fresh parameters for `config` (timm-style truncated normal tokens, Flax defaults elsewhere)."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    dummy = jnp.zeros((1, config.max_length, config.num_mel_bins), jnp.float32)
+    return jax.jit(AST(config).init)(rng, dummy)["params"]
+
+
+def parameter_shapes(config: ASTConfig) -> dict:
+    """Shapes and dtypes of the parameters, without allocating or computing anything."""
+    dummy = jax.ShapeDtypeStruct((1, config.max_length, config.num_mel_bins), jnp.float32)
+    return jax.eval_shape(lambda x: AST(config).init(jax.random.PRNGKey(0), x), dummy)["params"]
+
+
+def count_parameters(params_or_shapes) -> int:
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params_or_shapes)))

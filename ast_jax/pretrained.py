@@ -1,0 +1,155 @@
+"""A ready-to-use model: architecture, parameters, feature settings and labels, and its folder on disk.
+
+An ast-jax model folder holds
+  ast_jax.json   {"format": "ast-jax-model", "version": 1, "model": ASTConfig, "features": FeatureConfig,
+                  "labels": [...], "activation": "sigmoid" | "softmax", "source": "<where it came from>"}
+  params/        an Orbax checkpoint of the Flax parameter tree
+It loads with jax, flax and orbax alone (no torch). Folders are written to a temporary sibling and renamed
+into place, so an interrupted save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from ast_jax.features import FeatureConfig
+from ast_jax.model import AST, ASTConfig
+
+CONFIG_FILE = "ast_jax.json"
+PARAMS_DIR = "params"
+FORMAT_NAME = "ast-jax-model"
+FORMAT_VERSION = 1
+ACTIVATIONS = ("sigmoid", "softmax")
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """An AST with its parameters, the features it expects and the names of its outputs."""
+
+    config: ASTConfig
+    params: Any
+    features: FeatureConfig
+    labels: list[str]
+    activation: str = "sigmoid"  # how scores are made from logits: what the model was trained with
+    source: str = ""
+
+    def __post_init__(self):
+        if len(self.labels) != self.config.num_labels:
+            raise ValueError(f"{len(self.labels)} labels given for a head with {self.config.num_labels} outputs")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if (self.features.num_mel_bins, self.features.target_length) != (
+                self.config.num_mel_bins, self.config.max_length):
+            raise ValueError(
+                f"features give {self.features.target_length} frames x {self.features.num_mel_bins} bins but the "
+                f"model expects {self.config.max_length} x {self.config.num_mel_bins}")
+
+    @property
+    def model(self) -> AST:
+        return AST(self.config)
+
+    def apply(self, input_values, **kwargs):
+        """`(logits, out)` for normalised features `(B, T, F)`; see `AST` for what `out` holds."""
+        return self.model.apply({"params": self.params}, input_values, **kwargs)
+
+    def scores(self, logits):
+        return jax.nn.sigmoid(logits) if self.activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        return save_model(directory, self)
+
+
+def _default_labels(n: int) -> list[str]:
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
+    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    if directory.exists() and not overwrite and any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: output folder exists and is not empty")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        params = jax.tree_util.tree_map(np.asarray, model.params)
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(staging / PARAMS_DIR, params)
+            checkpointer.wait_until_finished()
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "features": model.features.to_dict(),
+            "labels": list(model.labels),
+            "activation": model.activation,
+            "source": model.source,
+        }
+        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pretrained:
+    """Load an ast-jax model folder. `dtype` overrides the compute dtype ("bfloat16" for fast GPU inference)."""
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory}: not an ast-jax model folder (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{config_path}: not an ast-jax model config (format {meta.get('format')!r})")
+    config = ASTConfig.from_dict(meta["model"])
+    if dtype is not None:
+        config = config.replace(dtype=dtype)
+    expected = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
+        _parameter_shapes_cached(dataclasses.replace(config, dtype="float32")))
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            params = checkpointer.restore(directory / PARAMS_DIR, expected)
+    except Exception as error:  # orbax raises many types; report one line naming the folder
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{directory / PARAMS_DIR}: cannot restore parameters ({message})") from None
+    labels = meta.get("labels") or _default_labels(config.num_labels)
+    return Pretrained(config=config, params=params, features=FeatureConfig.from_dict(meta["features"]),
+                      labels=list(labels), activation=meta.get("activation", "sigmoid"),
+                      source=meta.get("source", str(directory)))
+
+
+def _parameter_shapes_cached(config: ASTConfig):
+    from ast_jax.model import parameter_shapes
+
+    return parameter_shapes(config)
+
+
+def from_params(config: ASTConfig, params: Any, features: FeatureConfig | None = None,
+                labels: Sequence[str] | None = None, activation: str = "sigmoid", source: str = "") -> Pretrained:
+    """Wrap parameters (e.g. from training) as a `Pretrained`."""
+    features = features or FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
+    labels = list(labels) if labels is not None else _default_labels(config.num_labels)
+    return Pretrained(config, params, features, labels, activation, source)
