@@ -14,6 +14,7 @@ Common `config.data` fields (sources add their own, with defaults):
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Iterator
 
 import numpy as np
@@ -88,7 +89,7 @@ class SyntheticSource(DataSource):
         t = np.arange(self.clip_samples) / self.sample_rate
         audio, targets = [], np.zeros((len(indices), self.num_classes), np.float32)
         for row, i in enumerate(indices):
-            rng = np.random.default_rng([hash(split) % 2**31, int(i)])
+            rng = np.random.default_rng([zlib.crc32(split.encode()), int(i)])
             k = int(i) % self.num_classes
             audio.append(0.5 * np.sin(2 * np.pi * 200 * (k + 1) * t) + 0.05 * rng.standard_normal(len(t)))
             targets[row, k] = 1
