@@ -1,0 +1,172 @@
+"""Score a model on a labelled data set: accuracy, mAP, mAUC, per-class precision and recall, a confusion
+matrix PNG and a CSV of the misclassified files.
+
+SOURCE is any source of the data layer (ast_jax.data):
+  FOLDER                    <root>/<label>/*.wav (a folder without train/validation/test folders is scored whole);
+                            a raw Speech Commands v0.02 folder (with testing_list.txt) gives its test split
+  FILE.csv                  a manifest with columns path,label[,split]
+  demo                      the Speech Commands demo set shipped with the project
+  tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
+  CONFIG.py[:arg]           the data section of a training config
+Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
+Clips are cut or padded to --clip-seconds (default: the model's input length rounded down to whole seconds,
+the clip length of its recipe: 1 s Speech Commands, 5 s ESC-50, 10 s AudioSet).
+
+Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv.
+
+example:
+  ast-jax evaluate --model runs/demo/model --data ../shared/data/speech_commands_test_v0.02_dev --output-dir eval/
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from ast_jax.commands.predict import add_model_arguments, progress
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="SOURCE", help="data set to score (see above)")
+    parser.add_argument("--split", default="test", help="split to score (default test)")
+    parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
+    parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
+                        help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
+    parser.add_argument("--clip-seconds", type=float, default=None, help="clip length read from the data set")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="Speech Commands task for a raw folder: 35 or 12 (default: 35 if the model has 35 labels)")
+    parser.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir for tfds: sources")
+    parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+                        help="how scores are made from logits (default: what the model was trained with)")
+
+
+def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data_dir: str | None):
+    """The data layer's ConfigDict for SOURCE (see the module docstring)."""
+    import ml_collections
+
+    path = Path(source)
+    if source.endswith(".py") or ".py:" in source:
+        from ast_jax.training.config_io import load_config
+
+        config = load_config(source).data
+        if "clip_seconds" not in config:
+            config.clip_seconds = clip_seconds
+        return config
+    values = {"clip_seconds": clip_seconds, "sample_rate": 16000}
+    if source == "demo":
+        values.update(source="demo")
+    elif source == "tfds" or source.startswith("tfds:"):
+        name = source.partition(":")[2] or "speech_commands"
+        if name != "speech_commands":
+            raise ValueError(f"{source}: only tfds:speech_commands is supported")
+        values.update(source="tfds", data_dir=tfds_data_dir)
+    elif path.suffix.lower() == ".csv":
+        values.update(source="manifest", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
+    elif path.is_dir() and ((path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()):
+        values.update(source="speech_commands", data_dir=str(path), num_classes=num_classes)
+    elif path.is_dir():
+        values.update(source="folder", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
+    else:
+        raise ValueError(f"{source}: not a folder, .csv manifest, config .py, 'demo' or 'tfds:speech_commands'")
+    return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
+
+
+def parse_label_map(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    if text.endswith(".json"):
+        import json
+
+        with open(text) as handle:
+            return {str(k): str(v) for k, v in json.load(handle).items()}
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    bad = [item for item, pair in zip(text.split(","), pairs) if len(pair) != 2]
+    if bad:
+        raise ValueError(f"--label-map: expected DATASET=MODEL pairs, got {', '.join(bad)}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def example_names(source, split: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """A name per example of the split (the clip's file where the source has files, else split[index]), and
+    the (clip, problem) of each file the data layer could not read and left out."""
+    from ast_jax.data.files import FileSource
+
+    if isinstance(source, FileSource):
+        clips = source.split_files(split).clips
+        if not source.prepared:
+            return [clip.describe() for clip in clips], []
+        prepared = source.prepare(split)
+        return [clips[i].describe() for i in prepared.kept], list(prepared.skipped)
+    return [f"{split}[{i}]" for i in range(source.num_examples(split))], []
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ast_jax.data import build_source
+    from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
+    from ast_jax.inference import Predictor, load_model_source, write_atomically
+
+    model = load_model_source(args.model, args.dtype)
+    input_seconds = ((model.features.target_length - 1) * model.features.frame_shift
+                     + model.features.frame_length) / model.features.sample_rate
+    clip_seconds = args.clip_seconds or (math.floor(input_seconds) if input_seconds >= 1 else input_seconds)
+    num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
+    source = build_source(data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
+                                      tfds_data_dir=args.tfds_data_dir))
+    label_indices = map_labels(source.labels, model.labels, parse_label_map(args.label_map))
+    predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
+
+    names, skipped = example_names(source, args.split)
+    for clip, problem in skipped:
+        print(problem if problem.startswith(clip) else f"{clip}: {problem}", file=sys.stderr)
+    total = source.num_examples(args.split)
+    if total == 0:
+        raise ValueError(f"{args.data}: split {args.split!r} has no examples")
+    scores = np.zeros((total, len(model.labels)), np.float32)
+    targets = np.zeros((total, source.num_classes), np.float32)
+
+    def examples():
+        for batch in source.batches(args.split, batch_size=args.batch_size):
+            for row in np.flatnonzero(batch["valid"]):
+                index = int(batch["index"][row])
+                targets[index] = batch["targets"][row]
+                yield index, batch["audio"][row]
+
+    with progress(total, "evaluate") as bar:
+        for index, out in predictor.run(examples(), ("scores",), count=total):
+            scores[index] = out["scores"]
+            bar.update(1)
+
+    result = Evaluation(scores=scores, targets=targets, dataset_labels=list(source.labels),
+                        model_labels=list(model.labels), label_indices=label_indices, names=names,
+                        multilabel=source.multilabel)
+    summary = result.summary()
+    per_class = result.per_class()
+    print(f"{args.data} [{args.split}]: {summary['examples']} examples  accuracy {summary['accuracy']:.4f}  "
+          f"mAP {summary['mAP']:.4f}  mAUC {summary['mAUC']:.4f}")
+    width = max(len(row["label"]) for row in per_class)
+    print(f"{'label'.ljust(width)}  precision  recall  support")
+    for row in per_class:
+        print(f"{row['label'].ljust(width)}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['support']:7d}")
+
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomically(out / "metrics.json", lambda p: write_json(p, {**summary, "per_class": per_class}))
+        write_atomically(out / "per_class.csv", lambda p: write_csv(
+            p, per_class, ["label", "precision", "recall", "support", "ap", "auc"]))
+        write_atomically(out / "misclassified.csv", lambda p: write_csv(
+            p, result.misclassified(), ["file", "label", "predicted", "predicted_score", "label_score"]))
+        if not source.multilabel:
+            matrix, columns = result.confusion_matrix()
+            write_atomically(out / "confusion_matrix.png",
+                             lambda p: plot_confusion_matrix(matrix, source.labels, columns, p))
+        print(f"wrote {', '.join(sorted(os.listdir(out)))} to {out}", file=sys.stderr)
+    if skipped:
+        print(f"ast-jax evaluate: {len(skipped)} files could not be read and were left out", file=sys.stderr)
+    return 1 if skipped else 0

@@ -1,0 +1,64 @@
+"""Draw what the model listens to: attention rollout and the last block's cls/dist attention over the
+spectrogram of each audio file, one PNG per file (see ast_jax.explain for how the maps are made).
+
+example:
+  ast-jax explain --model runs/demo/model clip.wav --output clip.png
+  ast-jax explain --model runs/demo/model clips/ --output explained/     (one PNG per file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ast_jax.commands.predict import add_model_arguments, report_error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
+    add_model_arguments(parser)
+    parser.add_argument("--output", "-o", required=True,
+                        help="PNG path for one file, or a folder (one <name>.png per file)")
+    parser.add_argument("--map", choices=["both", "rollout", "last"], default="both",
+                        help="which attention maps to draw (default both)")
+
+
+def output_path(output: str, path: str, many: bool) -> str:
+    if not many and output.lower().endswith(".png"):
+        return output
+    return os.path.join(output, os.path.basename(path) + ".png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ast_jax.explain import grid_to_spectrogram, patch_grid, plot_explanation
+    from ast_jax.inference import expand_inputs, pipeline, write_atomically
+
+    files, unmatched = expand_inputs(args.inputs)
+    for pattern in unmatched:
+        print(f"{pattern}: no audio files match", file=sys.stderr)
+    failed = len(unmatched)
+    model = pipeline(args.model, batch_size=min(args.batch_size, 8), dtype=args.dtype, workers=args.workers)
+    config, feats = model.model.config, model.model.features
+    wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
+    titles = {"rollout": "attention rollout of cls + dist", "last_attention": "last block: cls + dist attention"}
+
+    def on_error(name, error):
+        nonlocal failed
+        failed += 1
+        report_error(name, error)
+
+    outputs = ("input_values", "scores") + wanted
+    results = model.predict_files(files, top_k=1, outputs=outputs, on_error=on_error)
+    for path, out in results:
+        # The cls and dist rows are averaged: the pooled embedding the head reads is their mean.
+        maps = {titles[name]: grid_to_spectrogram(patch_grid(out[name].mean(axis=0), config), config)
+                for name in wanted}
+        best = out["labels"][0]
+        target = output_path(args.output, path, len(files) > 1 or os.path.isdir(args.output))
+        frames = min(max(1, feats.num_frames(out["samples"])), config.max_length)
+        write_atomically(target, lambda temporary: plot_explanation(
+            out["input_values"], maps, temporary, title=f"{os.path.basename(path)}: {best['label']} "
+            f"({best['score']:.3f})", frame_shift_ms=feats.frame_shift_ms, frames=frames))
+        print(f"{path} -> {target}", file=sys.stderr)
+    return 1 if failed else 0

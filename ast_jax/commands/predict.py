@@ -1,0 +1,139 @@
+"""Classify audio files, folders or globs: the top-k labels of each file, as a table, JSON lines or CSV.
+
+With --window (and --hop) each file is a long recording classified window by window, with each window's
+start and end time: keyword spotting over a stream. Files that cannot be read are reported one line each on
+stderr; the others are still classified, and the exit status is 1.
+
+examples:
+  ast-jax predict --model runs/demo/model clips/ *.wav
+  ast-jax predict --model hf:MIT/ast-finetuned-speech-commands-v2 --format jsonl --output out.jsonl clips/
+  ast-jax predict --model model/ --window 1.0 --hop 0.25 --top-k 3 recording.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --batch-size, --dtype, --workers: shared by predict, evaluate, embed and explain."""
+    parser.add_argument("--model", required=True,
+                        help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per jitted batch (default 32)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="compute dtype (default: the model's; bfloat16 is fast on GPUs)")
+    parser.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
+    add_model_arguments(parser)
+    parser.add_argument("--top-k", type=int, default=5, help="labels per file or window (default 5)")
+    parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
+                        help="how scores are made from logits (default: what the model was trained with)")
+    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format")
+    parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
+    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                        help="classify each file window by window, windows this long")
+    parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                        help="step between windows (default: the window length)")
+
+
+def report_error(name: str, error: Exception) -> None:
+    """One line per bad input on stderr: the reader's message already starts with the file name."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(message if message.startswith(str(name)) else f"{name}: {message}", file=sys.stderr)
+
+
+def progress(total: int, description: str):
+    """A tqdm bar on stderr for long runs (hidden for a handful of files or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="file", file=sys.stderr,
+                disable=total < 16 or not sys.stderr.isatty())
+
+
+def _format_labels(labels: list[dict]) -> str:
+    return ", ".join(f"{item['label']} ({item['score']:.3f})" for item in labels)
+
+
+def format_rows(rows: list[dict], output_format: str, top_k: int) -> str:
+    """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV."""
+    windowed = bool(rows) and "start" in rows[0]
+    if output_format == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        width = max([len(row["labels"]) for row in rows] + [min(top_k, 1)])
+        writer.writerow(["file"] + (["start", "end"] if windowed else [])
+                        + [f"{kind}_{i + 1}" for i in range(width) for kind in ("label", "score")])
+        for row in rows:
+            times = [f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else []
+            writer.writerow([row["file"]] + times
+                            + [v for item in row["labels"] for v in (item["label"], f"{item['score']:.6f}")])
+        return buffer.getvalue()
+    header = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
+    table = [header] + [
+        [row["file"]] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
+        + [row["labels"][0]["label"], f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
+        for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] + "\n"
+                   for line in table)
+
+
+def write_text(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from ast_jax.inference import write_atomically
+
+    def write(path):
+        with open(path, "w", newline="") as handle:
+            handle.write(text)
+
+    write_atomically(output, write)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ast_jax.inference import expand_inputs, pipeline
+
+    files, unmatched = expand_inputs(args.inputs)
+    for pattern in unmatched:
+        print(f"{pattern}: no audio files match", file=sys.stderr)
+    failed = len(unmatched)
+    if args.hop is not None and args.window is None:
+        raise ValueError("--hop needs --window")
+    classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
+                        workers=args.workers)
+    rows = []
+    with progress(len(files), "predict") as bar:
+        if args.window is None:
+            def on_error(name, error):
+                nonlocal failed
+                failed += 1
+                report_error(name, error)
+                bar.update(1)
+
+            for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
+                rows.append({"file": path, "labels": out["labels"]})
+                bar.update(1)
+        else:
+            for path in files:
+                try:
+                    for window in classify.windows(path, args.window, args.hop, top_k=args.top_k):
+                        rows.append({"file": path, **window})
+                except (OSError, ValueError) as error:
+                    failed += 1
+                    report_error(path, error)
+                bar.update(1)
+    write_text(format_rows(rows, args.format, args.top_k), args.output)
+    if failed:
+        print(f"ast-jax predict: {failed} of {len(files) + len(unmatched)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0

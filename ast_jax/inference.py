@@ -1,0 +1,352 @@
+"""Batched, jitted inference: waveforms in, scores and embeddings out, features computed on the device.
+
+One jitted function takes a batch of waveforms `(B, S)` and returns what is asked of it (scores, logits,
+pooled embeddings, tokens, attention): the Kaldi filterbank, the model and the activation all run inside it,
+so the host only decodes audio. Every batch has the same shape (the last one is padded), and compiled
+functions are kept per (batch shape, outputs), so a run over many files compiles once.
+
+Files are decoded in a thread pool while the device computes the previous batch; a file that cannot be read
+is reported through a callback and the rest go on.
+
+    classify = ast_jax.pipeline("runs/demo/model")
+    classify("clip.wav")          # [{"score": 0.97, "label": "yes"}, ...] like transformers' pipeline
+    classify(["a.wav", "b.wav"])  # one list per input
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import itertools
+import math
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ast_jax import features as features_lib
+from ast_jax.pretrained import Pretrained
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus", ".au")
+# What the jitted function can return: see `AST` for pooled, tokens and attention, `ast_jax.explain` for
+# rollout and last_attention (computed on the device, so the full attention never leaves it).
+OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", "rollout", "last_attention")
+
+
+def load_model_source(source: str | os.PathLike | Pretrained, dtype: str | None = None) -> Pretrained:
+    """A `Pretrained` from anything `ast_jax.convert.load_pretrained` accepts (or a `Pretrained` itself)."""
+    if isinstance(source, Pretrained):
+        return source if dtype is None else _with_dtype(source, dtype)
+    from ast_jax.convert import load_pretrained
+
+    model = load_pretrained(source)
+    return model if dtype is None else _with_dtype(model, dtype)
+
+
+def _with_dtype(model: Pretrained, dtype: str) -> Pretrained:
+    import dataclasses
+
+    return dataclasses.replace(model, config=model.config.replace(dtype=dtype))
+
+
+def check_waveform(waveform: np.ndarray, name: str) -> np.ndarray:
+    """`waveform` as float32 mono, or a ValueError naming `name` and what is wrong with it."""
+    waveform = np.asarray(waveform)
+    if waveform.ndim != 1:
+        raise ValueError(f"{name}: expected mono audio (one dimension), got shape {waveform.shape}")
+    if waveform.size == 0:
+        raise ValueError(f"{name}: no audio samples")
+    if not np.issubdtype(waveform.dtype, np.floating):
+        raise ValueError(f"{name}: expected float samples in [-1, 1], got {waveform.dtype}")
+    waveform = waveform.astype(np.float32, copy=False)
+    if not np.isfinite(waveform).all():
+        raise ValueError(f"{name}: audio contains NaN or infinite samples")
+    return waveform
+
+
+def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Audio files named by `patterns` (files, folders searched recursively, globs), and the patterns that
+    matched nothing. Files named directly are kept whatever their extension, so that a bad one is reported."""
+    files, unmatched = [], []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(str(p) for p in Path(pattern).rglob("*")
+                           if p.is_file() and p.name.lower().endswith(AUDIO_EXTENSIONS))
+        elif glob.has_magic(pattern):
+            found = sorted(p for p in glob.glob(pattern, recursive=True)
+                           if os.path.isdir(p) is False and p.lower().endswith(AUDIO_EXTENSIONS))
+        else:
+            found = [pattern]  # a missing file is reported by the reader, in order, like any other bad file
+        if not found:
+            unmatched.append(pattern)
+        files.extend(found)
+    return files, unmatched
+
+
+def decode_in_background(items: Iterable[Any], decode: Callable[[Any], Any], *, workers: int = 4,
+                         prefetch: int = 64) -> Iterator[tuple[Any, Any, Exception | None]]:
+    """`(item, decode(item), None)` or `(item, None, error)` in input order, decoding up to `prefetch` items
+    ahead in `workers` threads (soundfile and the resampler release the GIL, so this overlaps the device)."""
+    items = iter(items)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = collections.deque((item, pool.submit(decode, item)) for item in itertools.islice(items, prefetch))
+        while pending:
+            item, future = pending.popleft()
+            for following in itertools.islice(items, 1):
+                pending.append((following, pool.submit(decode, following)))
+            try:
+                yield item, future.result(), None
+            except (OSError, ValueError, RuntimeError) as error:
+                yield item, None, error
+
+
+class Predictor:
+    """The jitted waveform-to-outputs function of one model, applied batch by batch.
+
+    `activation` ("sigmoid" or "softmax") defaults to what the model was trained with.
+    """
+
+    def __init__(self, model: Pretrained, *, batch_size: int = 32, activation: str | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.activation = activation or model.activation
+        if self.activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"activation must be sigmoid or softmax, got {self.activation!r}")
+        feats = model.features
+        # Samples whose frames fill the model's input exactly; longer audio is cut here (the extractor keeps
+        # only the first target_length frames anyway) and shorter audio is zero-padded, its missing frames
+        # masked to the extractor's zero rows inside the jitted function.
+        self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
+        self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.features.sample_rate
+
+    def _function(self, outputs: tuple[str, ...]):
+        model, feats, activation = self.model.model, self.model.features, self.activation
+        target_length = feats.target_length
+
+        def forward(params, waveforms, lengths):
+            spectrogram = features_lib.fbank(waveforms, feats)  # (B, target_length, bins)
+            frames = jnp.where(lengths >= feats.frame_length,
+                               1 + (lengths - feats.frame_length) // feats.frame_shift, 0)
+            present = jnp.arange(target_length)[None, :] < frames[:, None]
+            spectrogram = jnp.where(present[..., None], spectrogram, 0.0)
+            input_values = features_lib.normalize(spectrogram, feats)
+            wants_attention = bool({"attention", "rollout", "last_attention"} & set(outputs))
+            logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention)
+            scores = jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+            available = {"logits": logits, "scores": scores, "input_values": input_values, **out}
+            if wants_attention:
+                from ast_jax.explain import special_token_maps
+
+                available.update(special_token_maps(out["attention"]))
+            return {name: available[name] for name in outputs}
+
+        return forward
+
+    def compiled(self, batch: int, outputs: tuple[str, ...]):
+        """The function for `batch` rows returning `outputs`, compiled once and kept."""
+        key = (batch, outputs)
+        if key not in self._compiled:
+            unknown = sorted(set(outputs) - set(OUTPUTS))
+            if unknown:
+                raise ValueError(f"unknown outputs {unknown}; choose from {list(OUTPUTS)}")
+            shapes = (jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), self.model.params),
+                      jax.ShapeDtypeStruct((batch, self.clip_samples), jnp.float32),
+                      jax.ShapeDtypeStruct((batch,), jnp.int32))
+            self._compiled[key] = jax.jit(self._function(outputs)).lower(*shapes).compile()
+        return self._compiled[key]
+
+    def _batch_rows(self, count: int) -> int:
+        """Rows of the compiled batch for `count` examples: the batch size, or for a short request the next
+        power of two (so one file does not pay for a full batch, and at most log2(batch size) shapes exist)."""
+        return min(self.batch_size, 1 << max(0, count - 1).bit_length())
+
+    def _dispatch(self, waveforms: Sequence[np.ndarray], outputs: tuple[str, ...], rows: int):
+        batch = np.zeros((rows, self.clip_samples), np.float32)
+        lengths = np.zeros((rows,), np.int32)
+        for row, waveform in enumerate(waveforms):
+            waveform = waveform[:self.clip_samples]
+            batch[row, :len(waveform)] = waveform
+            lengths[row] = len(waveform)
+        return self.compiled(rows, outputs)(self.model.params, batch, lengths)  # asynchronous
+
+    def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
+            count: int | None = None) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+        """`(key, {output: array for this example})` for each `(key, waveform)`, in order.
+
+        Batch k+1 is gathered (decoded) while the device computes batch k. `count`, when known, lets a short
+        request use a smaller compiled batch.
+        """
+        outputs = tuple(sorted(outputs))
+        rows = self._batch_rows(count) if count is not None else self.batch_size
+        examples = iter(examples)
+        in_flight = None
+        while True:
+            chunk = list(itertools.islice(examples, rows))
+            if chunk:
+                keys = [key for key, _ in chunk]
+                dispatched = (keys, self._dispatch([w for _, w in chunk], outputs, rows))
+            if in_flight is not None:
+                yield from _split_rows(*in_flight)
+            if not chunk:
+                return
+            in_flight = dispatched
+
+    def outputs(self, waveforms: Sequence[np.ndarray], outputs: Sequence[str] = ("scores",)) -> dict[str, Any]:
+        """Outputs stacked over `waveforms` (each float32 mono at the model's sample rate)."""
+        results = [out for _, out in self.run(enumerate(waveforms), outputs, count=len(waveforms))]
+        return jax.tree_util.tree_map(lambda *rows: np.stack(rows), *results)
+
+    def top_k(self, scores: np.ndarray, k: int | None = 5) -> list[dict[str, Any]]:
+        """`[{"score", "label"}]` of the `k` best labels (all when None), best first, like transformers."""
+        k = len(self.labels) if k is None else max(1, min(int(k), len(self.labels)))
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [{"score": float(scores[i]), "label": self.labels[i]} for i in best]
+
+
+def _split_rows(keys, batch_outputs):
+    host = jax.tree_util.tree_map(np.asarray, batch_outputs)  # waits for the device
+    for row, key in enumerate(keys):
+        yield key, jax.tree_util.tree_map(lambda a: a[row], host)
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Start samples of the windows over a recording: every `hop` from 0, the last one reaching the end
+    (and padded like any short clip); a recording shorter than one window is one window."""
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window and hop must be positive, got {window} and {hop} samples")
+    count = 1 if num_samples <= window else 1 + math.ceil((num_samples - window) / hop)
+    return [i * hop for i in range(count)]
+
+
+class Pipeline:
+    """Audio classification with the call signature and results of transformers' audio-classification pipeline.
+
+    `pipeline(inputs, top_k=5)` takes a path, the bytes of an audio file, a float waveform at the model's
+    sample rate, a dict {"array" or "raw", "sampling_rate"}, or a list of these; it returns
+    [{"score", "label"}] best first, or one such list per input for a list.
+    """
+
+    def __init__(self, model: str | os.PathLike | Pretrained, *, batch_size: int = 32,
+                 activation: str | None = None, dtype: str | None = None, workers: int = 4):
+        self.model = load_model_source(model, dtype)
+        self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
+        self.workers = workers
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.features.sample_rate
+
+    def load(self, source: Any, name: str | None = None) -> np.ndarray:
+        """One input as float32 mono at the model's sample rate, or a ValueError/OSError naming it."""
+        from ast_jax.audio import load_audio, resample
+
+        if isinstance(source, dict):
+            if "sampling_rate" not in source or not ("array" in source or "raw" in source):
+                raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
+            array = source["array"] if source.get("array") is not None else source.get("raw")
+            name = name or str(source.get("path") or "array")
+            waveform = check_waveform(np.asarray(array, np.float32), name)
+            if int(source["sampling_rate"]) != self.sample_rate:
+                waveform = resample(waveform, int(source["sampling_rate"]), self.sample_rate)
+            return waveform
+        if isinstance(source, np.ndarray):
+            return check_waveform(source, name or "array")
+        if isinstance(source, (str, os.PathLike, bytes)):
+            waveform = load_audio(source, sample_rate=self.sample_rate)
+            return check_waveform(waveform, name or (str(source) if not isinstance(source, bytes) else "bytes"))
+        raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, an array or a dict")
+
+    def __call__(self, inputs: Any, top_k: int | None = 5, function_to_apply: str | None = None):
+        predictor = self.predictor
+        if function_to_apply is not None and function_to_apply != predictor.activation:
+            predictor = Predictor(self.model, batch_size=predictor.batch_size, activation=function_to_apply)
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
+        scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
+        results = [predictor.top_k(row, top_k) for row in scores]
+        return results[0] if single else results
+
+    def predict_files(self, paths: Sequence[str], *, top_k: int | None = 5, outputs: Sequence[str] = ("scores",),
+                      on_error: Callable[[str, Exception], None] | None = None,
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """`(path, outputs)` for each readable file, in order, with "samples" (the decoded length) and, when
+        scores are asked for, "labels" (top-k). Files are decoded in background threads; unreadable ones go to `on_error` and are skipped."""
+        def readable():
+            for path, waveform, error in decode_in_background(paths, self.load, workers=self.workers):
+                if error is None:
+                    yield (path, len(waveform)), waveform
+                elif on_error is not None:
+                    on_error(path, error)
+                else:
+                    raise error
+
+        for (path, samples), out in self.predictor.run(readable(), outputs, count=len(paths)):
+            out["samples"] = samples
+            if "scores" in out:
+                out["labels"] = self.predictor.top_k(out["scores"], top_k)
+            yield path, out
+
+    def windows(self, source: Any, window_seconds: float, hop_seconds: float | None = None, *,
+                top_k: int | None = 5) -> list[dict[str, Any]]:
+        """Classify a long recording window by window (keyword spotting over a stream).
+
+        Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window.
+        Files are read block by block, so a recording need not fit in memory.
+        """
+        rate = self.sample_rate
+        window = int(round(window_seconds * rate))
+        hop = int(round((hop_seconds or window_seconds) * rate))
+        if isinstance(source, (str, os.PathLike)):
+            from ast_jax.audio import iter_audio_blocks
+
+            pieces = enumerate(iter_audio_blocks(source, block_seconds=window / rate, hop_seconds=hop / rate,
+                                                 sample_rate=rate))
+            examples = (((i * hop, len(piece)), check_waveform(piece, f"{source} at {i * hop / rate:.2f} s"))
+                        for i, piece in pieces)
+        else:
+            waveform = self.load(source)
+            examples = (((start, len(waveform[start:start + window])), waveform[start:start + window])
+                        for start in window_starts(len(waveform), window, hop))
+        return [{"start": start / rate, "end": (start + length) / rate,
+                 "labels": self.predictor.top_k(out["scores"], top_k)}
+                for (start, length), out in self.predictor.run(examples, ("scores",))]
+
+
+def pipeline(model: str | os.PathLike | Pretrained, **kwargs: Any) -> Pipeline:
+    """An audio-classification `Pipeline` for `model` (an ast-jax folder, .pth, Hugging Face folder, hf:repo,
+    or a `Pretrained`). Keyword arguments: batch_size, activation, dtype, workers."""
+    return Pipeline(model, **kwargs)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(temporary_path)` next to `path`, then rename it into place (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -1,0 +1,203 @@
+"""The Python side of inference: the jitted predictor, `ast_jax.pipeline`, windowed prediction, attention maps.
+
+References are independent of our feature code: transformers' ASTFeatureExtractor and audio-classification
+pipeline, and numpy re-derivations of attention rollout.
+"""
+
+from __future__ import annotations
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_jax.features import FeatureConfig
+from ast_jax.inference import Pipeline, Predictor, check_waveform, expand_inputs, pipeline, window_starts
+from ast_jax.model import ASTConfig, init_params
+from ast_jax.pretrained import Pretrained, save_model
+
+RATE = 16000
+LABELS = ["yes", "no", "up", "down", "left"]
+# A tiny model over 48 frames of 32 mel bins: 7,920 samples (0.495 s) fill its input.
+FEATURES = FeatureConfig.for_dataset("speech_commands", num_mel_bins=32, target_length=48)
+CONFIG = ASTConfig.from_size("tiny224", num_layers=2, num_mel_bins=32, max_length=48, num_labels=len(LABELS))
+
+
+def tiny_model(activation: str = "softmax", seed: int = 0) -> Pretrained:
+    return Pretrained(CONFIG, init_params(CONFIG, seed), FEATURES, list(LABELS), activation, source="test")
+
+
+def waveform(seconds: float, seed: int = 0, frequency: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return (0.3 * np.sin(2 * np.pi * frequency * t) + 0.05 * noise).astype(np.float32)
+
+
+def extractor_scores(model: Pretrained, waveforms, activation: str) -> np.ndarray:
+    """Scores with transformers' ASTFeatureExtractor making the features (an independent reference)."""
+    from transformers import ASTFeatureExtractor
+
+    extractor = ASTFeatureExtractor(**{k: v for k, v in model.features.to_hf_preprocessor_config().items()
+                                       if k != "feature_extractor_type"})
+    values = extractor(list(waveforms), sampling_rate=RATE, return_tensors="np")["input_values"]
+    logits, _ = model.apply(jnp.asarray(values))
+    return np.asarray(jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, -1))
+
+
+@pytest.fixture(scope="module")
+def model() -> Pretrained:
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def classify(model) -> Pipeline:
+    return pipeline(model, batch_size=4)
+
+
+def test_scores_match_transformers_feature_extractor(model, classify):
+    # shorter than the input (padded with the extractor's zero rows), exactly the input, and longer (cut)
+    clips = [waveform(0.3, 1), waveform(7920 / RATE, 2), waveform(1.7, 3), waveform(0.03, 4)]
+    ours = classify.predictor.outputs(clips, ("scores",))["scores"]
+    np.testing.assert_allclose(ours, extractor_scores(model, clips, "softmax"), atol=2e-5)
+    sigmoid = Predictor(model, activation="sigmoid").outputs(clips, ("scores",))["scores"]
+    np.testing.assert_allclose(sigmoid, extractor_scores(model, clips, "sigmoid"), atol=2e-5)
+
+
+def test_pipeline_accepts_what_transformers_accepts(classify, tmp_path):
+    clip = waveform(0.4, 5)
+    path = tmp_path / "clip.wav"
+    sf.write(path, clip, RATE, subtype="FLOAT")
+    from_array = classify(clip)
+    assert [set(item) for item in from_array] == [{"score", "label"}] * 5
+    scores = [item["score"] for item in from_array]
+    assert scores == sorted(scores, reverse=True) and sorted(i["label"] for i in from_array) == sorted(LABELS)
+    assert abs(sum(scores) - 1) < 1e-5  # softmax over all five labels
+    for other in (classify(str(path)), classify(path.read_bytes()), classify({"array": clip, "sampling_rate": RATE}),
+                  classify({"raw": clip, "sampling_rate": RATE})):
+        assert [i["label"] for i in other] == [i["label"] for i in from_array]
+        np.testing.assert_allclose([i["score"] for i in other], scores, atol=1e-6)
+    # a dict at another rate is resampled to the model's rate
+    at_8k = {"array": clip[::2].copy(), "sampling_rate": 8000}
+    assert len(classify(at_8k, top_k=2)) == 2
+    # a list gives one list per input; top_k=None gives every label
+    many = classify([clip, str(path)], top_k=None)
+    assert len(many) == 2 and all(len(result) == len(LABELS) for result in many)
+    assert classify(clip, top_k=100) == classify(clip, top_k=None)
+
+
+def test_one_compile_per_batch_shape_and_padding_is_harmless(model):
+    predictor = Predictor(model, batch_size=4)
+    clips = [waveform(0.2 + 0.05 * i, i) for i in range(7)]  # batches of 4 and 3 (padded to 4)
+    batched = predictor.outputs(clips, ("scores", "pooled"))
+    assert list(predictor._compiled) == [(4, ("pooled", "scores"))]
+    one_by_one = np.concatenate([predictor.outputs([clip], ("scores",))["scores"] for clip in clips])
+    np.testing.assert_allclose(batched["scores"], one_by_one, atol=1e-6)
+    assert sorted(predictor._compiled) == [(1, ("scores",)), (4, ("pooled", "scores"))]
+    assert batched["pooled"].shape == (7, CONFIG.hidden_size)
+
+
+def test_windows_cover_the_recording_and_equal_the_cut_windows(classify, tmp_path):
+    recording = waveform(3.3, 7, frequency=300.0)
+    recording[RATE:2 * RATE] = waveform(1.0, 8, frequency=1200.0)
+    assert window_starts(len(recording), RATE, RATE // 2) == [0, 8000, 16000, 24000, 32000, 40000]
+    windows = classify.windows(recording, 1.0, 0.5, top_k=3)
+    assert [(w["start"], w["end"]) for w in windows] == [
+        (0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5), (2.0, 3.0), (2.5, 3.3)]
+    for w in windows:
+        alone = classify(recording[int(w["start"] * RATE):int(w["end"] * RATE)], top_k=3)
+        assert [i["label"] for i in w["labels"]] == [i["label"] for i in alone]
+        np.testing.assert_allclose([i["score"] for i in w["labels"]], [i["score"] for i in alone], atol=1e-6)
+    # a file is read block by block and gives the same windows
+    path = tmp_path / "long.wav"
+    sf.write(path, recording, RATE, subtype="FLOAT")
+    from_file = classify.windows(str(path), 1.0, 0.5, top_k=3)
+    assert [(w["start"], w["end"]) for w in from_file] == [(w["start"], w["end"]) for w in windows]
+    for a, b in zip(from_file, windows):
+        np.testing.assert_allclose([i["score"] for i in a["labels"]], [i["score"] for i in b["labels"]], atol=1e-5)
+    # a recording shorter than one window is one window
+    assert [(w["start"], w["end"]) for w in classify.windows(recording[:4000], 1.0)] == [(0.0, 0.25)]
+
+
+def test_bad_waveforms_are_named():
+    with pytest.raises(ValueError, match="clip: audio contains NaN"):
+        check_waveform(np.array([0.0, np.nan], np.float32), "clip")
+    with pytest.raises(ValueError, match="clip: no audio samples"):
+        check_waveform(np.zeros(0, np.float32), "clip")
+    with pytest.raises(ValueError, match="mono"):
+        check_waveform(np.zeros((2, 100), np.float32), "clip")
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.wav", "a/b/two.flac", "a/notes.txt", "three.wav"):
+        (tmp_path / name).write_bytes(b"")
+    files, unmatched = expand_inputs([str(tmp_path / "a"), str(tmp_path / "*.wav"), str(tmp_path / "none*.wav"),
+                                      str(tmp_path / "missing.wav")])
+    assert files == [str(tmp_path / "a/b/two.flac"), str(tmp_path / "a/one.wav"), str(tmp_path / "three.wav"),
+                     str(tmp_path / "missing.wav")]
+    assert unmatched == [str(tmp_path / "none*.wav")]
+
+
+def test_attention_maps_rollout_and_grid(model):
+    from ast_jax.explain import attention_rollout, grid_to_spectrogram, patch_grid
+
+    out = Predictor(model, batch_size=2).outputs([waveform(0.4, 9), waveform(0.2, 10)],
+                                                 ("attention", "rollout", "last_attention"))
+    attention = out["attention"]  # tuple of (B, H, N, N) per block
+    tokens = 2 + CONFIG.num_patches
+    assert len(attention) == CONFIG.num_layers and attention[0].shape == (2, CONFIG.num_heads, tokens, tokens)
+    # numpy re-derivation of Abnar & Zuidema's rollout
+    expected = np.eye(tokens)[None]
+    for weights in attention:
+        mixed = weights.mean(axis=1) + np.eye(tokens)
+        mixed /= mixed.sum(-1, keepdims=True)
+        expected = mixed @ expected
+    np.testing.assert_allclose(out["rollout"], expected[:, :2], atol=1e-5)
+    np.testing.assert_allclose(out["rollout"].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(attention_rollout([jnp.asarray(w) for w in attention])).sum(-1), 1.0,
+                               atol=1e-5)
+    np.testing.assert_allclose(out["last_attention"], attention[-1].mean(axis=1)[:, :2], atol=1e-6)
+    # patch tokens are frequency-major: token 2 + f * T' + t is patch (f, t)
+    grid = patch_grid(np.arange(tokens, dtype=float), CONFIG)
+    assert grid.shape == (CONFIG.frequency_patches, CONFIG.time_patches) == (2, 4)
+    assert grid[1, 2] == 2 + 1 * CONFIG.time_patches + 2
+    heat = grid_to_spectrogram(grid, CONFIG)
+    assert heat.shape == (CONFIG.num_mel_bins, CONFIG.max_length)
+    assert heat[0, 0] == grid[0, 0] and heat[12, 12] == grid[1, 1]  # bins 10-15 x frames 10-15: patches overlap
+    assert heat[12, 5] == (grid[0, 0] + grid[1, 0]) / 2
+    assert np.isnan(heat[31, 0]) and np.isnan(heat[0, 47])  # the VALID convolution never covers these
+
+
+def test_pipeline_matches_transformers_pipeline(tmp_path):
+    """Same random weights in transformers and ast-jax: the pipelines give the same labels and scores."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from ast_jax.convert import load_pretrained
+
+    torch.manual_seed(0)
+    hf_config = transformers.ASTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_mel_bins=32,
+        max_length=48, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    hf_model = transformers.ASTForAudioClassification(hf_config).eval()
+    with torch.no_grad():  # make the head's outputs spread out, so the ranking is not decided by noise
+        hf_model.classifier.dense.weight.mul_(20)
+    extractor = transformers.ASTFeatureExtractor(num_mel_bins=32, max_length=48, mean=FEATURES.mean, std=FEATURES.std)
+    folder = tmp_path / "hf"
+    hf_model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    theirs = transformers.pipeline("audio-classification", model=str(folder), device="cpu")
+    ours = pipeline(load_pretrained(str(folder)), batch_size=4)
+    clips = [waveform(s, i) for i, s in enumerate((0.25, 0.5, 1.0))]
+    for top_k in (3, None):
+        expected = theirs([c.copy() for c in clips], top_k=top_k, function_to_apply="softmax")
+        got = ours(clips, top_k=top_k, function_to_apply="softmax")
+        for a, b in zip(got, expected):
+            assert [i["label"] for i in a] == [i["label"] for i in b]
+            np.testing.assert_allclose([i["score"] for i in a], [i["score"] for i in b], atol=1e-4)
+    # and with each pipeline's own default activation (transformers: softmax for single-label heads)
+    expected = theirs(clips[0].copy())
+    np.testing.assert_allclose([i["score"] for i in ours(clips[0], function_to_apply="softmax")],
+                               [i["score"] for i in expected], atol=1e-4)
