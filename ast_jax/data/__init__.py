@@ -9,13 +9,24 @@ Common `config.data` fields (sources add their own, with defaults):
   num_classes   class count where a source offers several tasks (speech_commands: 35 or 12)
   clip_seconds  every waveform is cut or zero-padded to this length
   sample_rate   16000
+  cache_dir     where file-based sources keep their prepared (decoded) copy; default ~/.cache/ast_jax
+
+Sources and the task each gives:
+  demo             12-class Speech Commands subset shipped with the project (`ast_jax.data.demo`)
+  speech_commands  raw Speech Commands v0.02 folder: 35 classes (released checkpoint) or 12 (`.speech_commands`)
+  tfds             TFDS `speech_commands`: 12 classes (`.tfds_source`)
+  folder/manifest  the user's own audio: <root>/<label>/*.wav or a CSV of path,label[,split] (`.folder`)
+  json             the original recipes' JSON manifests with a label CSV: ESC-50, AudioSet (`.recipe_json`)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import queue
+import threading
 import zlib
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -43,9 +54,21 @@ class DataSource:
         """Waveforms `(n, clip_samples)` float32 in [-1, 1] and targets `(n, num_classes)` float32."""
         raise NotImplementedError
 
+    def example_weights(self, split: str) -> np.ndarray | None:
+        """Per-example sampling weights for balanced sampling, or None where the source has none."""
+        return None
+
+    def process_range(self, split: str, process_index: int, process_count: int) -> tuple[int, int] | None:
+        """The examples [start, stop) this process reads itself, or None when every process reads the whole split.
+
+        Sources that read one shard per process (TFDS) return `even_split(...)`; each process then shuffles
+        and batches only its shard, so the global batch is the concatenation of the per-process batches.
+        """
+        return None
+
     def batches(self, split: str, *, batch_size: int, process_index: int = 0, process_count: int = 1,
                 shuffle: bool = False, seed: int = 0, epoch: int = 0, start_batch: int = 0,
-                drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
+                drop_remainder: bool = False, balanced: bool = False) -> Iterator[dict[str, np.ndarray]]:
         """This process's share of each global batch of one epoch.
 
         The global order is a permutation fixed by (seed, epoch), so a run resumes exactly from
@@ -54,19 +77,39 @@ class DataSource:
         `drop_remainder` the last batch is padded to full size with `valid = False` rows.
         Yields {"audio": (b, clip_samples) float32, "targets": (b, C) float32, "valid": (b,) bool,
         "index": (b,) int64 example index within the split (-1 for padding)}.
+        `balanced` replaces the permutation by as many draws with replacement, in proportion to
+        `example_weights(split)` (the original's WeightedRandomSampler), still fixed by (seed, epoch).
         """
         if batch_size % process_count:
             raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes")
         total = self.num_examples(split)
-        order = np.arange(total)
-        if shuffle:
-            order = np.random.default_rng([seed, epoch]).permutation(total)
-        num_batches = total // batch_size if drop_remainder else -(-total // batch_size)
         local = batch_size // process_count
+        shard = self.process_range(split, process_index, process_count)
+        if balanced:
+            weights = self.example_weights(split)
+            if weights is None or shard is not None:
+                raise ValueError(f"{type(self).__name__} cannot sample {split!r} balanced: it gives no example weights")
+            order = np.random.default_rng([seed, epoch]).choice(total, size=total, p=weights / np.sum(weights))
+            num_batches = total // batch_size if drop_remainder else -(-total // batch_size)
+        elif shard is None:
+            order = np.random.default_rng([seed, epoch]).permutation(total) if shuffle else np.arange(total)
+            num_batches = total // batch_size if drop_remainder else -(-total // batch_size)
+        else:
+            # Every process must run the same number of steps: count them from the smallest (or largest) shard.
+            sizes = [stop - start for start, stop in (even_split(total, p, process_count) for p in range(process_count))]
+            start, stop = shard
+            order = np.arange(start, stop)
+            if shuffle:
+                order = start + np.random.default_rng([seed, epoch, process_index]).permutation(stop - start)
+            num_batches = min(sizes) // local if drop_remainder else -(-max(sizes) // local)
         for b in range(start_batch, num_batches):
-            rows = order[b * batch_size:(b + 1) * batch_size]
-            rows = np.concatenate([rows, np.full(batch_size - len(rows), -1)])
-            mine = rows[process_index * local:(process_index + 1) * local]
+            if shard is None:
+                rows = order[b * batch_size:(b + 1) * batch_size]
+                rows = np.concatenate([rows, np.full(batch_size - len(rows), -1)])
+                mine = rows[process_index * local:(process_index + 1) * local]
+            else:
+                mine = order[b * local:(b + 1) * local]
+                mine = np.concatenate([mine, np.full(local - len(mine), -1)])
             valid = mine >= 0
             audio = np.zeros((local, self.clip_samples), np.float32)
             targets = np.zeros((local, self.num_classes), np.float32)
@@ -96,6 +139,64 @@ class SyntheticSource(DataSource):
         return np.asarray(audio, np.float32), targets
 
 
+def even_split(total: int, index: int, count: int) -> tuple[int, int]:
+    """[start, stop) of part `index` of `count` near-equal parts of `total` (larger parts first, as tfds.even_splits)."""
+    base, extra = divmod(total, count)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+def prefetch(batches: Iterable, size: int = 2) -> Iterator:
+    """Iterate `batches` on a background thread, keeping up to `size` items ready.
+
+    Reading and decoding release the GIL (file I/O, numpy copies), so the host prepares the next batches
+    while the device computes. An exception in the producer is raised here, in the consumer.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=max(1, size))
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in batches:
+                if stop.is_set():
+                    return
+                ready.put(item)
+        except BaseException as error:  # handed to the consumer, which raises it
+            ready.put(error)
+            return
+        ready.put(done)
+
+    thread = threading.Thread(target=produce, daemon=True, name="ast-jax-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.01)
+
+
+# source name -> module defining `from_config(data_config, clip_samples) -> DataSource`
+_SOURCES = {
+    "demo": "ast_jax.data.demo",
+    "speech_commands": "ast_jax.data.speech_commands",
+    "tfds": "ast_jax.data.tfds_source",
+    "folder": "ast_jax.data.folder",
+    "manifest": "ast_jax.data.folder",
+    "json": "ast_jax.data.recipe_json",
+}
+
+
 def build_source(data_config) -> DataSource:
     """The `DataSource` named by `data_config.source`."""
     source = data_config.get("source", "synthetic")
@@ -103,4 +204,7 @@ def build_source(data_config) -> DataSource:
     if source == "synthetic":
         num_classes = int(data_config.get("num_classes", 4))
         return SyntheticSource(labels=[f"tone{k}" for k in range(num_classes)], clip_samples=clip_samples)
-    raise ValueError(f"unknown data source {source!r}")
+    if source not in _SOURCES:
+        raise ValueError(f"unknown data source {source!r}; choose from {sorted(['synthetic', *_SOURCES])}")
+    module = importlib.import_module(_SOURCES[source])
+    return module.from_config(data_config, clip_samples)

@@ -1,0 +1,258 @@
+"""Sources made of audio files: a list of clips with targets per split, and their prepared local copy.
+
+Decoding a compressed or resampled file costs far more than a training step's share of host time, so a
+split is *prepared* once: every clip is decoded (any format and sample rate `ast_jax.audio.load_audio`
+reads), resampled, cut or zero-padded to `clip_samples` and stored as one int16 array on disk. Batches are
+then slices of a memory map: a copy and a scale, thousands of clips per second per core.
+
+The copy lives in `cache_dir/<key>/` where the key hashes the file list (paths, sizes, modification times),
+the sample rate and the clip length, so a changed file or setting prepares a new copy. Clips that cannot be
+read, are empty or are corrupt are reported with their paths, counted and left out when the copy is made;
+the count is reported again whenever the copy is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ast_jax.data import DataSource
+
+log = logging.getLogger("ast_jax.data")
+
+# Bump when the prepared layout or the decoding changes, so old copies are not reused.
+PREPARED_VERSION = 1
+INT16_SCALE = 32768.0
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AST_JAX_CACHE", Path.home() / ".cache" / "ast_jax")) / "prepared"
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """One example: a file, optionally only the samples [start, stop) of it (after resampling)."""
+
+    path: str
+    start: int = 0
+    stop: int | None = None
+
+    def describe(self) -> str:
+        return self.path if self.stop is None else f"{self.path}[{self.start}:{self.stop}]"
+
+
+@dataclasses.dataclass
+class SplitFiles:
+    clips: list[Clip]
+    targets: np.ndarray  # (n, num_classes) float32
+
+
+@dataclasses.dataclass
+class Prepared:
+    audio: np.ndarray  # (kept, clip_samples) int16, usually a read-only memory map
+    kept: np.ndarray  # (kept,) positions in the split's clip list
+    skipped: list[tuple[str, str]]  # (clip, problem)
+
+
+def fit_length(samples: np.ndarray, clip_samples: int) -> np.ndarray:
+    """Keep the first `clip_samples` samples, or pad with zeros at the end."""
+    if len(samples) >= clip_samples:
+        return samples[:clip_samples]
+    return np.pad(samples, (0, clip_samples - len(samples)))
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    # 16-bit sources come back exactly; others (24-bit, float, resampled) are rounded to 16 bits.
+    return np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+class ClipReader:
+    """Decodes clips at one sample rate, keeping the last whole file for sources that cut many clips from it."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def read(self, clip: Clip) -> np.ndarray:
+        from ast_jax.audio import load_audio  # the audio module pulls in librosa only when needed
+
+        if clip.stop is not None and self._last is not None and self._last[0] == clip.path:
+            samples = self._last[1]
+        else:
+            samples = load_audio(clip.path, sample_rate=self.sample_rate)
+            if clip.stop is not None:
+                self._last = (clip.path, samples)
+        samples = samples[clip.start:clip.stop]
+        if samples.size == 0:
+            raise ValueError(f"{clip.describe()}: empty audio (no samples)")
+        if not np.all(np.isfinite(samples)):
+            raise ValueError(f"{clip.describe()}: corrupt audio (non-finite samples)")
+        return samples
+
+
+def _file_facts(clip: Clip) -> list:
+    try:
+        stat = os.stat(clip.path)
+        return [clip.path, clip.start, clip.stop, stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        return [clip.path, clip.start, clip.stop, None, None]
+
+
+def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache_dir: str | Path | None = None,
+            name: str = "split", workers: int | None = None) -> Prepared:
+    """The prepared copy of `clips`, made now if no valid copy is in `cache_dir` yet."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = hashlib.sha256(json.dumps(
+        [PREPARED_VERSION, sample_rate, clip_samples, [_file_facts(c) for c in clips]]).encode()).hexdigest()[:20]
+    folder = cache_dir / f"{name}-{key}"
+    if not (folder / "done.json").is_file():
+        _write_prepared(folder, clips, sample_rate, clip_samples, name, workers)
+    facts = json.loads((folder / "done.json").read_text())
+    skipped = [tuple(item) for item in facts["skipped"]]
+    if skipped:
+        log.warning("%s: %d of %d clips were unreadable, empty or corrupt and are left out (listed in %s)",
+                    name, len(skipped), len(clips), folder / "done.json")
+    kept = np.load(folder / "kept.npy")
+    audio = np.load(folder / "audio.npy", mmap_mode="r") if len(kept) else np.zeros((0, clip_samples), np.int16)
+    return Prepared(audio=audio, kept=kept, skipped=skipped)
+
+
+def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_samples: int, name: str,
+                    workers: int | None) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        audio = np.lib.format.open_memmap(staging / "audio.npy", mode="w+", dtype=np.int16,
+                                          shape=(len(clips), clip_samples))
+        ok = np.zeros(len(clips), bool)
+        problems: dict[int, str] = {}
+
+        # Clips cut from one long file come in runs; each worker takes whole runs so it decodes each file once.
+        runs: list[list[int]] = []
+        for i, clip in enumerate(clips):
+            if runs and clip.stop is not None and clips[runs[-1][-1]].path == clip.path:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+
+        def decode(run: list[int]) -> None:
+            reader = ClipReader(sample_rate)
+            for i in run:
+                try:
+                    audio[i] = to_int16(fit_length(reader.read(clips[i]), clip_samples))
+                    ok[i] = True
+                except (OSError, ValueError, RuntimeError, EOFError) as error:
+                    problems[i] = str(error)
+
+        from tqdm.auto import tqdm
+
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            list(tqdm(pool.map(decode, runs), total=len(runs), desc=f"preparing {name}", unit="file",
+                      disable=len(runs) < 500, leave=False))
+        for i in sorted(problems):
+            log.warning("%s (skipped)", problems[i] if clips[i].path in problems[i] else
+                        f"{clips[i].describe()}: {problems[i]}")
+        kept = np.flatnonzero(ok)
+        if len(kept) < len(clips):
+            # Compact the good rows to the front, then keep only those.
+            for row, i in enumerate(kept):
+                if row != i:
+                    audio[row] = audio[i]
+            audio.flush()
+            del audio
+            compact = np.load(staging / "audio.npy", mmap_mode="r")[:len(kept)]
+            np.save(staging / "audio_kept.npy", compact)
+            del compact
+            os.replace(staging / "audio_kept.npy", staging / "audio.npy")
+        else:
+            audio.flush()
+            del audio
+        np.save(staging / "kept.npy", kept)
+        skipped = [[clips[i].describe(), problems[i]] for i in sorted(problems)]
+        (staging / "done.json").write_text(json.dumps({"name": name, "clips": len(clips), "skipped": skipped}))
+        if skipped:
+            log.warning("%s: skipped %d of %d clips (unreadable, empty or corrupt)", name, len(skipped), len(clips))
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another process prepared the same copy first
+            if not (folder / "done.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class FileSource(DataSource):
+    """Clips listed per split, served from their prepared copy (or decoded per batch with `prepared=False`)."""
+
+    splits: dict[str, SplitFiles] = dataclasses.field(default_factory=dict)
+    sample_rate: int = 16000
+    cache_dir: str | None = None
+    prepared: bool = True
+    name: str = "files"
+
+    def __post_init__(self):
+        self._prepared: dict[str, Prepared] = {}
+
+    def split_files(self, split: str) -> SplitFiles:
+        if split not in self.splits:
+            raise ValueError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits) or 'none'}")
+        return self.splits[split]
+
+    def prepare(self, split: str) -> Prepared:
+        """Decode the split into its prepared copy now (it is otherwise made on first use)."""
+        if split not in self._prepared:
+            files = self.split_files(split)
+            self._prepared[split] = prepare(files.clips, sample_rate=self.sample_rate,
+                                            clip_samples=self.clip_samples, cache_dir=self.cache_dir,
+                                            name=f"{self.name}-{split}")
+        return self._prepared[split]
+
+    def num_examples(self, split: str) -> int:
+        if self.prepared:
+            return len(self.prepare(split).kept)
+        return len(self.split_files(split).clips)
+
+    def targets(self, split: str) -> np.ndarray:
+        """Targets of every example of the split, in index order."""
+        files = self.split_files(split)
+        return files.targets[self.prepare(split).kept] if self.prepared else files.targets
+
+    def load(self, split, indices):
+        indices = np.asarray(indices)
+        if self.prepared:
+            prepared = self.prepare(split)
+            order = np.argsort(indices)  # sorted reads from the memory map, then back to batch order
+            audio = np.empty((len(indices), self.clip_samples), np.float32)
+            audio[order] = prepared.audio[indices[order]]
+            audio *= 1.0 / INT16_SCALE
+            return audio, self.split_files(split).targets[prepared.kept[indices]]
+        files = self.split_files(split)
+        reader = ClipReader(self.sample_rate)
+        audio = np.stack([fit_length(reader.read(files.clips[i]), self.clip_samples) for i in indices])
+        return audio.astype(np.float32), files.targets[indices]
+
+
+def one_hot(label_indices: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """(n, num_classes) float32 multi-hot rows from each example's label indices."""
+    targets = np.zeros((len(label_indices), num_classes), np.float32)
+    for row, labels in enumerate(label_indices):
+        targets[row, list(labels)] = 1.0
+    return targets
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Audio files under `folder` (any depth), sorted; hidden files are ignored."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith("."))

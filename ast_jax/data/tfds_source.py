@@ -1,0 +1,90 @@
+"""TFDS `speech_commands`: the 12-class task (10 words, `_silence_`, `_unknown_`), 16 kHz int16 audio.
+
+Each process reads only its own part of a split (`even_split` of the examples, read with TFDS's slicing
+API, the same parts `tfds.even_splits` makes), keeps it decoded in memory as int16, and shuffles and
+batches it itself. Clips are cut or zero-padded to `clip_samples`; `tfds.testing.mock_data`'s fake clips,
+a few dozen samples long, are padded the same way.
+
+config.data fields: data_dir (the TFDS data_dir; None for TFDS's default), tfds_name ("speech_commands").
+TensorFlow is imported only when a split is first read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ast_jax.data import DataSource, even_split
+from ast_jax.data.files import INT16_SCALE, fit_length
+
+SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
+
+
+@dataclasses.dataclass
+class TFDSSource(DataSource):
+    name: str = "speech_commands"
+    data_dir: str | None = None
+    split_sizes: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self._shards: dict[tuple[str, int, int], np.ndarray] = {}
+        self._labels: dict[tuple[str, int, int], np.ndarray] = {}
+        self._processes = (0, 1)
+
+    def num_examples(self, split: str) -> int:
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"TFDS {self.name}: no split {split!r}; it has {', '.join(SPLIT_NAMES)}")
+        if split not in self.split_sizes:
+            # No recorded split sizes (tfds.testing.mock_data has none): read the split once to count it.
+            self.split_sizes[split] = len(self._read(split, 0, None)[1])
+        return self.split_sizes[split]
+
+    def process_range(self, split, process_index, process_count):
+        self._processes = (process_index, process_count)
+        return even_split(self.num_examples(split), process_index, process_count)
+
+    def _read(self, split: str, start: int, stop: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """int16 audio and labels of examples [start, stop) of the split (stop None: to the end)."""
+        key = (split, start, stop)
+        if key not in self._shards:
+            import tensorflow_datasets as tfds
+
+            dataset = tfds.load(self.name, split=f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]",
+                                data_dir=self.data_dir, shuffle_files=False, download=False)
+            audio, labels = [], []
+            for example in tfds.as_numpy(dataset):
+                audio.append(fit_length(np.asarray(example["audio"], np.int16).reshape(-1), self.clip_samples))
+                labels.append(int(example["label"]))
+            audio = np.stack(audio) if audio else np.zeros((0, self.clip_samples), np.int16)
+            self._shards[key], self._labels[key] = audio, np.asarray(labels, np.int64)
+            if stop is None:
+                self._shards[split, start, start + len(labels)] = audio
+                self._labels[split, start, start + len(labels)] = self._labels[key]
+        return self._shards[key], self._labels[key]
+
+    def load(self, split, indices):
+        process_index, process_count = self._processes
+        start, stop = even_split(self.num_examples(split), process_index, process_count)
+        indices = np.asarray(indices)
+        if len(indices) and (indices.min() < start or indices.max() >= stop):
+            start, stop = 0, self.num_examples(split)  # outside this process's part: read the whole split
+        audio, labels = self._read(split, start, stop)
+        rows = indices - start
+        targets = np.zeros((len(rows), self.num_classes), np.float32)
+        targets[np.arange(len(rows)), labels[rows]] = 1.0
+        return audio[rows].astype(np.float32) / INT16_SCALE, targets
+
+
+def from_config(data_config, clip_samples: int) -> TFDSSource:
+    import tensorflow_datasets as tfds
+
+    name = data_config.get("tfds_name", "speech_commands")
+    builder = tfds.builder(name, data_dir=data_config.get("data_dir"))
+    labels = list(builder.info.features["label"].names)
+    sizes = {split: builder.info.splits[tfds_split].num_examples for split, tfds_split in SPLIT_NAMES.items()
+             if tfds_split in builder.info.splits}
+    if "num_classes" in data_config and int(data_config.num_classes) != len(labels):
+        raise ValueError(f"TFDS {name} has {len(labels)} classes, not {data_config.num_classes}")
+    return TFDSSource(labels=labels, clip_samples=clip_samples, name=name, data_dir=data_config.get("data_dir"),
+                      split_sizes=sizes)
