@@ -38,6 +38,6 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in ("features", "audio", "model", "convert", "inference", "data", "augment", "train"):
+    if name in ("features", "audio", "model", "convert", "inference", "data", "augment", "training"):
         return importlib.import_module(f"ast_jax.{name}")
     raise AttributeError(f"module 'ast_jax' has no attribute {name!r}")

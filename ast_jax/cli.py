@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(rest)
+    # A subcommand may read arguments argparse cannot express (train's `--config.FIELD=VALUE`).
+    args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,76 @@
+"""Train or fine-tune an AST from a config file (the same as `python train.py`).
+
+  ast-jax train --config configs/demo.py --workdir runs/demo
+  ast-jax train --config configs/speech_commands.py --workdir runs/sc \\
+      --config.data.data_dir=/data/speech_commands_v0.02 --config.batch_size=64 --set optim.learning_rate=1e-4
+
+A config is a Python file whose get_config() returns an ml_collections ConfigDict (`path.py:arg` passes an
+argument, e.g. configs/speech_commands.py:runlocal). `--config.FIELD=VALUE` and `--set FIELD=VALUE` override
+any field; unknown fields are errors. The resolved config is saved as WORKDIR/config.json. Running the same
+command again in the same workdir resumes from the latest checkpoint. Several processes (hosts) train together
+when each is started with --coordinator HOST:PORT --num-processes N --process-id I (or --distributed on a
+cluster that jax.distributed detects by itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+OVERRIDE_PREFIX = "--config."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="PATH.py[:ARG]", help="training config file")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics and model folders go here")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field (repeatable); same as --config.FIELD=VALUE")
+    parser.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator address")
+    parser.add_argument("--num-processes", type=int, help="processes taking part (with --coordinator)")
+    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() with the cluster's own settings (SLURM, TPU, ...)")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, plus `--config.FIELD=VALUE` / `--config.FIELD VALUE` collected as overrides."""
+    rest, overrides, i = [], [], 0
+    while i < len(argv):
+        item = argv[i]
+        if item.startswith(OVERRIDE_PREFIX):
+            field = item[len(OVERRIDE_PREFIX):]
+            if "=" not in field:
+                if i + 1 >= len(argv):
+                    parser.error(f"{item} needs a value")
+                field, i = f"{field}={argv[i + 1]}", i + 1
+            overrides.append(field)
+        else:
+            rest.append(item)
+        i += 1
+    args = parser.parse_args(rest)
+    args.set = overrides + args.set
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import jax
+
+    if args.coordinator:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif args.distributed:
+        jax.distributed.initialize()
+
+    from ast_jax.training.config_io import apply_overrides, load_config
+    from ast_jax.training.trainer import Preempted, TrainingDiverged, train_and_evaluate
+
+    config = apply_overrides(load_config(args.config), args.set)
+    try:
+        train_and_evaluate(config, args.workdir)
+    except Preempted as stop:
+        print(f"ast-jax train: {stop}", file=sys.stderr)
+        return 143
+    except TrainingDiverged as error:
+        print(f"ast-jax train: error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,95 @@
+"""Training configs as Python files, and command-line overrides of their fields.
+
+A config file defines `get_config(arg=None)` returning an `ml_collections.ConfigDict`; `path.py:arg` passes
+`arg` (for example `configs/speech_commands.py:runlocal`). Overrides are `field.sub=value` strings: the value is
+read as a Python literal where it parses as one (numbers, True/False, None, tuples, quoted strings) and as plain
+text otherwise, then checked against the type of the field it replaces. An unknown field is an error, so a typo
+can never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import ml_collections
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """The ConfigDict of `path.py` or `path.py:arg`."""
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    module_spec = importlib.util.spec_from_file_location(f"ast_jax_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path}: a config file must define get_config()")
+    config = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return config
+
+
+def _parse_value(text: str, current, name: str):
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if current is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(text).lower() in ("true", "false", "yes", "no", "1", "0"):
+            return str(text).lower() in ("true", "yes", "1")
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(current, str):
+        return text if not isinstance(value, str) else value
+    elif isinstance(current, (tuple, list)):
+        if isinstance(value, (tuple, list)):
+            return type(current)(value)
+        if isinstance(value, (int, float, str)):
+            return type(current)([value])
+    elif isinstance(value, type(current)):
+        return value
+    raise ValueError(f"config field {name!r} is {type(current).__name__}, cannot set it to {text!r}")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Set each `dotted.name=value` in `config` (in place, and returned), refusing unknown fields."""
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"override {item!r} is not of the form field=value")
+        path = name.split(".")
+        parent = node = config
+        for depth, key in enumerate(path):
+            if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+                where = ".".join(path[:depth]) or "the config"
+                known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
+                raise ValueError(f"unknown config field {name!r} (fields of {where}: {known})")
+            parent, node = node, node[key]
+        if isinstance(node, ml_collections.ConfigDict):
+            raise ValueError(f"config field {name!r} is a group; set one of its fields ({', '.join(sorted(node.keys()))})")
+        with parent.unlocked():
+            parent[path[-1]] = _parse_value(text, node, name)
+    return config
+
+
+def save_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
+    """Write the resolved config as JSON, atomically."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(staging, path)

@@ -1,0 +1,472 @@
+"""Train and evaluate an AST from a config: one `train_and_evaluate(config, workdir)` in banner sections.
+
+mesh -> input -> model -> shard -> update step -> checkpoint -> evals -> loop, as in big_vision's train.py.
+The same code runs on one CPU, on every device of a host and on many hosts (`jax.distributed`): each process
+reads its own slice of every global batch and `jax.jit` with NamedShardings does the rest.
+
+The workdir holds
+  config.json        the resolved config
+  checkpoints/       Orbax checkpoints (train state + metadata); a run started again here resumes from the latest
+  metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
+  tensorboard/       the same metrics for TensorBoard
+  best/, final/      ast-jax model folders (usable by `ast-jax predict --model`); averaged/ with weight averaging
+  results.json       the end-of-run table
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ast_jax import features as features_lib
+from ast_jax.data import DataSource, build_source, prefetch
+from ast_jax.model import AST, ASTConfig, init_params
+from ast_jax.pretrained import from_params, load_model, save_model
+from ast_jax.training import sharding
+from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
+from ast_jax.training.config_io import save_config
+from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
+from ast_jax.training.metrics import classification_metrics
+from ast_jax.training.optim import make_optimizer
+
+BEST_METRICS = ("accuracy", "mAP", "mAUC")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a training config has, with the Speech Commands recipe's values; configs/ start from here."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_epochs = 30
+    c.batch_size = 128  # global batch, split over all devices of all processes
+    c.eval_batch_size = 256  # the original evaluated with twice the training batch
+    c.loss = "bce"  # "bce" (multi-hot or mixup targets) or "ce"
+    c.best_metric = "accuracy"  # validation metric that picks the best model: accuracy, mAP or mAUC
+    c.eval_every_steps = 0  # 0: validate at the end of every epoch
+    c.log_every_steps = 50
+    c.progress_bar = True
+    c.validation_split = "validation"
+    c.test_split = "test"  # "" to skip the final test evaluation
+
+    c.model = ml_collections.ConfigDict(dict(
+        model_size="base384",  # DeiT preset: tiny224, small224, base224, base384
+        num_layers=12,
+        frequency_stride=10,
+        time_stride=10,
+        dtype="float32",  # compute dtype; "bfloat16" keeps float32 parameters, LayerNorm statistics and losses
+        param_dtype="float32",
+    ))
+    c.features = ml_collections.ConfigDict(dict(  # FeatureConfig fields
+        num_mel_bins=128,
+        target_length=128,
+        mean=features_lib.DATASET_STATS["speech_commands"][0],
+        std=features_lib.DATASET_STATS["speech_commands"][1],
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        source="speech_commands",
+        data_dir="",
+        num_classes=35,
+        clip_seconds=1.0,
+        sample_rate=16000,
+        balanced=False,  # sample with replacement by the source's example weights (AudioSet recipe)
+    ))
+    c.augment = ml_collections.ConfigDict(dict(  # see ast_jax.augment.train_inputs
+        mixup=0.5, mixup_alpha=10.0, freqm=48, timem=48, noise=True, roll=10))
+    c.optim = ml_collections.ConfigDict(dict(
+        learning_rate=2.5e-4,
+        weight_decay=5e-7,  # coupled L2, as PyTorch Adam(weight_decay=...)
+        b1=0.95, b2=0.999, eps=1e-8,
+        lr_decay_start=5,  # first MultiStepLR milestone (epochs): epoch start + 1 is the first decayed one
+        lr_decay_every=1,  # epochs between milestones
+        lr_decay_rate=0.85,
+        warmup_steps=0,  # AudioSet: 1000
+        warmup_update_every=50,
+    ))
+    c.init = ml_collections.ConfigDict(dict(
+        source="",  # "" for a random init, or anything ast_jax.load_pretrained reads (ImageNet DeiT, AudioSet, folder)
+        keep_head=False,  # keep the source's classifier (its labels must be the data set's)
+    ))
+    c.weight_averaging = ml_collections.ConfigDict(dict(start_epoch=0, end_epoch=0))  # 1-based, inclusive; 0: off
+    c.mesh = ml_collections.ConfigDict(dict(fsdp=1))  # devices on the parameter-sharding axis (-1: all)
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, max_to_keep=3, asynchronous=True))
+    return c
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: training stops, the last good checkpoint stays."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived: a checkpoint was written and the run can be resumed."""
+
+
+def model_config_from(config, num_labels: int) -> ASTConfig:
+    m = config.model
+    return ASTConfig.from_size(
+        m.model_size, num_layers=m.num_layers, frequency_stride=m.frequency_stride, time_stride=m.time_stride,
+        num_mel_bins=config.features.num_mel_bins, max_length=config.features.target_length,
+        num_labels=num_labels, dtype=m.dtype, param_dtype=m.param_dtype)
+
+
+def feature_config_from(config) -> features_lib.FeatureConfig:
+    return features_lib.FeatureConfig(sample_rate=config.data.sample_rate, **config.features.to_dict())
+
+
+def check_config(config, source: DataSource) -> None:
+    """Every problem that can be seen before compiling, as one ValueError."""
+    problems = []
+    devices, processes = jax.device_count(), jax.process_count()
+    for name in ("batch_size", "eval_batch_size"):
+        if config[name] % devices:
+            problems.append(f"{name} {config[name]} is not divisible by the {devices} devices")
+    if config.loss not in LOSSES:
+        problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
+    if config.best_metric not in BEST_METRICS:
+        problems.append(f"best_metric must be one of {BEST_METRICS}, got {config.best_metric!r}")
+    wanted = config.data.get("num_classes")
+    if wanted and wanted != source.num_classes:
+        problems.append(f"data.num_classes is {wanted} but the {config.data.source} source has "
+                        f"{source.num_classes} labels")
+    wa = config.weight_averaging
+    if wa.start_epoch and not 1 <= wa.start_epoch <= wa.end_epoch <= config.num_epochs:
+        problems.append(f"weight_averaging epochs {wa.start_epoch}..{wa.end_epoch} are not within 1..{config.num_epochs}")
+    if config.optim.lr_decay_start < config.optim.lr_decay_every:
+        problems.append("optim.lr_decay_start must be >= optim.lr_decay_every")
+    if problems:
+        raise ValueError("bad config: " + "; ".join(problems))
+
+
+def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
+    """`(model config, parameters)` from `config.init.source`, moved to this run's input geometry with
+    `ast_jax.load_pretrained` (position table adapted) and, unless `init.keep_head`, a new head."""
+    from ast_jax.convert import HEAD_PARAMS, load_pretrained
+
+    init = config.init
+    pretrained = load_pretrained(
+        init.source, max_length=model_config.max_length, num_mel_bins=model_config.num_mel_bins,
+        frequency_stride=model_config.frequency_stride, time_stride=model_config.time_stride,
+        num_labels=None if init.keep_head else len(labels), seed=config.seed)
+    if init.keep_head and list(pretrained.labels) != list(labels):
+        raise ValueError(f"{init.source}: its {len(pretrained.labels)} labels are not the data set's "
+                         f"{len(labels)} labels; set init.keep_head=False to train a new head")
+    loaded = pretrained.config
+    if (loaded.hidden_size, loaded.num_layers) != (model_config.hidden_size, model_config.num_layers):
+        raise ValueError(f"{init.source}: a {loaded.num_layers}-layer, {loaded.hidden_size}-wide AST, but "
+                         f"config.model asks for {model_config.num_layers} layers of width {model_config.hidden_size}")
+    params = dict(pretrained.params)
+    if not init.keep_head:  # load_pretrained keeps a head whose size happens to match: replace it anyway
+        fresh = init_params(loaded.replace(dtype="float32"), config.seed)
+        params.update({name: fresh[name] for name in HEAD_PARAMS})
+    # The source fixes the LayerNorm epsilons (1e-12 for transformers weights); the run fixes the dtypes.
+    return loaded.replace(dtype=model_config.dtype, param_dtype=model_config.param_dtype), params
+
+
+class MetricWriter:
+    """metrics.jsonl and TensorBoard, written by process 0 only."""
+
+    def __init__(self, workdir: Path, resume_step: int):
+        self.active = jax.process_index() == 0
+        if not self.active:
+            return
+        from tensorboardX import SummaryWriter
+
+        self.path = workdir / "metrics.jsonl"
+        if self.path.exists():  # forget what was logged after the checkpoint we resume from
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.file = self.path.open("a")
+        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.active:
+            return
+        self.file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        self.file.flush()
+        for name, value in values.items():
+            if isinstance(value, (int, float)):
+                self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        if self.active:
+            self.file.close()
+            self.tensorboard.close()
+
+
+def format_table(rows: list[dict]) -> str:
+    """The end-of-run results as a plain-text table."""
+    columns = ["model", "split", "loss", "accuracy", "mAP", "mAUC"]
+    cells = [[str(row.get(c, "")) if not isinstance(row.get(c), float) else f"{row[c]:.4f}" for c in columns]
+             for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train per `config`, resuming from `workdir` if it holds checkpoints; returns the results summary."""
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # ------------------------------------------------------------------------------------------------ input
+    if config.data.get("data_dir") and not Path(config.data.data_dir).exists():
+        raise FileNotFoundError(f"{config.data.data_dir}: data.data_dir does not exist")
+    source = build_source(config.data)
+    check_config(config, source)
+    num_train = source.num_examples("train")
+    steps_per_epoch = -(-num_train // config.batch_size)
+    total_steps = config.num_epochs * steps_per_epoch
+    features = feature_config_from(config)
+    model_config = model_config_from(config, source.num_classes)
+    initial_params = None
+    if config.init.source:
+        model_config, initial_params = load_initial_model(config, model_config, source.labels)
+    activation = "softmax" if config.loss == "ce" else "sigmoid"
+    if is_main:
+        save_config(config, workdir / "config.json")
+
+    # ------------------------------------------------------------------------------------------------- mesh
+    mesh = sharding.make_mesh(config.mesh)
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+
+    # ------------------------------------------------------------------------------------------------ model
+    model = AST(model_config)
+    optimizer, schedule = make_optimizer(config, steps_per_epoch)
+    averaging = bool(config.weight_averaging.start_epoch)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, train_rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, model_config.max_length, model_config.num_mel_bins), jnp.float32)
+
+    def init_state(params):
+        state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+        if averaging:
+            state["average_sum"] = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return state
+
+    # -------------------------------------------------------------------------------------------------- shard
+    # Shapes first (nothing allocated), then shardings, then parameters created already in place.
+    param_shapes = jax.eval_shape(lambda r: model.init(r, dummy)["params"], init_rng)
+    state_shapes = jax.eval_shape(init_state, param_shapes)
+    state_shardings = sharding.state_shardings(mesh, state_shapes)
+    param_shardings = state_shardings["params"]
+
+    # ------------------------------------------------------------------------------------------- update step
+    def train_step(state, batch):
+        step = state["step"]
+        # Imported here so that evaluation-only users of this module never need the augmentation code.
+        from ast_jax.augment import train_inputs
+
+        step_rng = jax.random.fold_in(train_rng, step)
+        inputs, targets = train_inputs(step_rng, batch["audio"], batch["targets"], features, config.augment)
+
+        def loss_fn(params):
+            logits, _ = model.apply({"params": params}, inputs)
+            return masked_mean(per_example_loss(config.loss, logits, targets), batch["valid"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {**state, "params": optax.apply_updates(state["params"], updates),
+                     "opt_state": opt_state, "step": step + 1}
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(step)}
+        return new_state, metrics
+
+    train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+    def eval_step(params, batch):
+        logits, _ = model.apply({"params": params}, features_lib.input_values(batch["audio"], features))
+        return {"scores": jax.nn.sigmoid(logits), "targets": batch["targets"], "valid": batch["valid"],
+                "loss": per_example_loss(config.loss, logits, batch["targets"])}
+
+    eval_step = jax.jit(eval_step, in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
+    add_to_average = jax.jit(
+        lambda state: {**state, "average_sum": jax.tree_util.tree_map(jnp.add, state["average_sum"], state["params"])},
+        in_shardings=(state_shardings,), out_shardings=state_shardings, donate_argnums=0)
+
+    # ------------------------------------------------------------------------------------------- checkpoint
+    checkpoints = Checkpoints(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
+                              asynchronous=config.checkpoint.asynchronous)
+    latest = checkpoints.latest_step()
+    if latest is None:
+        def fresh_state(r):
+            return init_state(model.init(r, dummy)["params"])
+
+        if initial_params is not None:
+            state = jax.jit(init_state, out_shardings=state_shardings)(initial_params)
+        else:
+            state = jax.jit(fresh_state, out_shardings=state_shardings)(init_rng)
+        meta = {"best": None, "best_step": None, "best_epoch": None, "history": []}
+    else:
+        state, meta = checkpoints.restore(latest, abstract_with_shardings(state_shapes, state_shardings))
+    step = int(state["step"])
+    writer = MetricWriter(workdir, step)
+
+    # ----------------------------------------------------------------------------------------------- evals
+    def evaluate(params, split: str) -> dict[str, float]:
+        rows = []
+        batches = source.batches(split, batch_size=config.eval_batch_size, process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+        for local in prefetch(batches):
+            out = eval_step(params, sharding.global_batch(
+                {k: local[k] for k in ("audio", "targets", "valid")}, batch_sharding))
+            rows.append(jax.tree_util.tree_map(np.asarray, out))
+        out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+        valid = out["valid"]
+        result = classification_metrics(out["scores"][valid], out["targets"][valid])
+        result["loss"] = float(out["loss"][valid].mean())
+        result["examples"] = int(valid.sum())
+        return result
+
+    def export(params, name: str, note: str) -> None:
+        host_params = jax.tree_util.tree_map(np.asarray, _gather(params))
+        if is_main:
+            save_model(workdir / name, from_params(model_config, host_params, features, source.labels, activation,
+                                                   source=f"ast-jax train {workdir} ({note})"), overwrite=True)
+
+    def validate_and_keep_best(epoch: int) -> None:
+        result = evaluate(state["params"], config.validation_split)
+        writer.write(step, "validation", {**result, "epoch": epoch})
+        meta["history"].append({"step": step, "epoch": epoch, **result})
+        if meta["best"] is None or result[config.best_metric] > meta["best"]:
+            meta.update(best=result[config.best_metric], best_step=step, best_epoch=epoch)
+            export(state["params"], "best", f"best validation {config.best_metric} at step {step}")
+        if progress is not None:
+            progress.write(f"step {step} (epoch {epoch}): validation " + ", ".join(
+                f"{k} {v:.4f}" for k, v in result.items() if k in ("loss", *BEST_METRICS)))
+
+    # ------------------------------------------------------------------------------------------------ loop
+    preempted = []
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+    progress = None
+    if is_main and config.progress_bar:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc="train")
+    pending: list[tuple[int, dict]] = []
+    interval_start, interval_steps = time.perf_counter(), 0
+
+    def flush_metrics() -> None:
+        """Fetch the metrics of the steps run since the last flush; stop on a non-finite loss or gradient."""
+        nonlocal interval_start, interval_steps
+        if not pending:
+            return
+        fetched = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
+        pending.clear()
+        for s, m in fetched:
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                checkpoints.wait()
+                raise TrainingDiverged(
+                    f"non-finite training loss at step {s} (loss {m['loss']}, gradient norm {m['grad_norm']}); "
+                    f"stopped. The last good checkpoint (step {checkpoints.latest_step()}) is kept in "
+                    f"{workdir / 'checkpoints'}; try a lower optim.learning_rate")
+        elapsed = time.perf_counter() - interval_start
+        summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "grad_norm")}
+        summary["learning_rate"] = fetched[-1][1]["learning_rate"]
+        summary["clips_per_second"] = interval_steps * config.batch_size / max(elapsed, 1e-9)
+        writer.write(fetched[-1][0], "train", summary)
+        if progress is not None:
+            progress.set_postfix(loss=f"{summary['loss']:.4f}", lr=f"{summary['learning_rate']:.3g}")
+        interval_start, interval_steps = time.perf_counter(), 0
+
+    def stop_requested() -> bool:
+        if jax.process_count() == 1:
+            return bool(preempted)
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.process_allgather(np.int32(bool(preempted))).any())
+
+    try:
+        for epoch_index in range(step // steps_per_epoch, config.num_epochs):
+            batches = source.batches(
+                "train", batch_size=config.batch_size, process_index=jax.process_index(),
+                process_count=jax.process_count(), shuffle=True, seed=config.seed, epoch=epoch_index,
+                start_batch=step % steps_per_epoch, balanced=config.data.balanced)
+            for local in prefetch(batches):
+                batch = sharding.global_batch({k: local[k] for k in ("audio", "targets", "valid")}, batch_sharding)
+                state, metrics = train_step(state, batch)
+                step += 1
+                pending.append((step, metrics))
+                interval_steps += 1
+                if progress is not None:
+                    progress.update(1)
+                epoch_done = step % steps_per_epoch == 0
+                evaluate_now = (step % config.eval_every_steps == 0) if config.eval_every_steps else epoch_done
+                periodic = step % config.checkpoint.every_steps == 0
+                stop = stop_requested()
+                if step % config.log_every_steps == 0 or epoch_done or evaluate_now or periodic or stop:
+                    flush_metrics()
+                epoch = epoch_index + 1
+                if epoch_done and averaging and (config.weight_averaging.start_epoch <= epoch
+                                                 <= config.weight_averaging.end_epoch):
+                    state = add_to_average(state)
+                if evaluate_now or step == total_steps:
+                    validate_and_keep_best(epoch)
+                if epoch_done or evaluate_now or periodic or stop or step == total_steps:
+                    checkpoints.save(step, state, meta)
+                if stop:
+                    checkpoints.wait()
+                    raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
+                                    f"{workdir / 'checkpoints'}; run the same command again to resume")
+        flush_metrics()
+        checkpoints.wait()
+        if progress is not None:
+            progress.close()
+            progress = None
+
+        # ------------------------------------------------------------------------------------- final results
+        export(state["params"], "final", f"after {config.num_epochs} epochs")
+        results = []
+        final_validation = meta["history"][-1] if meta["history"] else evaluate(state["params"], config.validation_split)
+        results.append({"model": "final", "split": config.validation_split, **final_validation})
+        best_params = jax.device_put(load_model(workdir / "best").params, param_shardings)
+        best_validation = next(h for h in meta["history"] if h["step"] == meta["best_step"])
+        best_name = f"best (epoch {meta['best_epoch']})"
+        results.append({"model": best_name, "split": config.validation_split, **best_validation})
+        if config.test_split:
+            results.append({"model": best_name, "split": config.test_split,
+                            **evaluate(best_params, config.test_split)})
+        if averaging:
+            count = config.weight_averaging.end_epoch - config.weight_averaging.start_epoch + 1
+            averaged = jax.tree_util.tree_map(lambda s: s / count, state["average_sum"])
+            export(averaged, "averaged", f"mean of epochs {config.weight_averaging.start_epoch}-"
+                                         f"{config.weight_averaging.end_epoch}")
+            for split in dict.fromkeys([config.validation_split, config.test_split]):
+                if split:
+                    results.append({"model": "averaged", "split": split, **evaluate(averaged, split)})
+        for row in results:
+            writer.write(step, f"result/{row['model']}/{row['split']}",
+                         {k: v for k, v in row.items() if k not in ("model", "split", "step", "epoch")})
+        summary = {"steps": step, "epochs": config.num_epochs, "best_epoch": meta["best_epoch"],
+                   "best_validation": meta["best"], "best_metric": config.best_metric, "results": results}
+        if is_main:
+            staging = workdir / ".results.json.tmp"
+            staging.write_text(json.dumps(summary, indent=2) + "\n")
+            staging.replace(workdir / "results.json")
+            print(format_table(results), flush=True)
+        return summary
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        if progress is not None:
+            progress.close()
+        writer.close()
+        checkpoints.close()
+
+
+def _gather(tree):
+    """A tree of global arrays as arrays every process can read (a no-op on one process)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
