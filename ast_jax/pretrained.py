@@ -10,13 +10,14 @@ into place, so an interrupted save never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -72,16 +73,32 @@ def _default_labels(n: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(n)]
 
 
-def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
-    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
-    import orbax.checkpoint as ocp
+@contextlib.contextmanager
+def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
 
+    So an interrupted or failed write never leaves a half-written folder behind.
+    """
     directory = Path(directory).absolute()
-    if directory.exists() and not overwrite and any(directory.iterdir()):
+    if directory.exists() and not overwrite and (not directory.is_dir() or any(directory.iterdir())):
         raise FileExistsError(f"{directory}: output folder exists and is not empty")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
+    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
+    import orbax.checkpoint as ocp
+
+    with staged_directory(directory, overwrite=overwrite) as staging:
         params = jax.tree_util.tree_map(np.asarray, model.params)
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(staging / PARAMS_DIR, params)
@@ -96,13 +113,7 @@ def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bo
             "source": model.source,
         }
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory).absolute()
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

@@ -1,0 +1,666 @@
+"""Checkpoint conversion between the PyTorch AST formats and ast-jax.
+
+Sources `load_pretrained` reads:
+  - an original `.pth` (`torch.save` of the training code's state dict, with or without the DataParallel
+    `module.` prefix); its unused DeiT `head`/`head_dist` are dropped on purpose;
+  - a Hugging Face folder (config.json, preprocessor_config.json, model.safetensors or pytorch_model.bin), as
+    written by any transformers version, or `hf:<repo id>` (downloaded with huggingface_hub);
+  - a timm DeiT distilled checkpoint (ImageNet weights: AST's starting point), which gets a new head;
+  - an ast-jax model folder.
+
+The converter is one explicit name map (`_EMBEDDINGS`, `_BLOCK`, `_FINAL`, `_HEAD`) with a layout rule per row,
+and every conversion checks that each source tensor is used or deliberately dropped and that every shape
+matches. The compatibility fixes of the original code (`adapt_position_table`, `adapt_imagenet_kernel`) are
+named functions. PyTorch pickles are read with `torch.load(weights_only=True)`, which never runs pickled code;
+safetensors and ast-jax folders need no torch at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from flax import traverse_util
+
+from ast_jax.features import FeatureConfig
+from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
+from ast_jax.pretrained import Pretrained, is_model_dir, load_model, staged_directory
+
+# Label order of the released Speech Commands model (AST_FACTS section 5): not alphabetical, fixed by training.
+SPEECH_COMMANDS_LABELS = (
+    "backward", "follow", "five", "bed", "zero", "on", "learn", "two", "house", "tree", "dog", "stop", "seven",
+    "eight", "down", "six", "forward", "cat", "right", "visual", "four", "wow", "no", "nine", "off", "three",
+    "left", "marvin", "yes", "up", "sheila", "happy", "bird", "go", "one")
+
+# Input geometries of the released original checkpoints and recipes, (mel bins, frames, frequency stride, time
+# stride) by feature recipe. Their patch counts are all different, so an original .pth's position table tells
+# which one it was trained with.
+KNOWN_GEOMETRIES = {
+    (128, 1024, 10, 10): "audioset", (128, 1024, 12, 12): "audioset", (128, 1024, 14, 14): "audioset",
+    (128, 1024, 16, 16): "audioset", (128, 128, 10, 10): "speech_commands", (128, 512, 10, 10): "esc50",
+}
+
+HF_CONFIG = "config.json"
+HF_PREPROCESSOR = "preprocessor_config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+# ----------------------------------------------------------------------------------------------------------------
+# The name map.
+# Layout rules, PyTorch -> Flax: Linear weight [out, in] -> kernel [in, out]; Conv weight OIHW -> kernel HWIO;
+# everything else (biases, LayerNorm, tokens, position table) as is. Where a row names several PyTorch tensors
+# (transformers' separate query/key/value), they are one Flax tensor split along PyTorch's output axis.
+# ----------------------------------------------------------------------------------------------------------------
+COPY, LINEAR, CONV = "copy", "linear", "conv"
+_TO_FLAX = {COPY: lambda w: w, LINEAR: lambda w: w.T, CONV: lambda w: w.transpose(2, 3, 1, 0)}
+_TO_TORCH = {COPY: lambda w: w, LINEAR: lambda w: w.T, CONV: lambda w: w.transpose(3, 2, 0, 1)}
+
+# Columns: Flax path, layout, original AST / timm DeiT name, Hugging Face name (as in hub files and what
+# save_pretrained writes), transformers >= 5 in-memory name (what its state_dict() returns).
+_EMBEDDINGS = (
+    ("cls_token", COPY, "cls_token", "embeddings.cls_token", None),
+    ("dist_token", COPY, "dist_token", "embeddings.distillation_token", None),
+    ("pos_embed", COPY, "pos_embed", "embeddings.position_embeddings", None),
+    ("patch_embed/kernel", CONV, "patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight", None),
+    ("patch_embed/bias", COPY, "patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias", None),
+)
+_QKV = ("query", "key", "value")
+_BLOCK = (  # under block{i} / blocks.{i}. / encoder.layer.{i}. / layers.{i}.
+    ("norm1/scale", COPY, "norm1.weight", "layernorm_before.weight", None),
+    ("norm1/bias", COPY, "norm1.bias", "layernorm_before.bias", None),
+    ("attn/qkv/kernel", LINEAR, "attn.qkv.weight", tuple(f"attention.attention.{n}.weight" for n in _QKV),
+     tuple(f"attention.{n}_proj.weight" for n in "qkv")),
+    ("attn/qkv/bias", COPY, "attn.qkv.bias", tuple(f"attention.attention.{n}.bias" for n in _QKV),
+     tuple(f"attention.{n}_proj.bias" for n in "qkv")),
+    ("attn/proj/kernel", LINEAR, "attn.proj.weight", "attention.output.dense.weight", "attention.o_proj.weight"),
+    ("attn/proj/bias", COPY, "attn.proj.bias", "attention.output.dense.bias", "attention.o_proj.bias"),
+    ("norm2/scale", COPY, "norm2.weight", "layernorm_after.weight", None),
+    ("norm2/bias", COPY, "norm2.bias", "layernorm_after.bias", None),
+    ("mlp/fc1/kernel", LINEAR, "mlp.fc1.weight", "intermediate.dense.weight", "mlp.fc1.weight"),
+    ("mlp/fc1/bias", COPY, "mlp.fc1.bias", "intermediate.dense.bias", "mlp.fc1.bias"),
+    ("mlp/fc2/kernel", LINEAR, "mlp.fc2.weight", "output.dense.weight", "mlp.fc2.weight"),
+    ("mlp/fc2/bias", COPY, "mlp.fc2.bias", "output.dense.bias", "mlp.fc2.bias"),
+)
+_FINAL = (
+    ("norm/scale", COPY, "norm.weight", "layernorm.weight", None),
+    ("norm/bias", COPY, "norm.bias", "layernorm.bias", None),
+)
+_HEAD = (
+    ("head_norm/scale", COPY, "mlp_head.0.weight", "classifier.layernorm.weight", None),
+    ("head_norm/bias", COPY, "mlp_head.0.bias", "classifier.layernorm.bias", None),
+    ("head/kernel", LINEAR, "mlp_head.1.weight", "classifier.dense.weight", None),
+    ("head/bias", COPY, "mlp_head.1.bias", "classifier.dense.bias", None),
+)
+HEAD_PARAMS = ("head_norm", "head")  # Flax subtrees a new label set replaces
+
+_HF = "audio_spectrogram_transformer."
+# Source format -> (name column, prefix of embeddings and final norm, prefix of block i, prefix of the head or
+# None where the format has no AST head, names dropped on purpose: DeiT's ImageNet classifiers).
+_FORMATS = {
+    "original": (2, "v.", "v.blocks.{i}.", "", ("v.head.weight", "v.head.bias", "v.head_dist.weight",
+                                               "v.head_dist.bias")),
+    "deit": (2, "", "blocks.{i}.", None, ("head.weight", "head.bias", "head_dist.weight", "head_dist.bias")),
+    "hf": (3, _HF, _HF + "encoder.layer.{i}.", "", ()),
+    "hf-memory": (4, _HF, _HF + "layers.{i}.", "", ()),
+}
+
+
+def name_map(source_format: str, num_layers: int) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(Flax path, layout, source tensor names) for every parameter a `source_format` checkpoint provides."""
+    column, outer, block, head, _ = _FORMATS[source_format]
+
+    def names(row, prefix):
+        name = row[column] if row[column] is not None else row[3]  # in-memory names differ only inside blocks
+        return tuple(prefix + n for n in ((name,) if isinstance(name, str) else name))
+
+    rows = [(r[0], r[1], names(r, outer)) for r in _EMBEDDINGS]
+    for i in range(num_layers):
+        rows += [(f"block{i}/{r[0]}", r[1], names(r, block.format(i=i))) for r in _BLOCK]
+    rows += [(r[0], r[1], names(r, outer)) for r in _FINAL]
+    if head is not None:
+        rows += [(r[0], r[1], names(r, head)) for r in _HEAD]
+    return rows
+
+
+def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config: ASTConfig, where: str) -> dict:
+    """The Flax parameters of `config` from a PyTorch state dict, checking names and shapes exhaustively.
+
+    Parameters the format does not carry (the head, for DeiT) are left out of the result.
+    """
+    expected = traverse_util.flatten_dict(parameter_shapes(config), sep="/")
+    rows = name_map(source_format, config.num_layers)
+    dropped = set(_FORMATS[source_format][4])
+    missing = [n for _, _, names in rows for n in names if n not in state]
+    unexpected = sorted(set(state) - {n for _, _, names in rows for n in names} - dropped)
+    if missing or unexpected:
+        problems = [f"{label} tensors: {_few(names)}" for label, names in (("missing", missing),
+                                                                            ("unexpected", unexpected)) if names]
+        raise ValueError(f"{where}: {'; '.join(problems)}")
+    flat = {}
+    for path, layout, names in rows:
+        # The PyTorch shape each source tensor must have (fused tensors split evenly along the output axis).
+        want = _TO_TORCH[layout](np.broadcast_to(np.float32(0), expected[path].shape)).shape
+        want = (want[0] // len(names),) + tuple(want[1:])
+        for name in names:
+            if state[name].shape != want:
+                raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, the model expects "
+                                 f"{want}")
+        parts = [state[n] for n in names]
+        value = _TO_FLAX[layout](np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
+        flat[path] = np.ascontiguousarray(value, dtype=np.float32)
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def params_to_state(params: Any, num_layers: int, source_format: str = "hf") -> dict[str, np.ndarray]:
+    """The PyTorch state dict (float32 numpy) of Flax parameters, in `source_format`'s names."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    state = {}
+    for path, layout, names in name_map(source_format, num_layers):
+        value = _TO_TORCH[layout](np.asarray(flat[path], dtype=np.float32))
+        for name, part in zip(names, np.split(value, len(names), axis=0)):
+            state[name] = np.ascontiguousarray(part)
+    return state
+
+
+def _few(names: Sequence[str], limit: int = 4) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compatibility fixes of the original code, reproduced exactly.
+# ----------------------------------------------------------------------------------------------------------------
+def adapt_imagenet_kernel(weight: np.ndarray) -> np.ndarray:
+    """An RGB patch kernel (D, 3, P, P) as a one-channel kernel (D, 1, P, P).
+
+    Why: AST sees one-channel spectrograms. Summing the three colour filters makes the one-channel filter
+    respond to a spectrogram as the ImageNet filter responds to a grey image of the same values.
+    """
+    return np.asarray(weight).sum(axis=1, keepdims=True)
+
+
+def adapt_position_table(table: np.ndarray, source_grid: tuple[int, int], target_grid: tuple[int, int]) -> np.ndarray:
+    """Move a position table (1, 2 + F*T, D) from an F x T patch grid (frequency rows, time columns) to another.
+
+    Why: a table only covers the geometry it was trained on. The original code reuses it for other input
+    lengths, strides and mel-bin counts (ImageNet's 24x24 grid for audio; AudioSet's 12x101 for Speech Commands
+    or ESC-50) by, axis by axis and time first, keeping the middle positions where the new axis is not longer
+    and resizing bilinearly (half-pixel centres, no antialiasing) where it is. The cls and dist rows are kept.
+    """
+    table = np.asarray(table)
+    (source_f, source_t), (target_f, target_t) = source_grid, target_grid
+    if table.shape[:2] != (1, 2 + source_f * source_t):
+        raise ValueError(f"position table of shape {table.shape} does not fit a {source_f}x{source_t} grid")
+    grid = table[0, 2:].reshape(source_f, source_t, -1)
+    grid = _fit_axis(grid, 1, target_t)
+    grid = _fit_axis(grid, 0, target_f)
+    return np.concatenate([table[:, :2], grid.reshape(1, target_f * target_t, -1).astype(table.dtype)], axis=1)
+
+
+def _fit_axis(grid: np.ndarray, axis: int, size: int) -> np.ndarray:
+    length = grid.shape[axis]
+    if size <= length:
+        start = length // 2 - size // 2
+        return np.take(grid, np.arange(start, start + size), axis=axis)
+    resized = np.tensordot(linear_resize_weights(length, size), np.moveaxis(grid, axis, 0), axes=1)
+    return np.moveaxis(resized, 0, axis)
+
+
+def linear_resize_weights(length: int, size: int) -> np.ndarray:
+    """(size, length) weights of 1-D linear resizing with half-pixel centres and no antialiasing.
+
+    This is PyTorch's interpolate(mode="bilinear", align_corners=False) along one axis. jax.image.resize
+    would antialias when shrinking, hence explicit weights.
+    """
+    source = np.maximum((np.arange(size) + 0.5) * (length / size) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(int), length - 1)
+    high = np.minimum(low + 1, length - 1)
+    fraction = source - low
+    weights = np.zeros((size, length))
+    np.add.at(weights, (np.arange(size), low), 1.0 - fraction)
+    np.add.at(weights, (np.arange(size), high), fraction)
+    return weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading files.
+# ----------------------------------------------------------------------------------------------------------------
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Tensors of a .safetensors file or a PyTorch pickle (.pth/.pt/.bin), as float32 numpy arrays.
+
+    PyTorch files are read with weights_only=True, which refuses anything but tensors and plain containers.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types for bad headers and short files
+            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+    else:
+        state = _read_torch(path)
+    return {name: _float32(value, name, path) for name, value in state.items()}
+
+
+def _read_torch(path: Path) -> Mapping[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"{path}: reading PyTorch files needs torch (pip install -c constraints.txt "
+                         f"'ast-jax[torch]'), or give a .safetensors file") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zip, pickle and weights-only refusals all land here
+        message = _first_line(error)
+        if "weights only load failed" in message.lower() or "unsupported global" in str(error).lower():
+            message = "refused: it holds pickled code, not only tensors"
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({message})") from None
+    # timm and many training scripts wrap the state dict: {"model": ...} or {"state_dict": ...}.
+    while isinstance(state, Mapping) and len(state) and not any(torch.is_tensor(v) for v in state.values()):
+        inner = next((state[k] for k in ("model", "state_dict") if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    return {name: value.detach().float().numpy() if torch.is_tensor(value) else value for name, value in state.items()}
+
+
+def _float32(value: Any, name: str, path: Path) -> np.ndarray:
+    if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+        raise ValueError(f"{path}: entry {name!r} is not a floating-point tensor")
+    return value.astype(np.float32, copy=False)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _strip_module_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the `module.` prefix torch.nn.DataParallel puts on every name (the released .pth files have it)."""
+    if state and all(name.startswith("module.") for name in state):
+        return {name[len("module."):]: value for name, value in state.items()}
+    return state
+
+
+def detect_format(state: Mapping[str, np.ndarray], where: str) -> str:
+    """Which of the known layouts a state dict is in: original, deit, hf or hf-memory."""
+    names = set(state)
+    if any(n.startswith(_HF + "layers.") for n in names):
+        return "hf-memory"
+    if any(n.startswith(_HF) for n in names):
+        return "hf"
+    if "v.pos_embed" in names or any(n.startswith("mlp_head.") for n in names):
+        return "original"
+    if "pos_embed" in names and "patch_embed.proj.weight" in names:
+        return "deit"
+    raise ValueError(f"{where}: not an AST or DeiT checkpoint (no known tensor names; it has {_few(sorted(names), 3)})")
+
+
+def read_label_csv(path: str | os.PathLike) -> list[str]:
+    """Display names from a label file in the original format: `index,mid,display_name` with a header row."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not a label CSV ({_first_line(error)})") from None
+    if not rows or not {"index", "display_name"} <= set(rows[0]):
+        raise ValueError(f"{path}: not a label CSV (expected columns index,mid,display_name)")
+    try:
+        by_index = {int(row["index"]): row["display_name"] for row in rows}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: the index column must hold integers") from None
+    if sorted(by_index) != list(range(len(rows))):
+        raise ValueError(f"{path}: indices must be 0..{len(rows) - 1}, each once")
+    return [by_index[i] for i in range(len(rows))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sources.
+# ----------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """The input layout a model expects: mel bins, frames and patch strides."""
+
+    num_mel_bins: int
+    max_length: int
+    frequency_stride: int
+    time_stride: int
+
+    @classmethod
+    def of(cls, config: ASTConfig) -> "Geometry":
+        return cls(config.num_mel_bins, config.max_length, config.frequency_stride, config.time_stride)
+
+    def override(self, **given: int | None) -> "Geometry":
+        return dataclasses.replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+@dataclasses.dataclass
+class Conversion:
+    """A converted model and what the conversion did, for the command's summary."""
+
+    model: Pretrained
+    source_format: str
+    dropped: list[str] = dataclasses.field(default_factory=list)  # source tensors left out on purpose
+    notes: list[str] = dataclasses.field(default_factory=list)  # adaptations, in words
+
+
+def load_pretrained(source: str | os.PathLike, **options: Any) -> Pretrained:
+    """A ready model from any supported source (see the module docstring and `convert_source` for options).
+
+        load_pretrained("hf:MIT/ast-finetuned-speech-commands-v2")
+        load_pretrained("audioset_10_10_0.4593.pth", labels="class_labels_indices.csv")
+        load_pretrained("audioset_10_10_0.4593.pth", max_length=512, num_labels=50)  # ESC-50 fine-tuning start
+    """
+    return convert_source(source, **options).model
+
+
+def convert_source(source: str | os.PathLike, *, max_length: int | None = None, num_mel_bins: int | None = None,
+                   frequency_stride: int | None = None, time_stride: int | None = None,
+                   num_labels: int | None = None, labels: Sequence[str] | str | os.PathLike | None = None,
+                   dtype: str | None = None, seed: int = 0) -> Conversion:
+    """Read `source` and, where asked, adapt it to another input geometry or label set.
+
+    max_length, num_mel_bins, frequency_stride, time_stride: the geometry of the model to return. Where it
+      differs from the source's, the position table is adapted as the original code does. For an original .pth,
+      whose frames and strides its tensors do not reveal, these first tell the checkpoint's own geometry when
+      they fit its position table; otherwise it is taken to be the released geometry with that many patches.
+    num_labels: a new, freshly initialised head with this many outputs (from parameters seeded by `seed`).
+    labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
+      number must match the head's.
+    dtype: compute dtype of the returned model ("float32" or "bfloat16"; parameters stay float32).
+    """
+    hints = dict(num_mel_bins=num_mel_bins, max_length=max_length, frequency_stride=frequency_stride,
+                 time_stride=time_stride)
+    label_names, label_source = None, "labels"
+    if isinstance(labels, (str, os.PathLike)):
+        label_names, label_source = read_label_csv(labels), os.fspath(labels)
+    elif labels is not None:
+        label_names = list(labels)
+    text = os.fspath(source)
+    if text.startswith("hf:"):
+        conversion = _read_hf_folder(_download_hf(text[3:]), where=text)
+        conversion.model.source = text
+    else:
+        path = Path(text)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir() and is_model_dir(path):
+            conversion = Conversion(load_model(path), "ast-jax")
+        elif path.is_dir():
+            conversion = _read_hf_folder(path, where=str(path))
+        else:
+            conversion = _read_file(path, hints, num_labels, seed)
+    conversion = _adapt(conversion, hints, num_labels, label_names, label_source, seed)
+    if dtype is not None:
+        conversion.model.config = conversion.model.config.replace(dtype=dtype)
+    return conversion
+
+
+def _read_file(path: Path, hints: dict, num_labels: int | None, seed: int) -> Conversion:
+    state = _strip_module_prefix(read_state_dict(path))
+    source_format = detect_format(state, str(path))
+    if source_format.startswith("hf"):
+        if not (path.parent / HF_CONFIG).is_file():
+            raise ValueError(f"{path}: Hugging Face weights need the {HF_CONFIG} beside them")
+        return _read_hf_folder(path.parent, where=str(path), weights=path, state=state)
+    if source_format == "deit":
+        return _read_deit(path, state, hints, num_labels, seed)
+    return _read_original(path, state, hints)
+
+
+def _backbone_shape(state: Mapping[str, np.ndarray], prefix: str, where: str) -> dict[str, int]:
+    """Width, depth, heads, MLP ratio and patch size of a timm-named backbone, from its tensor shapes."""
+    try:
+        width = state[prefix + "cls_token"].shape[-1]
+        patch_size = state[prefix + "patch_embed.proj.weight"].shape[-1]
+        hidden = state[prefix + "blocks.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise ValueError(f"{where}: missing tensors: {error.args[0]}") from None
+    blocks = prefix + "blocks."
+    num_layers = len({n[len(blocks):].split(".")[0] for n in state if n.startswith(blocks)})
+    if hidden % width:
+        raise ValueError(f"{where}: MLP width {hidden} is not a multiple of the token width {width}")
+    # Head count is not visible in the shapes; every DeiT size uses 64-wide heads.
+    return dict(hidden_size=width, num_layers=num_layers, num_heads=max(width // 64, 1), mlp_ratio=hidden // width,
+                patch_size=patch_size)
+
+
+def _model_size(width: int, grid: int | None = None) -> str:
+    """The DeiT preset of a backbone width (base384 for 768 unless a 14x14 ImageNet grid says base224)."""
+    for name, preset in sorted(MODEL_SIZES.items(), key=lambda item: -item[1]["imagenet_grid"]):
+        if preset["hidden_size"] == width and grid in (None, preset["imagenet_grid"]):
+            return name
+    return ASTConfig.model_size
+
+
+def _patches(geometry: Geometry, patch_size: int) -> int:
+    return (((geometry.num_mel_bins - patch_size) // geometry.frequency_stride + 1)
+            * ((geometry.max_length - patch_size) // geometry.time_stride + 1))
+
+
+def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: str) -> Geometry:
+    """The input geometry an original checkpoint was trained on, from its position table's length."""
+    if hints["max_length"] is not None:
+        stride = hints["frequency_stride"] or hints["time_stride"] or 10
+        hinted = Geometry(hints["num_mel_bins"] or 128, hints["max_length"], hints["frequency_stride"] or stride,
+                          hints["time_stride"] or stride)
+        if _patches(hinted, patch_size) == num_patches:
+            return hinted
+    for known in KNOWN_GEOMETRIES:
+        if _patches(Geometry(*known), patch_size) == num_patches:
+            return Geometry(*known)
+    raise ValueError(f"{where}: a position table of {num_patches} patches matches no released geometry; give the "
+                     f"checkpoint's --max-length, --frequency-stride, --time-stride and --num-mel-bins")
+
+
+def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
+    where = str(path)
+    shape = _backbone_shape(state, "v.", where)
+    if "mlp_head.1.weight" not in state or "v.pos_embed" not in state:
+        raise ValueError(f"{where}: missing tensors: {_few([n for n in ('v.pos_embed', 'mlp_head.1.weight') if n not in state])}")
+    geometry = _original_geometry(state["v.pos_embed"].shape[1] - 2, shape["patch_size"], hints, where)
+    num_labels = state["mlp_head.1.weight"].shape[0]
+    config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels, layer_norm_eps=1e-6,
+                       head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"]))
+    params = state_to_params(state, "original", config, where)
+    recipe = KNOWN_GEOMETRIES.get(dataclasses.astuple(geometry))
+    recipe = recipe or {128: "speech_commands", 512: "esc50"}.get(geometry.max_length, "audioset")
+    features = FeatureConfig.for_dataset(recipe, num_mel_bins=geometry.num_mel_bins, target_length=geometry.max_length)
+    if num_labels == len(SPEECH_COMMANDS_LABELS) and recipe == "speech_commands":
+        labels = list(SPEECH_COMMANDS_LABELS)
+    else:
+        labels = [f"LABEL_{i}" for i in range(num_labels)]
+    model = Pretrained(config, params, features, labels, "sigmoid", source=str(path.absolute()))
+    return Conversion(model, "original", dropped=sorted(set(state) & set(_FORMATS["original"][4])))
+
+
+def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, seed: int) -> Conversion:
+    """An AST initialised from ImageNet DeiT weights as the original recipe does, with a fresh head."""
+    where = str(path)
+    shape = _backbone_shape(state, "", where)
+    kernel, table = state["patch_embed.proj.weight"], state["pos_embed"]
+    grid = math.isqrt(table.shape[1] - 2)
+    if grid * grid != table.shape[1] - 2:
+        raise ValueError(f"{where}: pos_embed of {table.shape[1] - 2} patches is not a square ImageNet grid")
+    geometry = Geometry(128, 1024, 10, 10).override(**hints)
+    config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels or ASTConfig.num_labels,
+                       layer_norm_eps=1e-6, head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"], grid))
+    adapted = dict(state)
+    adapted["patch_embed.proj.weight"] = adapt_imagenet_kernel(kernel)
+    adapted["pos_embed"] = adapt_position_table(table, (grid, grid), (config.frequency_patches, config.time_patches))
+    params = state_to_params(adapted, "deit", config, where)
+    params.update(_fresh_head(config, seed))
+    features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
+    model = Pretrained(config, params, features, [f"LABEL_{i}" for i in range(config.num_labels)], "sigmoid",
+                       source=str(path.absolute()))
+    notes = [f"ImageNet DeiT: patch kernel summed over RGB, {grid}x{grid} position grid adapted to "
+             f"{config.frequency_patches}x{config.time_patches}, new {config.num_labels}-label head"]
+    return Conversion(model, "deit", dropped=sorted(set(state) & set(_FORMATS["deit"][4])), notes=notes)
+
+
+def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, state: dict | None = None) -> Conversion:
+    config_path = folder / HF_CONFIG
+    if not config_path.is_file():
+        raise ValueError(f"{folder}: neither an ast-jax model folder nor a Hugging Face one (no {HF_CONFIG})")
+    try:
+        hf = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    if state is None:
+        weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+        if weights is None:
+            raise ValueError(f"{folder}: no weights ({' or '.join(HF_WEIGHTS)})")
+        state = _strip_module_prefix(read_state_dict(weights))
+    config = config_from_hf(hf, str(config_path))
+    params = state_to_params(state, detect_format(state, str(weights)), config, str(weights))
+    preprocessor = folder / HF_PREPROCESSOR
+    if preprocessor.is_file():
+        try:
+            features = FeatureConfig.from_hf_preprocessor_config(json.loads(preprocessor.read_text()))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{preprocessor}: not valid JSON ({error})") from None
+    else:
+        features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
+    id2label = hf.get("id2label") or {}
+    labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
+    model = Pretrained(config, params, features, labels, "sigmoid", source=str(folder.absolute()))
+    return Conversion(model, "hf")
+
+
+def config_from_hf(hf: Mapping[str, Any], where: str) -> ASTConfig:
+    """An ASTConfig from a transformers config.json (missing keys take transformers' defaults)."""
+    if hf.get("model_type", "audio-spectrogram-transformer") != "audio-spectrogram-transformer":
+        raise ValueError(f"{where}: model_type is {hf.get('model_type')!r}, not audio-spectrogram-transformer")
+    if hf.get("hidden_act", "gelu") != "gelu" or not hf.get("qkv_bias", True):
+        raise ValueError(f"{where}: only the released AST variant (exact GELU, qkv bias) is supported")
+    width, hidden = hf.get("hidden_size", 768), hf.get("intermediate_size", 3072)
+    if hidden % width:
+        raise ValueError(f"{where}: intermediate_size {hidden} is not a multiple of hidden_size {width}")
+    eps = float(hf.get("layer_norm_eps", 1e-12))
+    num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
+    try:
+        return ASTConfig(hidden_size=width, num_layers=hf.get("num_hidden_layers", 12),
+                         num_heads=hf.get("num_attention_heads", 12), mlp_ratio=hidden // width,
+                         patch_size=hf.get("patch_size", 16), frequency_stride=hf.get("frequency_stride", 10),
+                         time_stride=hf.get("time_stride", 10), num_mel_bins=hf.get("num_mel_bins", 128),
+                         max_length=hf.get("max_length", 1024), num_labels=num_labels, layer_norm_eps=eps,
+                         head_layer_norm_eps=eps, model_size=_model_size(width))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+
+
+def _download_hf(repo_id: str) -> Path:
+    """The files of a hub repository that conversion needs, safetensors preferred, in the local HF cache."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ValueError(f"hf:{repo_id}: downloading needs huggingface_hub (pip install huggingface-hub)") from None
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=[HF_CONFIG, HF_PREPROCESSOR, HF_WEIGHTS[0]]))
+        if not (folder / HF_WEIGHTS[0]).is_file():
+            folder = Path(snapshot_download(repo_id, allow_patterns=[HF_CONFIG, HF_PREPROCESSOR, HF_WEIGHTS[1]]))
+    except Exception as error:  # offline, unknown repo, gated repo: huggingface_hub has many error types
+        raise ValueError(f"hf:{repo_id}: cannot download ({_first_line(error)})") from None
+    return folder
+
+
+def _fresh_head(config: ASTConfig, seed: int) -> dict:
+    """A newly initialised head (LayerNorm and Linear), as the original code builds for a new label set."""
+    fresh = init_params(config.replace(dtype="float32"), seed)
+    return {name: fresh[name] for name in HEAD_PARAMS}
+
+
+def _adapt(conversion: Conversion, hints: dict, num_labels: int | None, labels: list[str] | None,
+           label_source: str, seed: int) -> Conversion:
+    """Move a converted model to the requested geometry and label set (AudioSet -> Speech Commands, ESC-50...)."""
+    model = conversion.model
+    config, params, features = model.config, dict(model.params), model.features
+    source, target = Geometry.of(config), Geometry.of(config).override(**hints)
+    if target != source:
+        config = config.replace(**dataclasses.asdict(target))
+        source_grid = (model.config.frequency_patches, model.config.time_patches)
+        target_grid = (config.frequency_patches, config.time_patches)
+        params["pos_embed"] = adapt_position_table(np.asarray(params["pos_embed"]), source_grid, target_grid)
+        features = features.replace(num_mel_bins=target.num_mel_bins, target_length=target.max_length)
+        conversion.notes.append(f"position table adapted from a {source_grid[0]}x{source_grid[1]} to a "
+                                f"{target_grid[0]}x{target_grid[1]} patch grid")
+    new_labels = model.labels
+    if num_labels is not None and num_labels != model.config.num_labels:
+        config = config.replace(num_labels=num_labels)
+        params.update(_fresh_head(config, seed))
+        new_labels = [f"LABEL_{i}" for i in range(num_labels)]
+        conversion.notes.append(f"new {num_labels}-label head (the source's {model.config.num_labels}-label head dropped)")
+    if labels is not None:
+        if len(labels) != config.num_labels:
+            raise ValueError(f"{label_source}: {len(labels)} labels for a head with {config.num_labels} outputs "
+                             f"(ask for a new head with num_labels / --num-labels)")
+        new_labels = labels
+    conversion.model = Pretrained(config, params, features, list(new_labels), model.activation, model.source)
+    return conversion
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export to Hugging Face transformers.
+# ----------------------------------------------------------------------------------------------------------------
+def hf_config(model: Pretrained) -> dict[str, Any]:
+    """The transformers ASTConfig (config.json) of a model; its one LayerNorm eps is the backbone's."""
+    cfg = model.config
+    return {
+        "architectures": ["ASTForAudioClassification"],
+        "model_type": "audio-spectrogram-transformer",
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.mlp_ratio * cfg.hidden_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "patch_size": cfg.patch_size,
+        "qkv_bias": True,
+        "frequency_stride": cfg.frequency_stride,
+        "time_stride": cfg.time_stride,
+        "max_length": cfg.max_length,
+        "num_mel_bins": cfg.num_mel_bins,
+        "id2label": {str(i): name for i, name in enumerate(model.labels)},
+        "label2id": {name: i for i, name in enumerate(model.labels)},
+    }
+
+
+def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLike, *,
+              overwrite: bool = False) -> Path:
+    """Write a folder that transformers' ASTForAudioClassification and ASTFeatureExtractor load.
+
+    transformers has one LayerNorm eps for the whole model. A model with a different head eps (the original
+    checkpoints: 1e-6 backbone, 1e-5 head) is exported with the backbone's, which changes its logits slightly;
+    a warning says so.
+    """
+    from safetensors.numpy import save_file
+
+    if not isinstance(model, Pretrained):
+        model = load_pretrained(model)
+    cfg = model.config
+    if cfg.head_layer_norm_eps != cfg.layer_norm_eps:
+        warnings.warn(f"transformers uses one LayerNorm eps: the head's {cfg.head_layer_norm_eps:g} becomes the "
+                      f"backbone's {cfg.layer_norm_eps:g}, so exported logits differ slightly from this model's",
+                      stacklevel=2)
+    state = params_to_state(model.params, cfg.num_layers, "hf")
+    with staged_directory(output_dir, overwrite=overwrite) as staging:
+        save_file(state, str(staging / HF_WEIGHTS[0]), metadata={"format": "pt"})
+        (staging / HF_CONFIG).write_text(json.dumps(hf_config(model), indent=2) + "\n")
+        (staging / HF_PREPROCESSOR).write_text(
+            json.dumps(model.features.to_hf_preprocessor_config(), indent=2) + "\n")
+    return Path(output_dir).absolute()
