@@ -1,0 +1,214 @@
+"""The predict, evaluate, embed and explain commands end to end, on a tiny random model saved to disk.
+
+Metrics are checked against scikit-learn; embeddings against the model's own pooled output on features made
+by transformers' ASTFeatureExtractor; predictions against the Python pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_jax.cli import main
+from ast_jax.inference import pipeline
+from ast_jax.pretrained import save_model
+
+from test_inference import LABELS, RATE, tiny_model, waveform
+
+CLIP = 7920  # samples that fill the tiny model's 48 frames
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(save_model(tmp_path_factory.mktemp("model") / "tiny", tiny_model("softmax", seed=1)))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A labelled folder <root>/<label>/*.wav: 4 of the model's labels (not in its order), 3 clips each."""
+    root = tmp_path_factory.mktemp("clips")
+    for k, label in enumerate(["up", "yes", "left", "no"]):
+        (root / label).mkdir()
+        for j in range(3):
+            sf.write(root / label / f"{label}{j}.wav", waveform(CLIP / RATE, 10 * k + j, 200.0 * (k + 1) + 50 * j),
+                     RATE, subtype="PCM_16")
+    return root
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", "--top-k", 3, clips)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    files = sorted(str(p) for p in clips.rglob("*.wav"))
+    assert [row["file"] for row in rows] == files
+    expected = pipeline(model_dir)(files, top_k=3)
+    for row, labels in zip(rows, expected):
+        assert [i["label"] for i in row["labels"]] == [i["label"] for i in labels]
+        np.testing.assert_allclose([i["score"] for i in row["labels"]], [i["score"] for i in labels], atol=1e-6)
+
+    output = tmp_path / "out.csv"
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", output,
+                           str(clips / "*" / "*0.wav"))
+    assert code == 0 and out == ""
+    table = list(csv.DictReader(output.open()))
+    assert len(table) == 4 and set(table[0]) == {"file"} | {f"{k}_{i}" for i in range(1, 6) for k in ("label", "score")}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, clips / "up" / "up0.wav")
+    header, line = out.splitlines()
+    assert header.split()[:3] == ["file", "label", "score"]
+    assert line.split()[1] == expected[files.index(str(clips / "up" / "up0.wav"))][0]["label"]
+
+
+def test_predict_windows(model_dir, capsys, tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, waveform(2.2, 3), RATE, subtype="PCM_16")
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--window", 1.0, "--hop", 0.5,
+                             "--format", "jsonl", "--top-k", 2, path)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.2)]
+    assert all(len(r["labels"]) == 2 and r["file"] == str(path) for r in rows)
+
+
+def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
+    good = sorted(str(p) for p in (clips / "no").glob("*.wav"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "text.wav").write_text("this is not audio\n" * 20)
+    header_cut = bad / "truncated.wav"
+    sf.write(header_cut, waveform(0.5), RATE, subtype="PCM_16")
+    header_cut.write_bytes(header_cut.read_bytes()[:30])
+    nan = waveform(0.5)
+    nan[100:200] = np.nan
+    sf.write(bad / "nan.wav", nan, RATE, subtype="FLOAT")
+    silent_header = bad / "no_samples.wav"
+    sf.write(silent_header, np.zeros(0, np.float32), RATE, subtype="PCM_16")
+    broken = [str(bad / "missing.wav"), str(bad / "empty.wav"), str(bad / "text.wav"), str(header_cut),
+              str(bad / "nan.wav"), str(silent_header)]
+    for command in (["predict", "--format", "jsonl"], ["embed", "-o", tmp_path / "e.npz"]):
+        code, out, err = run_cli(capsys, *command, "--model", model_dir, good[0], *broken, *good[1:])
+        assert code == 1
+        lines = err.strip().splitlines()
+        for path in broken:
+            assert sum(line.startswith(f"{path}: ") for line in lines) == 1, (path, err)
+        if command[0] == "predict":
+            assert [json.loads(line)["file"] for line in out.splitlines()] == good
+        else:
+            assert list(np.load(tmp_path / "e.npz")["files"]) == good
+
+
+def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monkeypatch):
+    from sklearn.metrics import accuracy_score, average_precision_score, precision_score, recall_score, roc_auc_score
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--output-dir", tmp_path / "eval",
+                             "--batch-size", 4)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+    # the reference: the Python pipeline's scores, labels matched by name
+    dataset_labels = sorted(["up", "yes", "left", "no"])
+    files = [str(clips / label / f"{label}{j}.wav") for label in dataset_labels for j in range(3)]
+    truth = np.repeat(np.arange(4), 3)
+    scores = np.stack([[{i["label"]: i["score"] for i in result}[name] for name in LABELS]
+                       for result in pipeline(model_dir)(files, top_k=None)])
+    columns = [LABELS.index(name) for name in dataset_labels]
+    predicted = np.array([LABELS[i] for i in scores.argmax(1)])
+    true_names = np.array(dataset_labels)[truth]
+    onehot = np.eye(4)[truth]
+    assert metrics["examples"] == 12
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(true_names, predicted))
+    with_positives = [k for k in range(4) if onehot[:, k].any()]
+    assert metrics["mAP"] == pytest.approx(np.mean(
+        [average_precision_score(onehot[:, k], scores[:, columns[k]]) for k in with_positives]), abs=1e-6)
+    assert metrics["mAUC"] == pytest.approx(np.mean(
+        [roc_auc_score(onehot[:, k], scores[:, columns[k]]) for k in with_positives]), abs=1e-6)
+    precision = precision_score(true_names, predicted, labels=dataset_labels, average=None, zero_division=np.nan)
+    recall = recall_score(true_names, predicted, labels=dataset_labels, average=None, zero_division=np.nan)
+    for row, p, r in zip(metrics["per_class"], precision, recall):
+        assert row["precision"] == pytest.approx(p, nan_ok=True) and row["recall"] == pytest.approx(r)
+
+    wrong = list(csv.DictReader((tmp_path / "eval" / "misclassified.csv").open()))
+    assert sorted(row["file"] for row in wrong) == sorted(np.array(files)[predicted != true_names].tolist())
+    png = (tmp_path / "eval" / "confusion_matrix.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert "accuracy" in out
+
+
+def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monkeypatch):
+    from ast_jax.evaluation import map_labels
+
+    assert map_labels(["YES", "go"], ["no", "yes", "stop"], {"go": "stop"}) == [1, 2]
+    with pytest.raises(ValueError, match="not among the model's 3 labels: go, cat"):
+        map_labels(["yes", "go", "cat"], ["no", "yes", "stop"])
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=down")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=sideways")
+    assert code == 1 and "sideways" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluation_confusion_and_multilabel_precision():
+    from ast_jax.evaluation import OTHER, Evaluation
+
+    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    targets = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    result = Evaluation(scores, targets, ["b", "a"], ["a", "b", "c"], [1, 0], ["w", "x", "y", "z"])
+    # predictions by name: a, b, c, a; truth: b, b, a, a
+    matrix, columns = result.confusion_matrix()
+    assert columns == ["b", "a", OTHER]
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 1]]
+    assert [row["file"] for row in result.misclassified()] == ["w", "y"]
+    assert result.summary()["accuracy"] == 0.5
+
+
+def test_embed_shapes_and_values(model_dir, clips, capsys, tmp_path):
+    from transformers import ASTFeatureExtractor
+
+    from ast_jax.pretrained import load_model
+
+    files = sorted(str(p) for p in clips.rglob("*.wav"))[:5]
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, "--tokens", "-o", tmp_path / "e.npz", *files)
+    assert code == 0, err
+    saved = np.load(tmp_path / "e.npz")
+    model = load_model(model_dir)
+    tokens = 2 + model.config.num_patches
+    assert saved["embeddings"].shape == (5, model.config.hidden_size)
+    assert saved["tokens"].shape == (5, tokens, model.config.hidden_size)
+    assert list(saved["files"]) == files
+    extractor = ASTFeatureExtractor(**{k: v for k, v in model.features.to_hf_preprocessor_config().items()
+                                       if k != "feature_extractor_type"})
+    audio = [sf.read(f, dtype="float32")[0] for f in files]
+    _, out = model.apply(jnp.asarray(extractor(audio, sampling_rate=RATE, return_tensors="np")["input_values"]))
+    np.testing.assert_allclose(saved["embeddings"], np.asarray(out["pooled"]), atol=2e-4)
+    np.testing.assert_allclose(saved["tokens"], np.asarray(out["tokens"]), atol=2e-4)
+
+    code, _, _ = run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / "e.npy", *files[:2])
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), saved["embeddings"][:2], atol=1e-5)  # 2-row batch
+    assert (tmp_path / "e.npy.files.txt").read_text().splitlines() == files[:2]
+
+
+def test_explain_writes_pngs(model_dir, clips, capsys, tmp_path):
+    one = clips / "yes" / "yes0.wav"
+    code, _, err = run_cli(capsys, "explain", "--model", model_dir, one, "-o", tmp_path / "one.png")
+    assert code == 0, err
+    png = (tmp_path / "one.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    code, _, err = run_cli(capsys, "explain", "--model", model_dir, clips / "no", tmp_path / "missing.wav",
+                           "-o", tmp_path / "many", "--map", "rollout")
+    assert code == 1 and err.count("missing.wav: ") == 1
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["no0.wav.png", "no1.wav.png", "no2.wav.png"]
