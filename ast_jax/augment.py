@@ -21,8 +21,8 @@ One difference from the original: the mixup partner is a uniformly random row of
 uniformly random clip of the whole data set (which the device does not hold). For a shuffled batch both
 are a uniformly random clip of the data set, so each pair has the same distribution; partners within one
 batch are drawn from the same few clips, and a clip is its own partner with probability 1 / batch size
-instead of 1 / data set size (then it is left as it is, as the original leaves it). Mix full batches:
-padding rows (zero audio, zero targets) would be partners too.
+instead of 1 / data set size (then it is left as it is, as the original leaves it). Pass the batch's
+`valid` mask so that padding rows of a last, partial batch are never partners.
 
 Evaluation uses `ast_jax.features.input_values`, which equals `train_inputs` with every augmentation off.
 
@@ -51,11 +51,18 @@ def settings(augment) -> dict:
     return {**DEFAULTS, **values}
 
 
-def mixup(rng, audio, targets, probability: float, alpha: float):
-    """Mix each clip with a random clip of the batch (with `probability`); returns audio, targets and lambdas."""
+def mixup(rng, audio, targets, probability: float, alpha: float, valid=None):
+    """Mix each clip with a random clip of the batch (with `probability`); returns audio, targets and lambdas.
+
+    With `valid` (B,) bool, partners are drawn among the valid rows only, so a padded last batch mixes real
+    clips with real clips.
+    """
     batch = audio.shape[0]
     choose, partner_key, lam_key = jax.random.split(rng, 3)
-    partner = jax.random.randint(partner_key, (batch,), 0, batch)
+    if valid is None:
+        partner = jax.random.randint(partner_key, (batch,), 0, batch)
+    else:
+        partner = jax.random.categorical(partner_key, jnp.where(valid, 0.0, -jnp.inf), shape=(batch,))
     lam = jax.random.beta(lam_key, alpha, alpha, (batch,))
     lam = jnp.where(jax.random.uniform(choose, (batch,)) < probability, lam, 1.0)
     centred = audio - audio.mean(axis=1, keepdims=True)
@@ -89,14 +96,17 @@ def roll_time(rng, spectrogram, max_shift: int):
     return jnp.take_along_axis(spectrogram, source[:, :, None], axis=1)
 
 
-def train_inputs(rng, audio, targets, features: FeatureConfig, augment):
-    """Training inputs `(B, target_length, num_mel_bins)` and (mixed) targets from waveforms `(B, samples)`."""
+def train_inputs(rng, audio, targets, features: FeatureConfig, augment, valid=None):
+    """Training inputs `(B, target_length, num_mel_bins)` and (mixed) targets from waveforms `(B, samples)`.
+
+    `valid` (B,) bool, when given, keeps padding rows out of the mixup partners.
+    """
     options = settings(augment)
     mix_key, freq_key, time_key, noise_key, scale_key, roll_key = jax.random.split(rng, 6)
     audio = jnp.asarray(audio, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     if options["mixup"] > 0:
-        audio, targets, _ = mixup(mix_key, audio, targets, options["mixup"], options["mixup_alpha"])
+        audio, targets, _ = mixup(mix_key, audio, targets, options["mixup"], options["mixup_alpha"], valid)
     spectrogram = feature_ops.pad_or_truncate(feature_ops.fbank(audio, features), features.target_length)
     if options["freqm"] > 0:
         spectrogram = mask_along(freq_key, spectrogram, 2, options["freqm"])

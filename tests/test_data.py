@@ -1,0 +1,264 @@
+"""Data sources: splits, label orders, prepared copies, bad clips, batching across processes, the demo set."""
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from ml_collections import ConfigDict
+
+from ast_jax.data import build_source, even_split, prefetch
+from ast_jax.data.speech_commands import LABELS_12, LABELS_35
+
+MINI = Path(__file__).parent / "data" / "speech_commands_mini"
+
+
+def read_int16(path, start=0, stop=None):
+    samples, rate = soundfile.read(str(path), dtype="int16", start=start, stop=stop)
+    assert rate == 16000
+    return samples.astype(np.float32) / 32768
+
+
+def fit(samples, n=16000):
+    return np.pad(samples, (0, max(0, n - len(samples))))[:n]
+
+
+@pytest.fixture
+def raw_folder(tmp_path):
+    """A tiny Speech Commands v0.02 folder: one clip listed for validation, one for test."""
+    root = tmp_path / "speech_commands_v0.02"
+    shutil.copytree(MINI, root, ignore=shutil.ignore_patterns("LICENSE", "README.md"))
+    (root / "validation_list.txt").write_text("yes/0cb74144_nohash_0.wav\nbed/28497c5b_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("no/0c40e715_nohash_0.wav\n")
+    return root
+
+
+def source(tmp_path, **fields):
+    return build_source(ConfigDict({"cache_dir": str(tmp_path / "cache"), **fields}))
+
+
+def test_raw_folder_35_classes_released_label_order(tmp_path, raw_folder):
+    src = source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=35)
+    assert src.labels[:4] == ["backward", "follow", "five", "bed"] and src.labels[34] == "one"
+    assert len(src.labels) == 35
+    assert [src.num_examples(s) for s in ("train", "validation", "test")] == [6, 2, 1]
+    audio, targets = src.load("validation", np.array([0, 1]))
+    names = sorted(["bed/28497c5b_nohash_0.wav", "yes/0cb74144_nohash_0.wav"])
+    assert [src.labels[k] for k in targets.argmax(1)] == ["bed", "yes"]
+    assert (targets.sum(1) == 1).all()
+    for row, name in enumerate(names):
+        np.testing.assert_array_equal(audio[row], fit(read_int16(raw_folder / name)))
+    train_targets = src.targets("train")
+    assert sorted(src.labels[k] for k in train_targets.argmax(1)) == ["backward", "backward", "no", "no", "yes", "yes"]
+
+
+def test_raw_folder_12_classes_silence_cut_like_tfds(tmp_path, raw_folder):
+    src = source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=12)
+    assert src.labels == LABELS_12 == ["down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes",
+                                       "_silence_", "_unknown_"]
+    # 52,000-sample recordings give windows starting at 0, 8000, ..., 28000 (TFDS: range(0, n - 16000, 8000)).
+    train = src.split_files("train")
+    silence_train = [c for c in train.clips if c.stop is not None]
+    assert [(Path(c.path).name, c.start) for c in silence_train] == [("white_noise.wav", s) for s in range(0, 36000, 8000)]
+    silence_val = [c for c in src.split_files("validation").clips if c.stop is not None]
+    assert {Path(c.path).name for c in silence_val} == {"running_tap.wav"} and len(silence_val) == 5
+    labels = [src.labels[k] for k in src.targets("train").argmax(1)]
+    assert labels.count("_unknown_") == 2 and labels.count("_silence_") == 5  # the two "backward" clips
+    row = next(i for i, c in enumerate(train.clips) if c.stop is not None and c.start == 16000)
+    audio, _ = src.load("train", np.array([row]))
+    np.testing.assert_array_equal(audio[0], read_int16(raw_folder / "_background_noise_" / "white_noise.wav",
+                                                       16000, 32000))
+
+
+def test_missing_split_list_and_unknown_word_and_empty_folder(tmp_path, raw_folder):
+    (raw_folder / "testing_list.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="testing_list.txt: split list not found"):
+        source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=35)
+    (raw_folder / "testing_list.txt").write_text("")
+    (raw_folder / "hello").mkdir()
+    shutil.copy(raw_folder / "bed" / "28497c5b_nohash_0.wav", raw_folder / "hello" / "x.wav")
+    with pytest.raises(ValueError, match="hello: unknown label 'hello'"):
+        source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=35)
+    empty = tmp_path / "empty"
+    (empty / "yes").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no audio files found"):
+        source(tmp_path, source="folder", data_dir=str(empty))
+
+
+def make_user_folder(root):
+    """Two labels, clips at 8 kHz stereo and 44.1 kHz, plus three bad files."""
+    rng = np.random.default_rng(0)
+    for label, rate, channels in (("bird", 8000, 2), ("car", 44100, 1)):
+        for n in range(3):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            audio = 0.3 * rng.standard_normal((int(rate * 0.75), channels)).clip(-3, 3) / 3
+            soundfile.write(root / label / f"{n}.wav" if n else root / label / f"{n}.flac", audio, rate)
+    (root / "bird" / "empty.wav").write_bytes(b"")
+    (root / "car" / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio at all")
+    soundfile.write(root / "car" / "silent.wav", np.zeros((0, 1)), 16000)
+
+
+def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
+    root = tmp_path / "mine"
+    make_user_folder(root)
+    caplog.set_level(logging.WARNING, logger="ast_jax.data")
+    src = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
+    assert src.labels == ["bird", "car"]
+    assert src.num_examples("train") == 6
+    text = caplog.text
+    for bad in ("empty.wav", "corrupt.wav", "silent.wav"):
+        assert bad in text
+    assert "skipped 3 of 9 clips" in text
+    from ast_jax.audio import load_audio
+
+    audio, targets = src.load("train", np.arange(6))
+    kept = [c.path for c in np.array(src.split_files("train").clips)[src.prepare("train").kept]]
+    for row, path in enumerate(kept):
+        expected = fit(load_audio(path, sample_rate=16000))
+        assert np.count_nonzero(expected) > 11000  # 0.75 s resampled to 16 kHz, then padded
+        np.testing.assert_allclose(audio[row], expected, atol=1 / 32768)
+        assert src.labels[targets[row].argmax()] == Path(path).parent.name
+    caplog.clear()
+    again = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
+    assert again.num_examples("train") == 6
+    assert "3 of 9 clips were unreadable, empty or corrupt" in caplog.text  # reported again on reuse
+
+
+def test_prepared_and_per_batch_decoding_agree(tmp_path, raw_folder):
+    fields = dict(source="speech_commands", data_dir=str(raw_folder), num_classes=12)
+    prepared = source(tmp_path, **fields)
+    streamed = source(tmp_path, prepared=False, **fields)
+    indices = np.array([3, 0, 7])
+    np.testing.assert_array_equal(prepared.load("train", indices)[0], streamed.load("train", indices)[0])
+    np.testing.assert_array_equal(prepared.load("train", indices)[1], streamed.load("train", indices)[1])
+
+
+def test_manifest_splits_multilabel_and_errors(tmp_path, raw_folder):
+    manifest = tmp_path / "clips.csv"
+    rows = [("yes/0cb74144_nohash_0.wav", "yes", "train"), ("no/0c40e715_nohash_0.wav", "no;yes", "test"),
+            (str(raw_folder / "bed" / "28497c5b_nohash_0.wav"), "bed", "validation")]
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows((r[0] if r[0].startswith("/") else f"speech_commands_v0.02/{r[0]}", r[1], r[2]) for r in rows)
+    src = source(tmp_path, source="manifest", data_dir=str(manifest))
+    assert src.multilabel and src.labels == ["bed", "no", "yes"]
+    np.testing.assert_array_equal(src.load("test", np.array([0]))[1], [[0, 1, 1]])
+    assert [src.num_examples(s) for s in ("train", "validation", "test")] == [1, 1, 1]
+    with pytest.raises(ValueError, match="unknown label 'bed'"):
+        source(tmp_path, source="manifest", data_dir=str(manifest), labels=["no", "yes"])
+    manifest.write_text("path,label,split\nyes/a.wav,yes,training\n")
+    with pytest.raises(ValueError, match=r"clips.csv:2: unknown split 'training'"):
+        source(tmp_path, source="manifest", data_dir=str(manifest))
+
+
+def test_recipe_json_multilabel_and_balanced_weights(tmp_path, raw_folder):
+    label_csv = tmp_path / "labels.csv"
+    label_csv.write_text('index,mid,display_name\n0,/m/a,"Speech"\n1,/m/b,"Noise"\n2,/m/c,"Music"\n')
+    clips = sorted(str(p) for p in raw_folder.glob("*/*.wav") if "background" not in str(p))[:4]
+    data = {"data": [{"wav": clips[0], "labels": "/m/a"}, {"wav": clips[1], "labels": "/m/a,/m/b"},
+                     {"wav": clips[2], "labels": "/m/a"}, {"wav": clips[3], "labels": "/m/c,/m/b"}]}
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    src = source(tmp_path, source="json", json={"train": str(tmp_path / "train.json")}, label_csv=str(label_csv))
+    assert src.labels == ["Speech", "Noise", "Music"] and src.multilabel
+    np.testing.assert_array_equal(src.targets("train"), [[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 1]])
+    # gen_weight_file.py: class weight 1000 / (count + 0.01); counts a=3, b=2, c=1; clip = sum over its labels.
+    a, b, c = 1000 / 3.01, 1000 / 2.01, 1000 / 1.01
+    np.testing.assert_allclose(src.example_weights("train"), [a, a + b, a, c + b])
+    data["data"][2]["labels"] = "/m/zzz"
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="entry 2 .*unknown label '/m/zzz'"):
+        source(tmp_path, source="json", json={"train": str(tmp_path / "train.json")}, label_csv=str(label_csv))
+
+
+def test_batches_resume_and_split_across_processes(tmp_path, raw_folder):
+    src = source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=12)
+    full = list(src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=1))
+    resumed = list(src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=1, start_batch=2))
+    for a, b in zip(full[2:], resumed):
+        np.testing.assert_array_equal(a["audio"], b["audio"])
+        np.testing.assert_array_equal(a["index"], b["index"])
+    halves = [list(src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=1, process_index=p,
+                               process_count=2)) for p in range(2)]
+    for whole, first, second in zip(full, *halves):
+        np.testing.assert_array_equal(whole["index"], np.concatenate([first["index"], second["index"]]))
+    seen = np.concatenate([b["index"][b["valid"]] for b in full])
+    assert sorted(seen) == list(range(src.num_examples("train")))
+    other_epoch = np.concatenate([b["index"] for b in src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=2)])
+    assert not np.array_equal(other_epoch, np.concatenate([b["index"] for b in full]))
+    via_thread = list(prefetch(src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=1)))
+    for a, b in zip(full, via_thread):
+        np.testing.assert_array_equal(a["audio"], b["audio"])
+
+
+def test_prefetch_raises_the_producers_error():
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(prefetch(broken()))
+
+
+def test_even_split_matches_tfds():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tensorflow_datasets.core import splits
+
+    for total, count in ((10, 3), (7, 4), (100, 8)):
+        info = splits.SplitDict([splits.SplitInfo(name="train", shard_lengths=[total], num_bytes=0,
+                                                  filename_template=None)])
+        for index, part in enumerate(tfds.even_splits("train", n=count)):
+            absolute = part.to_absolute(info)[0]
+            assert even_split(total, index, count) == (absolute.from_ or 0, total if absolute.to is None else absolute.to)
+
+
+def test_tfds_mock_data_padded_to_a_second_and_sharded_per_process():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=10):
+        src = build_source(ConfigDict(dict(source="tfds", num_classes=12)))
+        assert src.labels == LABELS_12
+        batch = next(src.batches("train", batch_size=4))
+        assert batch["audio"].shape == (4, 16000) and batch["audio"].dtype == np.float32
+        assert (batch["targets"].sum(1) == 1).all()
+        assert np.abs(batch["audio"]).max() <= 1.0
+        assert (batch["audio"][:, 1000:] == 0).all()  # mock clips are a few dozen samples, zero-padded
+        parts = [np.concatenate([b["index"][b["valid"]] for b in src.batches(
+            "train", batch_size=4, shuffle=True, process_index=p, process_count=2)]) for p in range(2)]
+        assert sorted(parts[0]) == list(range(0, 5)) and sorted(parts[1]) == list(range(5, 10))
+
+
+def test_unknown_source_is_an_error():
+    with pytest.raises(ValueError, match="unknown data source 'nope'"):
+        build_source(ConfigDict(dict(source="nope")))
+
+
+def test_demo_set_is_small_speaker_disjoint_and_balanced(tmp_path):
+    from ast_jax.data.demo import demo_dir
+
+    root = demo_dir()
+    assert (root / "LICENSE").is_file() and "Attribution 4.0" in (root / "LICENSE").read_text()
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 15_000_000
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    speakers = {s: {r["speaker"] for r in rows if r["split"] == s and r["speaker"]} for s in ("train", "validation", "test")}
+    assert not (speakers["train"] & speakers["test"] or speakers["train"] & speakers["validation"]
+                or speakers["validation"] & speakers["test"])
+    src = source(tmp_path, source="demo")
+    assert src.labels == LABELS_12
+    assert [src.num_examples(s) for s in ("train", "validation", "test")] == [672, 96, 144]
+    for split, per_class in (("train", 56), ("validation", 8), ("test", 12)):
+        assert (src.targets(split).sum(0) == per_class).all()
+    audio, targets = src.load("test", np.array([0]))
+    first = next(r for r in rows if r["split"] == "test")
+    np.testing.assert_array_equal(audio[0], fit(read_int16(root / first["path"])))
+    assert src.labels[targets[0].argmax()] == first["label"]
+
+
+def test_labels_35_are_the_released_order():
+    released = ("backward follow five bed zero on learn two house tree dog stop seven eight down six forward cat right "
+                "visual four wow no nine off three left marvin yes up sheila happy bird go one").split()
+    assert LABELS_35 == released
