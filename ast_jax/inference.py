@@ -122,7 +122,7 @@ class Predictor:
         feats = model.features
         # Samples whose frames fill the model's input exactly; longer audio is cut here (the extractor keeps
         # only the first target_length frames anyway) and shorter audio is zero-padded, its missing frames
-        # masked to the extractor's zero rows inside the jitted function.
+        # made the extractor's zero rows inside the jitted function.
         self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -136,15 +136,10 @@ class Predictor:
 
     def _function(self, outputs: tuple[str, ...]):
         model, feats, activation = self.model.model, self.model.features, self.activation
-        target_length = feats.target_length
 
         def forward(params, waveforms, lengths):
-            spectrogram = features_lib.fbank(waveforms, feats)  # (B, target_length, bins)
-            frames = jnp.where(lengths >= feats.frame_length,
-                               1 + (lengths - feats.frame_length) // feats.frame_shift, 0)
-            present = jnp.arange(target_length)[None, :] < frames[:, None]
-            spectrogram = jnp.where(present[..., None], spectrogram, 0.0)
-            input_values = features_lib.normalize(spectrogram, feats)
+            # Zero-padded clips with their true lengths: each row equals its clip extracted alone.
+            input_values = features_lib.input_values(waveforms, feats, lengths)  # (B, target_length, bins)
             wants_attention = bool({"attention", "rollout", "last_attention"} & set(outputs))
             logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention)
             scores = jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
