@@ -239,8 +239,12 @@ class FileSource(DataSource):
             audio *= 1.0 / INT16_SCALE
             return audio, self.split_files(split).targets[prepared.kept[indices]]
         files = self.split_files(split)
-        reader = ClipReader(self.sample_rate)
-        audio = np.stack([fit_length(reader.read(files.clips[i]), self.clip_samples) for i in indices])
+
+        def decode(i):
+            return fit_length(ClipReader(self.sample_rate).read(files.clips[i]), self.clip_samples)
+
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            audio = np.stack(list(pool.map(decode, indices)))
         return audio.astype(np.float32), files.targets[indices]
 
 
