@@ -15,6 +15,7 @@ The workdir holds
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
@@ -29,6 +30,7 @@ import numpy as np
 import optax
 
 from ast_jax import features as features_lib
+from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig, init_params
 from ast_jax.pretrained import from_params, load_model, save_model
@@ -124,7 +126,7 @@ def feature_config_from(config) -> features_lib.FeatureConfig:
 def check_config(config, source: DataSource) -> None:
     """Every problem that can be seen before compiling, as one ValueError."""
     problems = []
-    devices, processes = jax.device_count(), jax.process_count()
+    devices = jax.device_count()
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % devices:
             problems.append(f"{name} {config[name]} is not divisible by the {devices} devices")
@@ -168,6 +170,33 @@ def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
         params.update({name: fresh[name] for name in HEAD_PARAMS})
     # The source fixes the LayerNorm epsilons (1e-12 for transformers weights); the run fixes the dtypes.
     return loaded.replace(dtype=model_config.dtype, param_dtype=model_config.param_dtype), params
+
+
+def make_train_step(model: AST, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    loss: str, make_inputs, rng: jax.Array):
+    """The update step `(state, batch) -> (state, metrics)`, to be jitted by the caller.
+
+    `make_inputs(step_rng, audio, targets) -> (input_values, targets)` turns the batch into model inputs
+    (`ast_jax.augment.train_inputs` in training); its randomness is `fold_in(rng, step)`, so a resumed run
+    repeats it exactly.
+    """
+
+    def train_step(state, batch):
+        step = state["step"]
+        inputs, targets = make_inputs(jax.random.fold_in(rng, step), batch["audio"], batch["targets"])
+
+        def loss_fn(params):
+            logits, _ = model.apply({"params": params}, inputs)
+            return masked_mean(per_example_loss(loss, logits, targets), batch["valid"])
+
+        loss_value, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {**state, "params": optax.apply_updates(state["params"], updates),
+                     "opt_state": opt_state, "step": step + 1}
+        metrics = {"loss": loss_value, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(step)}
+        return new_state, metrics
+
+    return train_step
 
 
 class MetricWriter:
@@ -262,25 +291,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     param_shardings = state_shardings["params"]
 
     # ------------------------------------------------------------------------------------------- update step
-    def train_step(state, batch):
-        step = state["step"]
-        # Imported here so that evaluation-only users of this module never need the augmentation code.
-        from ast_jax.augment import train_inputs
-
-        step_rng = jax.random.fold_in(train_rng, step)
-        inputs, targets = train_inputs(step_rng, batch["audio"], batch["targets"], features, config.augment)
-
-        def loss_fn(params):
-            logits, _ = model.apply({"params": params}, inputs)
-            return masked_mean(per_example_loss(config.loss, logits, targets), batch["valid"])
-
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {**state, "params": optax.apply_updates(state["params"], updates),
-                     "opt_state": opt_state, "step": step + 1}
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(step)}
-        return new_state, metrics
-
+    make_inputs = functools.partial(train_inputs, features=features, augment=config.augment)
+    train_step = make_train_step(model, optimizer, schedule, config.loss, make_inputs, train_rng)
     train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                          out_shardings=(state_shardings, replicated), donate_argnums=0)
 

@@ -1,0 +1,201 @@
+"""The recipe's optimiser, schedule, loss and metrics against their PyTorch / scikit-learn references.
+
+- the learning rate equals torch's MultiStepLR (stepped once per epoch, as the original traintest.py) at every
+  epoch of a 30-epoch run, for the Speech Commands and both AudioSet schedules, and the AudioSet warmup;
+- three ast-jax update steps from the same weights and batches give the same losses and parameters as
+  transformers' ASTForAudioClassification + torch.optim.Adam(weight_decay=5e-7, betas=(0.95, 0.999)) + MultiStepLR;
+- accuracy, AP and AUC equal scikit-learn's; config overrides refuse unknown fields and wrong types.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import torch
+
+from ast_jax.training.config_io import apply_overrides
+from ast_jax.training.metrics import average_precision, classification_metrics, roc_auc
+from ast_jax.training.optim import make_optimizer, make_schedule
+from ast_jax.training.trainer import default_config, make_train_step
+
+
+def optim_config(**changes):
+    config = default_config()
+    config.optim.update(changes)
+    return config
+
+
+def torch_epoch_rates(lr, start, every, gamma, epochs, steps_per_epoch, warmup_steps=0):
+    """Learning rate of every optimiser step, as the original loop sets it: warmup every 50 steps up to
+    step 1000, MultiStepLR(range(start, 1000, every)) stepped after each epoch."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(range(start, 1000, every)), gamma=gamma)
+    rates, step = [], 0
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            if warmup_steps and step <= warmup_steps and step % 50 == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] = step / warmup_steps * lr
+            rates.append(optimizer.param_groups[0]["lr"])
+            step += 1
+        scheduler.step()
+    return np.array(rates)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.parametrize("lr,start,every,gamma", [
+    (2.5e-4, 5, 1, 0.85),  # Speech Commands and ESC-50
+    (1e-5, 2, 1, 0.5),  # full AudioSet
+    (5e-5, 10, 5, 0.5),  # balanced AudioSet
+])
+def test_schedule_equals_multisteplr_every_epoch(lr, start, every, gamma):
+    steps_per_epoch, epochs = 7, 30
+    config = optim_config(learning_rate=lr, lr_decay_start=start, lr_decay_every=every, lr_decay_rate=gamma)
+    schedule = make_schedule(config.optim, steps_per_epoch)
+    expected = torch_epoch_rates(lr, start, every, gamma, epochs, steps_per_epoch)
+    ours = np.array([schedule(s) for s in range(epochs * steps_per_epoch)], np.float64)
+    # optax computes in float32: 0.85 itself is rounded (relative 2e-8) and the power over up to 25 decays
+    # compounds it; torch multiplies Python floats. Measured worst relative difference: 7.5e-7.
+    np.testing.assert_allclose(ours, expected, rtol=1.5e-6)
+    # the documented SC numbers: epochs 1-5 at 2.5e-4, epoch 6 at 2.125e-4
+    if start == 5:
+        assert ours[4 * steps_per_epoch] == pytest.approx(2.5e-4) and ours[5 * steps_per_epoch] == pytest.approx(2.125e-4)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_warmup_equals_original_loop():
+    steps_per_epoch, epochs = 1200, 5  # warmup (1000 steps) ends inside epoch 1, as in the AudioSet runs
+    config = optim_config(learning_rate=1e-5, lr_decay_start=2, lr_decay_every=1, lr_decay_rate=0.5,
+                          warmup_steps=1000)
+    schedule = jax.jit(jax.vmap(make_schedule(config.optim, steps_per_epoch)))
+    ours = np.asarray(schedule(jnp.arange(epochs * steps_per_epoch)), np.float64)
+    expected = torch_epoch_rates(1e-5, 2, 1, 0.5, epochs, steps_per_epoch, warmup_steps=1000)
+    np.testing.assert_allclose(ours, expected, rtol=1.5e-6, atol=1e-13)
+    assert ours[0] == 0 and ours[49] == 0 and ours[50] == pytest.approx(5e-7)
+
+
+def test_optimizer_is_torch_adam_with_coupled_l2():
+    steps_per_epoch, steps = 2, 13  # crosses several epoch boundaries and decays
+    config = optim_config(learning_rate=1e-2, lr_decay_start=2, lr_decay_rate=0.5, weight_decay=5e-3)
+    optimizer, _ = make_optimizer(config, steps_per_epoch)
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((5, 3)).astype(np.float32)
+    grads = rng.standard_normal((steps, 5, 3)).astype(np.float32)
+
+    params, state = jnp.asarray(start), optimizer.init(jnp.asarray(start))
+    for g in grads:
+        updates, state = optimizer.update(jnp.asarray(g), state, params)
+        params = params + updates
+
+    weight = torch.nn.Parameter(torch.tensor(start))
+    torch_opt = torch.optim.Adam([weight], lr=1e-2, weight_decay=5e-3, betas=(0.95, 0.999), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(torch_opt, list(range(2, 1000)), gamma=0.5)
+    for i, g in enumerate(grads):
+        weight.grad = torch.tensor(g)
+        torch_opt.step()
+        if (i + 1) % steps_per_epoch == 0:
+            scheduler.step()
+    # float32 on both sides, different operation order: a 13-step difference of 4e-7 is 4e-5 of one lr step.
+    np.testing.assert_allclose(np.asarray(params), weight.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_three_steps_match_transformers_and_torch_adam():
+    """Same weights, same input_values batches, BCE (mean over batch x classes): losses and every parameter."""
+    from transformers import ASTConfig as HFConfig, ASTForAudioClassification
+
+    from ast_jax.convert import detect_format, state_to_params
+    from ast_jax.model import AST, ASTConfig
+
+    torch.manual_seed(0)
+    hf_config = HFConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                         patch_size=16, frequency_stride=10, time_stride=10, max_length=48, num_mel_bins=32,
+                         num_labels=5, layer_norm_eps=1e-12, hidden_dropout_prob=0.0,
+                         attention_probs_dropout_prob=0.0)
+    torch_model = ASTForAudioClassification(hf_config).train()
+    state = {k: v.detach().numpy().copy() for k, v in torch_model.state_dict().items()}
+    config = ASTConfig(hidden_size=64, num_layers=2, num_heads=4, frequency_stride=10, time_stride=10,
+                       num_mel_bins=32, max_length=48, num_labels=5, layer_norm_eps=1e-12,
+                       head_layer_norm_eps=1e-12, model_size="tiny224")
+    params = jax.tree_util.tree_map(jnp.asarray, state_to_params(state, detect_format(state, "hf"), config, "hf"))
+
+    steps_per_epoch, rng = 1, np.random.default_rng(1)  # one step per epoch: the decay acts between steps
+    train_config = optim_config(learning_rate=1e-3, lr_decay_start=1, lr_decay_rate=0.85)
+    optimizer, schedule = make_optimizer(train_config, steps_per_epoch)
+    step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce",
+                                   lambda _, audio, targets: (audio, targets), jax.random.PRNGKey(0)))
+    batches = [(rng.standard_normal((4, 48, 32)).astype(np.float32),
+                rng.uniform(size=(4, 5)).astype(np.float32)) for _ in range(3)]  # soft (mixup-like) targets
+
+    jax_state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+    jax_losses = []
+    for inputs, targets in batches:
+        jax_state, metrics = step(jax_state, {"audio": inputs, "targets": targets, "valid": np.ones(4, bool)})
+        jax_losses.append(float(metrics["loss"]))
+
+    torch_opt = torch.optim.Adam(torch_model.parameters(), lr=1e-3, weight_decay=5e-7, betas=(0.95, 0.999))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(torch_opt, list(range(1, 1000)), gamma=0.85)
+    loss_fn, torch_losses = torch.nn.BCEWithLogitsLoss(), []
+    for inputs, targets in batches:
+        torch_opt.zero_grad()
+        loss = loss_fn(torch_model(torch.tensor(inputs)).logits, torch.tensor(targets))
+        loss.backward()
+        torch_opt.step()
+        scheduler.step()
+        torch_losses.append(loss.item())
+
+    np.testing.assert_allclose(jax_losses, torch_losses, rtol=1e-5)
+    after = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    expected = state_to_params(after, detect_format(after, "hf"), config, "hf")
+    width = config.hidden_size
+    worst = 0.0
+    for path, value in jax.tree_util.tree_leaves_with_path(jax_state["params"]):
+        value, reference = np.asarray(value), np.asarray(_at(expected, path))
+        if path[-2:] == (jax.tree_util.DictKey("qkv"), jax.tree_util.DictKey("bias")):
+            # The key bias adds the same number to every logit of a query, which softmax ignores: its true
+            # gradient is zero, and Adam scales the float rounding noise both sides get instead up to a full
+            # step of arbitrary sign. Only its query and value parts are determined.
+            value, reference = np.delete(value, np.s_[width:2 * width]), np.delete(reference, np.s_[width:2 * width])
+        worst = max(worst, float(np.max(np.abs(value - reference))))
+        # Adam moves each weight by about lr (1e-3) per step whatever the gradient's size, so the tolerance is
+        # set against that step: 5e-6 is 0.5% of one step (measured worst: about 1.3e-6).
+        np.testing.assert_allclose(value, reference, rtol=1e-5, atol=5e-6, err_msg=str(path))
+    print(f"max |param difference| after 3 steps: {worst:.2e}; losses {jax_losses} vs {torch_losses}")
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key.key]
+    return tree
+
+
+def test_metrics_equal_scikit_learn():
+    from sklearn import metrics
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.uniform(size=(200, 6)), 2)  # rounding makes ties, which both must treat alike
+    targets = (rng.uniform(size=(200, 6)) < 0.3).astype(np.float32)
+    for k in range(6):
+        assert average_precision(scores[:, k], targets[:, k]) == pytest.approx(
+            metrics.average_precision_score(targets[:, k], scores[:, k]), abs=1e-12)
+        assert roc_auc(scores[:, k], targets[:, k]) == pytest.approx(
+            metrics.roc_auc_score(targets[:, k], scores[:, k]), abs=1e-12)
+    result = classification_metrics(scores, targets)
+    assert result["accuracy"] == pytest.approx(metrics.accuracy_score(targets.argmax(1), scores.argmax(1)))
+    assert result["mAP"] == pytest.approx(metrics.average_precision_score(targets, scores, average="macro"))
+    assert result["mAUC"] == pytest.approx(metrics.roc_auc_score(targets, scores, average="macro"))
+
+
+def test_overrides_are_typed_and_refuse_unknown_fields():
+    config = default_config()
+    apply_overrides(config, ["batch_size=64", "optim.learning_rate=1e-4", "progress_bar=false",
+                             "data.source=demo", "model.dtype=bfloat16"])
+    assert (config.batch_size, config.optim.learning_rate, config.progress_bar) == (64, 1e-4, False)
+    assert config.data.source == "demo" and config.model.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="unknown config field 'optim.lerning_rate'"):
+        apply_overrides(config, ["optim.lerning_rate=1"])
+    with pytest.raises(ValueError, match="'batch_size' is int"):
+        apply_overrides(config, ["batch_size=lots"])
+    with pytest.raises(ValueError, match="is a group"):
+        apply_overrides(config, ["optim=1"])
+    assert isinstance(config, ml_collections.ConfigDict)
