@@ -94,13 +94,22 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         raise
 
 
-def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
-    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
+def _local_checkpointer():
+    """An Orbax checkpointer for this process alone. A model folder holds host numpy arrays that one process
+    writes or reads by itself; in a multi-process job (training on several hosts) the others take no part, so
+    Orbax must not wait for them at its barriers."""
     import orbax.checkpoint as ocp
 
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
+
+
+def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
+    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
     with staged_directory(directory, overwrite=overwrite) as staging:
         params = jax.tree_util.tree_map(np.asarray, model.params)
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _local_checkpointer() as checkpointer:
             checkpointer.save(staging / PARAMS_DIR, params)
             checkpointer.wait_until_finished()
         meta = {
@@ -122,8 +131,6 @@ def is_model_dir(path: str | os.PathLike) -> bool:
 
 def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pretrained:
     """Load an ast-jax model folder. `dtype` overrides the compute dtype ("bfloat16" for fast GPU inference)."""
-    import orbax.checkpoint as ocp
-
     directory = Path(directory).absolute()
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
@@ -141,7 +148,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
         _parameter_shapes_cached(dataclasses.replace(config, dtype="float32")))
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
+        with _local_checkpointer() as checkpointer:
             params = checkpointer.restore(directory / PARAMS_DIR, expected)
     except Exception as error:  # orbax raises many types; report one line naming the folder
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
