@@ -25,6 +25,8 @@ instead of 1 / data set size (then it is left as it is, as the original leaves i
 `valid` mask so that padding rows of a last, partial batch are never partners.
 
 Evaluation uses `ast_jax.features.input_values`, which equals `train_inputs` with every augmentation off.
+`noise` and `roll` are separate switches here; the original applies both under its `noise` flag, so the
+recipe sets noise=True with roll=10.
 
 config.augment fields: mixup (0..1), mixup_alpha (10.0), freqm, timem (mask widths in bins / frames; 0 = off),
 noise (bool), roll (int).
@@ -51,13 +53,14 @@ def settings(augment) -> dict:
     return {**DEFAULTS, **values}
 
 
-def mixup(rng, audio, targets, probability: float, alpha: float, valid=None):
+def mixup(rng, audio, targets, probability: float, alpha: float, valid=None, num_samples=None):
     """Mix each clip with a random clip of the batch (with `probability`); returns audio, targets and lambdas.
 
     With `valid` (B,) bool, partners are drawn among the valid rows only, so a padded last batch mixes real
-    clips with real clips.
+    clips with real clips. With `num_samples` (B,), each clip's true length: means are taken over it and the
+    partner is cut or zero-padded to it, as the original pads or cuts the second waveform to the first's.
     """
-    batch = audio.shape[0]
+    batch, samples = audio.shape
     choose, partner_key, lam_key = jax.random.split(rng, 3)
     if valid is None:
         partner = jax.random.randint(partner_key, (batch,), 0, batch)
@@ -65,9 +68,15 @@ def mixup(rng, audio, targets, probability: float, alpha: float, valid=None):
         partner = jax.random.categorical(partner_key, jnp.where(valid, 0.0, -jnp.inf), shape=(batch,))
     lam = jax.random.beta(lam_key, alpha, alpha, (batch,))
     lam = jnp.where(jax.random.uniform(choose, (batch,)) < probability, lam, 1.0)
-    centred = audio - audio.mean(axis=1, keepdims=True)
-    mixed = lam[:, None] * centred + (1 - lam[:, None]) * centred[partner]
-    mixed = mixed - mixed.mean(axis=1, keepdims=True)
+    lengths = jnp.full((batch,), samples) if num_samples is None else jnp.asarray(num_samples)
+    inside = jnp.arange(samples)[None, :] < lengths[:, None]
+    count = jnp.maximum(lengths, 1)[:, None]
+
+    def centre(x):
+        return jnp.where(inside, x - jnp.where(inside, x, 0.0).sum(axis=1, keepdims=True) / count, 0.0)
+
+    centred = centre(audio)
+    mixed = centre(lam[:, None] * centred + (1 - lam[:, None]) * centred[partner])
     return mixed, lam[:, None] * targets + (1 - lam[:, None]) * targets[partner], lam
 
 
@@ -96,18 +105,22 @@ def roll_time(rng, spectrogram, max_shift: int):
     return jnp.take_along_axis(spectrogram, source[:, :, None], axis=1)
 
 
-def train_inputs(rng, audio, targets, features: FeatureConfig, augment, valid=None):
+def train_inputs(rng, audio, targets, features: FeatureConfig, augment, valid=None, num_samples=None):
     """Training inputs `(B, target_length, num_mel_bins)` and (mixed) targets from waveforms `(B, samples)`.
 
-    `valid` (B,) bool, when given, keeps padding rows out of the mixup partners.
+    `valid` (B,) bool keeps padding rows out of the mixup partners. `num_samples` (B,), the clips' true
+    lengths before zero padding (the batch's "length"), makes frames past each clip's end padding rows, as
+    `input_values(..., num_samples)` does at evaluation.
     """
     options = settings(augment)
     mix_key, freq_key, time_key, noise_key, scale_key, roll_key = jax.random.split(rng, 6)
     audio = jnp.asarray(audio, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32)
     if options["mixup"] > 0:
-        audio, targets, _ = mixup(mix_key, audio, targets, options["mixup"], options["mixup_alpha"], valid)
-    spectrogram = feature_ops.pad_or_truncate(feature_ops.fbank(audio, features), features.target_length)
+        audio, targets, _ = mixup(mix_key, audio, targets, options["mixup"], options["mixup_alpha"], valid,
+                                  num_samples)
+    num_frames = None if num_samples is None else feature_ops.frame_counts(num_samples, features)
+    spectrogram = feature_ops.pad_or_truncate(feature_ops.fbank(audio, features), features.target_length, num_frames)
     if options["freqm"] > 0:
         spectrogram = mask_along(freq_key, spectrogram, 2, options["freqm"])
     if options["timem"] > 0:

@@ -113,8 +113,10 @@ def test_masks_fill_zero_before_normalisation_and_noise_bounds(speech):
     noisy, _ = augment.train_inputs(rng, audio, targets, FEATURES, dict(noise=True))
     added = np.asarray(noisy - clean)
     assert added.min() >= -1e-5 and added.max() < 0.1
-    per_clip_max = added.reshape(len(added), -1).max(1)
-    assert len(np.unique(np.round(per_clip_max, 3))) == len(added)  # one scale per clip
+    # One scale per clip times U[0, 1) per cell: within a clip, the mean is half the maximum.
+    per_clip = added.reshape(len(added), -1)
+    np.testing.assert_allclose(per_clip.mean(1) / per_clip.max(1), 0.5, atol=0.01)
+    assert per_clip.max(1).std() > 0.005  # and the scales differ between clips
 
 
 def test_recipe_is_deterministic_per_rng_and_jittable(speech):
@@ -143,3 +145,35 @@ def test_mixup_partners_are_valid_rows_only():
     mixed_targets = np.asarray(mixed_targets)
     assert np.all(mixed_targets[:, 40:][np.asarray(valid)] == 0)  # no valid row took a padding row's label
     np.testing.assert_allclose(mixed_targets[np.asarray(valid)].sum(1), 1.0, atol=1e-5)
+
+
+def test_true_lengths_centre_over_the_clip_and_pad_the_partner():
+    audio = jnp.asarray(np.random.default_rng(2).uniform(0.0, 0.5, (2, 100)), jnp.float32)
+    lengths = jnp.array([60, 100])
+    audio = audio.at[0, 60:].set(0.0)
+    targets = jnp.eye(2)
+    # Find a key whose draws mix row 0 with row 1 and row 1 with row 0.
+    for seed in range(200):
+        mixed, mixed_targets, lam = augment.mixup(jax.random.PRNGKey(seed), audio, targets, 1.0, 10.0,
+                                                  num_samples=lengths)
+        if np.asarray(mixed_targets)[0, 1] > 0 and np.asarray(mixed_targets)[1, 0] > 0:
+            break
+    lam, mixed, a = np.asarray(lam), np.asarray(mixed), np.asarray(audio)
+    first, second = a[0, :60] - a[0, :60].mean(), a[1] - a[1].mean()
+    expected0 = lam[0] * first + (1 - lam[0]) * second[:60]  # the partner cut to the first clip's length
+    expected1 = lam[1] * second + (1 - lam[1]) * np.pad(first, (0, 40))  # or zero-padded to the second's
+    np.testing.assert_allclose(mixed[0, :60], expected0 - expected0.mean(), atol=1e-6)
+    np.testing.assert_array_equal(mixed[0, 60:], 0.0)
+    np.testing.assert_allclose(mixed[1], expected1 - expected1.mean(), atol=1e-6)
+
+
+def test_eval_path_with_lengths_is_input_values(speech):
+    from ast_jax.features import input_values
+
+    audio, targets = speech
+    lengths = jnp.array([16000, 9000, 12345, 16000, 400, 8000])[:len(audio)]
+    audio = jnp.where(jnp.arange(16000)[None] < lengths[:, None], audio, 0.0)
+    inputs, _ = augment.train_inputs(jax.random.PRNGKey(0), audio, targets, FEATURES, {}, num_samples=lengths)
+    np.testing.assert_allclose(inputs, input_values(audio, FEATURES, lengths), atol=1e-5)
+    fill = -FEATURES.mean / (2 * FEATURES.std)  # zero rows before normalisation
+    np.testing.assert_allclose(np.asarray(inputs)[1, 1 + (9000 - 400) // 160:], fill, atol=1e-6)

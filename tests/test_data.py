@@ -46,7 +46,8 @@ def test_raw_folder_35_classes_released_label_order(tmp_path, raw_folder):
     assert src.labels[:4] == ["backward", "follow", "five", "bed"] and src.labels[34] == "one"
     assert len(src.labels) == 35
     assert [src.num_examples(s) for s in ("train", "validation", "test")] == [6, 2, 1]
-    audio, targets = src.load("validation", np.array([0, 1]))
+    audio, targets, lengths = src.load("validation", np.array([0, 1]))
+    assert list(lengths) == [16000, 16000]
     names = sorted(["bed/28497c5b_nohash_0.wav", "yes/0cb74144_nohash_0.wav"])
     assert [src.labels[k] for k in targets.argmax(1)] == ["bed", "yes"]
     assert (targets.sum(1) == 1).all()
@@ -69,7 +70,7 @@ def test_raw_folder_12_classes_silence_cut_like_tfds(tmp_path, raw_folder):
     labels = [src.labels[k] for k in src.targets("train").argmax(1)]
     assert labels.count("_unknown_") == 2 and labels.count("_silence_") == 5  # the two "backward" clips
     row = next(i for i, c in enumerate(train.clips) if c.stop is not None and c.start == 16000)
-    audio, _ = src.load("train", np.array([row]))
+    audio = src.load("train", np.array([row]))[0]
     np.testing.assert_array_equal(audio[0], read_int16(raw_folder / "_background_noise_" / "white_noise.wav",
                                                        16000, 32000))
 
@@ -115,7 +116,8 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
     assert "skipped 3 of 9 clips" in text
     from ast_jax.audio import load_audio
 
-    audio, targets = src.load("train", np.arange(6))
+    audio, targets, lengths = src.load("train", np.arange(6))
+    assert list(lengths) == [12000] * 6  # 0.75 s at 16 kHz, whatever the file's rate
     kept = [c.path for c in np.array(src.split_files("train").clips)[src.prepare("train").kept]]
     for row, path in enumerate(kept):
         expected = fit(load_audio(path, sample_rate=16000))
@@ -134,7 +136,8 @@ def test_prepared_and_per_batch_decoding_agree(tmp_path, raw_folder):
     streamed = source(tmp_path, prepared=False, **fields)
     indices = np.array([3, 0, 7])
     np.testing.assert_array_equal(prepared.load("train", indices)[0], streamed.load("train", indices)[0])
-    np.testing.assert_array_equal(prepared.load("train", indices)[1], streamed.load("train", indices)[1])
+    for part in (1, 2):  # targets and true lengths
+        np.testing.assert_array_equal(prepared.load("train", indices)[part], streamed.load("train", indices)[part])
 
 
 def test_manifest_splits_multilabel_and_errors(tmp_path, raw_folder):
@@ -190,6 +193,7 @@ def test_batches_resume_and_split_across_processes(tmp_path, raw_folder):
     assert sorted(seen) == list(range(src.num_examples("train")))
     other_epoch = np.concatenate([b["index"] for b in src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=2)])
     assert not np.array_equal(other_epoch, np.concatenate([b["index"] for b in full]))
+    assert all((b["length"] == np.where(b["valid"], 16000, 0)).all() for b in full)
     via_thread = list(prefetch(src.batches("train", batch_size=4, shuffle=True, seed=3, epoch=1)))
     for a, b in zip(full, via_thread):
         np.testing.assert_array_equal(a["audio"], b["audio"])
@@ -226,6 +230,7 @@ def test_tfds_mock_data_padded_to_a_second_and_sharded_per_process():
         assert (batch["targets"].sum(1) == 1).all()
         assert np.abs(batch["audio"]).max() <= 1.0
         assert (batch["audio"][:, 1000:] == 0).all()  # mock clips are a few dozen samples, zero-padded
+        assert (0 < batch["length"]).all() and (batch["length"] < 1000).all()
         parts = [np.concatenate([b["index"][b["valid"]] for b in src.batches(
             "train", batch_size=4, shuffle=True, process_index=p, process_count=2)]) for p in range(2)]
         assert sorted(parts[0]) == list(range(0, 5)) and sorted(parts[1]) == list(range(5, 10))
@@ -252,7 +257,7 @@ def test_demo_set_is_small_speaker_disjoint_and_balanced(tmp_path):
     assert [src.num_examples(s) for s in ("train", "validation", "test")] == [672, 96, 144]
     for split, per_class in (("train", 56), ("validation", 8), ("test", 12)):
         assert (src.targets(split).sum(0) == per_class).all()
-    audio, targets = src.load("test", np.array([0]))
+    audio, targets, _ = src.load("test", np.array([0]))
     first = next(r for r in rows if r["split"] == "test")
     np.testing.assert_array_equal(audio[0], fit(read_int16(root / first["path"])))
     assert src.labels[targets[0].argmax()] == first["label"]

@@ -50,8 +50,9 @@ class DataSource:
     def num_examples(self, split: str) -> int:
         raise NotImplementedError
 
-    def load(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Waveforms `(n, clip_samples)` float32 in [-1, 1] and targets `(n, num_classes)` float32."""
+    def load(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Waveforms `(n, clip_samples)` float32 in [-1, 1] and targets `(n, num_classes)` float32, and
+        optionally each clip's true length in samples `(n,)` before zero padding (default: all full)."""
         raise NotImplementedError
 
     def example_weights(self, split: str) -> np.ndarray | None:
@@ -76,7 +77,9 @@ class DataSource:
         slices; process p gets rows [p * b, (p + 1) * b), b = batch_size // process_count. Without
         `drop_remainder` the last batch is padded to full size with `valid = False` rows.
         Yields {"audio": (b, clip_samples) float32, "targets": (b, C) float32, "valid": (b,) bool,
-        "index": (b,) int64 example index within the split (-1 for padding)}.
+        "index": (b,) int64 example index within the split (-1 for padding), "length": (b,) int32 samples of
+        each clip before zero padding (0 for padding rows): pass it to the features as `num_samples` so that
+        a short clip's features end in zero rows, as when the clip is extracted alone}.
         `balanced` replaces the permutation by as many draws with replacement, in proportion to
         `example_weights(split)` (the original's WeightedRandomSampler), still fixed by (seed, epoch).
         """
@@ -113,9 +116,13 @@ class DataSource:
             valid = mine >= 0
             audio = np.zeros((local, self.clip_samples), np.float32)
             targets = np.zeros((local, self.num_classes), np.float32)
+            lengths = np.zeros(local, np.int32)
             if valid.any():
-                audio[valid], targets[valid] = self.load(split, mine[valid])
-            yield {"audio": audio, "targets": targets, "valid": valid, "index": mine.astype(np.int64)}
+                loaded = self.load(split, mine[valid])
+                audio[valid], targets[valid] = loaded[:2]
+                lengths[valid] = loaded[2] if len(loaded) > 2 else self.clip_samples
+            yield {"audio": audio, "targets": targets, "valid": valid, "index": mine.astype(np.int64),
+                   "length": lengths}
 
 
 @dataclasses.dataclass

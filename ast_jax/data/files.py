@@ -31,7 +31,7 @@ from ast_jax.data import DataSource
 log = logging.getLogger("ast_jax.data")
 
 # Bump when the prepared layout or the decoding changes, so old copies are not reused.
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2
 INT16_SCALE = 32768.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus")
 
@@ -61,6 +61,7 @@ class SplitFiles:
 @dataclasses.dataclass
 class Prepared:
     audio: np.ndarray  # (kept, clip_samples) int16, usually a read-only memory map
+    lengths: np.ndarray  # (kept,) int32 samples of each clip before zero padding
     kept: np.ndarray  # (kept,) positions in the split's clip list
     skipped: list[tuple[str, str]]  # (clip, problem)
 
@@ -125,7 +126,7 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
                     name, len(skipped), len(clips), folder / "done.json")
     kept = np.load(folder / "kept.npy")
     audio = np.load(folder / "audio.npy", mmap_mode="r") if len(kept) else np.zeros((0, clip_samples), np.int16)
-    return Prepared(audio=audio, kept=kept, skipped=skipped)
+    return Prepared(audio=audio, lengths=np.load(folder / "lengths.npy"), kept=kept, skipped=skipped)
 
 
 def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_samples: int, name: str,
@@ -136,6 +137,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         audio = np.lib.format.open_memmap(staging / "audio.npy", mode="w+", dtype=np.int16,
                                           shape=(len(clips), clip_samples))
         ok = np.zeros(len(clips), bool)
+        lengths = np.zeros(len(clips), np.int32)
         problems: dict[int, str] = {}
 
         # Clips cut from one long file come in runs; each worker takes whole runs so it decodes each file once.
@@ -150,7 +152,9 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
             reader = ClipReader(sample_rate)
             for i in run:
                 try:
-                    audio[i] = to_int16(fit_length(reader.read(clips[i]), clip_samples))
+                    samples = reader.read(clips[i])
+                    audio[i] = to_int16(fit_length(samples, clip_samples))
+                    lengths[i] = min(len(samples), clip_samples)
                     ok[i] = True
                 except (OSError, ValueError, RuntimeError, EOFError) as error:
                     problems[i] = str(error)
@@ -179,6 +183,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
             audio.flush()
             del audio
         np.save(staging / "kept.npy", kept)
+        np.save(staging / "lengths.npy", lengths[kept])
         skipped = [[clips[i].describe(), problems[i]] for i in sorted(problems)]
         (staging / "done.json").write_text(json.dumps({"name": name, "clips": len(clips), "skipped": skipped}))
         if skipped:
@@ -237,15 +242,17 @@ class FileSource(DataSource):
             audio = np.empty((len(indices), self.clip_samples), np.float32)
             audio[order] = prepared.audio[indices[order]]
             audio *= 1.0 / INT16_SCALE
-            return audio, self.split_files(split).targets[prepared.kept[indices]]
+            return audio, self.split_files(split).targets[prepared.kept[indices]], prepared.lengths[indices]
         files = self.split_files(split)
 
         def decode(i):
-            return fit_length(ClipReader(self.sample_rate).read(files.clips[i]), self.clip_samples)
+            return ClipReader(self.sample_rate).read(files.clips[i])
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-            audio = np.stack(list(pool.map(decode, indices)))
-        return audio.astype(np.float32), files.targets[indices]
+            decoded = list(pool.map(decode, indices))
+        audio = np.stack([fit_length(samples, self.clip_samples) for samples in decoded]).astype(np.float32)
+        lengths = np.array([min(len(samples), self.clip_samples) for samples in decoded], np.int32)
+        return audio, files.targets[indices], lengths
 
 
 def one_hot(label_indices: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:

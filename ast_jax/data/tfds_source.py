@@ -28,8 +28,8 @@ class TFDSSource(DataSource):
     split_sizes: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        self._shards: dict[tuple[str, int, int], np.ndarray] = {}
-        self._labels: dict[tuple[str, int, int], np.ndarray] = {}
+        # (split, start, stop) -> int16 audio, labels and lengths of those examples
+        self._shards: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._processes = (0, 1)
 
     def num_examples(self, split: str) -> int:
@@ -44,24 +44,25 @@ class TFDSSource(DataSource):
         self._processes = (process_index, process_count)
         return even_split(self.num_examples(split), process_index, process_count)
 
-    def _read(self, split: str, start: int, stop: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """int16 audio and labels of examples [start, stop) of the split (stop None: to the end)."""
+    def _read(self, split: str, start: int, stop: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """int16 audio, labels and lengths of examples [start, stop) of the split (stop None: to the end)."""
         key = (split, start, stop)
         if key not in self._shards:
             import tensorflow_datasets as tfds
 
             dataset = tfds.load(self.name, split=f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]",
                                 data_dir=self.data_dir, shuffle_files=False, download=False)
-            audio, labels = [], []
+            audio, labels, lengths = [], [], []
             for example in tfds.as_numpy(dataset):
-                audio.append(fit_length(np.asarray(example["audio"], np.int16).reshape(-1), self.clip_samples))
+                samples = np.asarray(example["audio"], np.int16).reshape(-1)
+                audio.append(fit_length(samples, self.clip_samples))
+                lengths.append(min(len(samples), self.clip_samples))
                 labels.append(int(example["label"]))
             audio = np.stack(audio) if audio else np.zeros((0, self.clip_samples), np.int16)
-            self._shards[key], self._labels[key] = audio, np.asarray(labels, np.int64)
+            self._shards[key] = (audio, np.asarray(labels, np.int64), np.asarray(lengths, np.int32))
             if stop is None:
-                self._shards[split, start, start + len(labels)] = audio
-                self._labels[split, start, start + len(labels)] = self._labels[key]
-        return self._shards[key], self._labels[key]
+                self._shards[split, start, start + len(labels)] = self._shards[key]
+        return self._shards[key]
 
     def load(self, split, indices):
         process_index, process_count = self._processes
@@ -69,11 +70,11 @@ class TFDSSource(DataSource):
         indices = np.asarray(indices)
         if len(indices) and (indices.min() < start or indices.max() >= stop):
             start, stop = 0, self.num_examples(split)  # outside this process's part: read the whole split
-        audio, labels = self._read(split, start, stop)
+        audio, labels, lengths = self._read(split, start, stop)
         rows = indices - start
         targets = np.zeros((len(rows), self.num_classes), np.float32)
         targets[np.arange(len(rows)), labels[rows]] = 1.0
-        return audio[rows].astype(np.float32) / INT16_SCALE, targets
+        return audio[rows].astype(np.float32) / INT16_SCALE, targets, lengths[rows]
 
 
 def from_config(data_config, clip_samples: int) -> TFDSSource:
