@@ -218,12 +218,15 @@ def linear_resize_weights(length: int, size: int) -> np.ndarray:
     This is PyTorch's interpolate(mode="bilinear", align_corners=False) along one axis. jax.image.resize
     would antialias when shrinking, hence explicit weights.
     """
-    source = np.maximum((np.arange(size) + 0.5) * (length / size) - 0.5, 0.0)
+    # Rounded as PyTorch rounds them (a float32 scale; source positions computed in one step and stored as
+    # float32), so that tables agree exactly: at a hundred positions other roundings move weights by ~1e-5.
+    scale = float(np.float32(length) / np.float32(size))
+    source = np.maximum(((np.arange(size) + 0.5) * scale - 0.5).astype(np.float32), 0)
     low = np.minimum(np.floor(source).astype(int), length - 1)
     high = np.minimum(low + 1, length - 1)
-    fraction = source - low
-    weights = np.zeros((size, length))
-    np.add.at(weights, (np.arange(size), low), 1.0 - fraction)
+    fraction = source - low.astype(np.float32)
+    weights = np.zeros((size, length), np.float32)
+    np.add.at(weights, (np.arange(size), low), 1 - fraction)
     np.add.at(weights, (np.arange(size), high), fraction)
     return weights
 

@@ -1,0 +1,48 @@
+"""Shared test settings and fixtures (keep this small and generic)."""
+
+import os
+
+import numpy as np
+import pytest
+
+ONLINE = os.environ.get("AST_JAX_ONLINE_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `online` need the network: they run only with AST_JAX_ONLINE_TESTS=1."""
+    skip = pytest.mark.skip(reason="needs network access; set AST_JAX_ONLINE_TESTS=1 to run")
+    for item in items:
+        if "online" in item.keywords and not ONLINE:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def randomize_torch():
+    """Fill every parameter of a torch module with seeded random values.
+
+    Fresh torch modules start with zero tokens and unit LayerNorms, which would hide a swapped or dropped
+    tensor in a parity test; random values do not.
+    """
+
+    def randomize(module, seed: int = 0, scale: float = 0.1):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, parameter in module.named_parameters():
+                noise = torch.randn(parameter.shape, generator=generator) * scale
+                # LayerNorm scales around 1 keep activations in a realistic range through many blocks.
+                parameter.copy_(noise + 1.0 if name.endswith("weight") and parameter.ndim == 1 else noise)
+        return module.eval()
+
+    return randomize
+
+
+@pytest.fixture
+def spectrogram():
+    """Random normalised input (batch, frames, mel bins), float32, seeded."""
+
+    def make(batch: int, frames: int, bins: int = 128, seed: int = 0):
+        return np.random.default_rng(seed).standard_normal((batch, frames, bins)).astype(np.float32)
+
+    return make

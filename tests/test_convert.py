@@ -1,0 +1,328 @@
+"""The converter against transformers and torch: parity of logits and intermediates, the round trip through
+export-hf, the original code's adaptations, bad input, and a torch-free load."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from ast_jax.cli import main
+from ast_jax.convert import (SPEECH_COMMANDS_LABELS, adapt_imagenet_kernel, adapt_position_table, convert_source,
+                             export_hf, linear_resize_weights, load_pretrained)
+from ast_jax.pretrained import load_model
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+F = torch.nn.functional
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hf_model(folder, randomize, seed=0, **config):
+    """A transformers AST with random weights, saved with save_pretrained to `folder`."""
+    config = dict(dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256), **config)
+    model = randomize(transformers.ASTForAudioClassification(
+        transformers.ASTConfig(attn_implementation="eager", **config)), seed)
+    model.save_pretrained(folder)
+    return model
+
+
+def torch_logits(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).logits.numpy()
+
+
+# ---- parity with transformers -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("config", [
+    # Speech Commands geometry at the full AST-base width and depth.
+    dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, max_length=128,
+         num_labels=35),
+    dict(max_length=1024, num_labels=527),  # AudioSet geometry
+    dict(max_length=1024, num_labels=527, frequency_stride=12, time_stride=12, num_hidden_layers=1),
+    dict(max_length=1024, num_labels=527, frequency_stride=16, time_stride=16, num_hidden_layers=1),
+    dict(max_length=256, num_mel_bins=64, num_labels=10, time_stride=12),
+], ids=["speech-commands-base", "audioset", "stride12", "stride16", "64-mel-bins"])
+def test_matches_transformers(tmp_path, randomize_torch, spectrogram, config):
+    reference = hf_model(tmp_path, randomize_torch, **config)
+    model = load_pretrained(tmp_path)
+    x = spectrogram(2, config["max_length"], config.get("num_mel_bins", 128))
+    logits, _ = model.apply(x)
+    assert np.abs(np.asarray(logits) - torch_logits(reference, x)).max() <= 1e-4
+
+
+def test_intermediates_match_transformers(tmp_path, randomize_torch, spectrogram):
+    reference = hf_model(tmp_path, randomize_torch, max_length=128, num_labels=5, layer_norm_eps=1e-6)
+    model = load_pretrained(tmp_path)
+    assert (model.config.layer_norm_eps, model.config.head_layer_norm_eps) == (1e-6, 1e-6)
+    x = spectrogram(2, 128)
+    with torch.no_grad():
+        theirs = reference(torch.from_numpy(x), output_hidden_states=True, output_attentions=True)
+        pooled = reference.audio_spectrogram_transformer(torch.from_numpy(x)).pooler_output.numpy()
+    _, out = model.apply(x, return_intermediates=True, return_attention=True)
+    np.testing.assert_allclose(out["pooled"], pooled, atol=1e-5)
+    for mine, hidden in zip(out["blocks"], theirs.hidden_states[1:], strict=True):
+        np.testing.assert_allclose(mine, hidden.numpy(), atol=1e-5)
+    for mine, weights in zip(out["attention"], theirs.attentions, strict=True):
+        np.testing.assert_allclose(mine, weights.numpy(), atol=1e-6)
+
+
+def test_reads_transformers_in_memory_names(tmp_path, randomize_torch, spectrogram):
+    """transformers 5 renames modules in memory (layers.N.attention.q_proj...); a torch.save of its state_dict
+    next to config.json converts like the hub-format files."""
+    reference = hf_model(tmp_path, randomize_torch, max_length=128, num_labels=5)
+    state = reference.state_dict()
+    assert any(".q_proj." in name for name in state)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    x = spectrogram(1, 128)
+    for source in (tmp_path, tmp_path / "pytorch_model.bin"):
+        logits, _ = load_pretrained(source).apply(x)
+        assert np.abs(np.asarray(logits) - torch_logits(reference, x)).max() <= 1e-4
+
+
+# ---- original checkpoints: labels, features, geometry -------------------------------------------------------------
+def original_pth(path, randomize, width=64, layers=1, labels=35, frames=128, stride=10, prefix="module."):
+    """An original-format .pth (`module.v.*`, `module.mlp_head.*`, DeiT heads included) with random weights."""
+    from test_model import OriginalAST
+
+    reference = randomize(OriginalAST(width, max(width // 64, 1), layers, labels, frames, fstride=stride,
+                                      tstride=stride))
+    torch.save({prefix + name: value for name, value in reference.state_dict().items()}, path)
+    return reference
+
+
+def test_original_speech_commands_labels_and_features(tmp_path, randomize_torch):
+    original_pth(tmp_path / "sc.pth", randomize_torch)
+    conversion = convert_source(tmp_path / "sc.pth")
+    model = conversion.model
+    assert model.labels == list(SPEECH_COMMANDS_LABELS) and model.activation == "sigmoid"
+    assert (model.features.mean, model.features.std, model.features.target_length) == (-6.845978, 5.5654526, 128)
+    assert conversion.dropped == ["v.head.bias", "v.head.weight", "v.head_dist.bias", "v.head_dist.weight"]
+
+
+def test_original_audioset_with_label_csv(tmp_path, randomize_torch):
+    original_pth(tmp_path / "as.pth", randomize_torch, labels=4, frames=1024, prefix="")
+    csv = tmp_path / "labels.csv"
+    csv.write_text('index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n'
+                   '2,/m/02zsn,"Female speech, woman speaking"\n3,/m/0ytgt,"Child speech, kid speaking"\n')
+    model = load_pretrained(tmp_path / "as.pth", labels=str(csv))
+    assert model.labels[1] == "Male speech, man speaking" and len(model.labels) == 4
+    assert (model.features.mean, model.features.target_length) == (-4.2677393, 1024)
+    assert load_pretrained(tmp_path / "as.pth").labels == ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"]
+
+
+# ---- round trip: convert -> export-hf -> transformers --------------------------------------------------------------
+def test_round_trip_through_transformers(tmp_path, randomize_torch, spectrogram, capsys):
+    reference = hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3,
+                         id2label={0: "yes", 1: "no", 2: "up"}, label2id={"yes": 0, "no": 1, "up": 2})
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps(
+        transformers.ASTFeatureExtractor(max_length=128, mean=-6.845978, std=5.5654526).to_dict()))
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "jax")]) == 0
+    assert "3: yes, no, up" in capsys.readouterr().out
+    assert main(["export-hf", str(tmp_path / "jax"), str(tmp_path / "back")]) == 0
+
+    exported = transformers.ASTForAudioClassification.from_pretrained(tmp_path / "back").eval()
+    x = spectrogram(2, 128)
+    assert np.abs(torch_logits(exported, x) - torch_logits(reference, x)).max() <= 1e-4
+    assert exported.config.id2label == {0: "yes", 1: "no", 2: "up"}
+    written, saved = load_file(tmp_path / "back" / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert written.keys() == saved.keys() and all(np.array_equal(written[k], saved[k]) for k in saved)
+    extractor = transformers.ASTFeatureExtractor.from_pretrained(tmp_path / "back")
+    assert (extractor.max_length, extractor.mean, extractor.std) == (128, -6.845978, 5.5654526)
+
+
+def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch, spectrogram):
+    original_pth(tmp_path / "sc.pth", randomize_torch, width=128, layers=2)
+    model = load_pretrained(tmp_path / "sc.pth")
+    with pytest.warns(UserWarning, match="one LayerNorm eps"):
+        export_hf(model, tmp_path / "back")
+    exported = transformers.ASTForAudioClassification.from_pretrained(tmp_path / "back").eval()
+    assert exported.config.layer_norm_eps == 1e-6
+    x = spectrogram(2, 128)
+    difference = np.abs(torch_logits(exported, x) - np.asarray(model.apply(x)[0])).max()
+    assert 0 < difference < 1e-3  # only the head LayerNorm's eps moved, from 1e-5 to 1e-6
+
+
+# ---- adaptation, as the original code does it ---------------------------------------------------------------------
+def original_adaptation(table, source_grid, target_grid):
+    """The original AST's position-table move, re-stated in torch: time axis then frequency axis, middle crop
+    when not longer, F.interpolate(bilinear, align_corners=False) when longer."""
+    (f0, t0), (f1, t1) = source_grid, target_grid
+    width = table.shape[-1]
+    grid = torch.from_numpy(table[:, 2:]).transpose(1, 2).reshape(1, width, f0, t0)
+    if t1 <= t0:
+        grid = grid[:, :, :, t0 // 2 - t1 // 2: t0 // 2 - t1 // 2 + t1]
+    else:
+        grid = F.interpolate(grid, size=(f0, t1), mode="bilinear", align_corners=False)
+    if f1 <= f0:
+        grid = grid[:, :, f0 // 2 - f1 // 2: f0 // 2 - f1 // 2 + f1, :]
+    else:
+        grid = F.interpolate(grid, size=(f1, t1), mode="bilinear", align_corners=False)
+    return np.concatenate([table[:, :2], grid.reshape(1, width, f1 * t1).transpose(1, 2).numpy()], axis=1)
+
+
+@pytest.mark.parametrize("source_grid, target_grid", [
+    ((12, 101), (12, 12)),  # AudioSet -> Speech Commands
+    ((12, 101), (12, 50)),  # AudioSet -> ESC-50
+    ((12, 101), (8, 64)),  # AudioSet 10/10 -> stride 16
+    ((12, 101), (14, 150)),  # longer input and more mel bins: resized
+    ((24, 24), (12, 101)),  # ImageNet -> AudioSet
+    ((24, 24), (12, 12)),  # ImageNet -> Speech Commands
+    ((24, 24), (30, 7)),
+])
+def test_position_table_adaptation_matches_original(source_grid, target_grid):
+    table = np.random.default_rng(0).standard_normal((1, 2 + source_grid[0] * source_grid[1], 8)).astype(np.float32)
+    np.testing.assert_allclose(adapt_position_table(table, source_grid, target_grid),
+                               original_adaptation(table, source_grid, target_grid), atol=1e-6)
+
+
+@pytest.mark.parametrize("length, size", [(101, 150), (24, 101), (101, 37), (5, 3)])
+def test_linear_resize_is_torch_bilinear_without_antialiasing(length, size):
+    values = np.random.default_rng(1).standard_normal((3, 1, length)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(values)[:, None], size=(1, size), mode="bilinear",
+                             align_corners=False)[:, 0]
+    np.testing.assert_allclose(values @ linear_resize_weights(length, size).T, expected.numpy(), atol=1e-6)
+
+
+def test_audioset_checkpoint_to_speech_commands(tmp_path, randomize_torch):
+    reference = original_pth(tmp_path / "as.pth", randomize_torch, labels=527, frames=1024)
+    model = load_pretrained(tmp_path / "as.pth", max_length=128, num_labels=35, labels=SPEECH_COMMANDS_LABELS)
+    state = {k: v.numpy() for k, v in reference.state_dict().items()}
+    assert (model.config.max_length, model.config.num_labels, model.features.target_length) == (128, 35, 128)
+    np.testing.assert_allclose(model.params["pos_embed"],
+                               original_adaptation(state["v.pos_embed"], (12, 101), (12, 12)), atol=1e-6)
+    np.testing.assert_array_equal(model.params["block0"]["mlp"]["fc1"]["kernel"], state["v.blocks.0.mlp.fc1.weight"].T)
+    assert model.params["head"]["kernel"].shape == (64, 35) and model.labels[0] == "backward"
+
+
+def test_imagenet_deit_initialisation(tmp_path, spectrogram):
+    """A timm DeiT distilled checkpoint ({"model": state dict}, 24x24 grid, RGB kernel) as the original starts."""
+    rng = np.random.default_rng(2)
+    width = 64
+    names = {"cls_token": (1, 1, width), "dist_token": (1, 1, width), "pos_embed": (1, 2 + 24 * 24, width),
+             "patch_embed.proj.weight": (width, 3, 16, 16), "patch_embed.proj.bias": (width,),
+             "norm.weight": (width,), "norm.bias": (width,), "head.weight": (1000, width), "head.bias": (1000,),
+             "head_dist.weight": (1000, width), "head_dist.bias": (1000,)}
+    for block_name, shape in {"norm1": (width,), "attn.qkv": (3 * width, width), "attn.proj": (width, width),
+                              "norm2": (width,), "mlp.fc1": (4 * width, width), "mlp.fc2": (width, 4 * width)}.items():
+        names[f"blocks.0.{block_name}.weight"] = shape
+        names[f"blocks.0.{block_name}.bias"] = shape[:1]
+    state = {name: torch.from_numpy(rng.standard_normal(shape).astype(np.float32)) for name, shape in names.items()}
+    torch.save({"model": state}, tmp_path / "deit.pth")
+
+    conversion = convert_source(tmp_path / "deit.pth", max_length=128, num_labels=35)
+    params = conversion.model.params
+    kernel = state["patch_embed.proj.weight"].numpy()
+    np.testing.assert_allclose(params["patch_embed"]["kernel"][..., 0, :], kernel.sum(1).transpose(1, 2, 0), atol=1e-6)
+    np.testing.assert_array_equal(adapt_imagenet_kernel(kernel)[:, 0], kernel.sum(1))
+    np.testing.assert_allclose(params["pos_embed"], original_adaptation(state["pos_embed"].numpy(), (24, 24),
+                                                                        (12, 12)), atol=1e-6)
+    assert params["head"]["kernel"].shape == (width, 35)
+    assert conversion.dropped == ["head.bias", "head.weight", "head_dist.bias", "head_dist.weight"]
+    assert np.isfinite(np.asarray(conversion.model.apply(spectrogram(1, 128))[0])).all()
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------------
+def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
+    original_pth(tmp_path / "good.pth", randomize_torch)
+    state = torch.load(tmp_path / "good.pth", weights_only=True)
+    cases = {}
+    (tmp_path / "text.pth").write_text("not a checkpoint\n")
+    cases["text.pth"] = "not a PyTorch checkpoint"
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:5000])
+    cases["truncated.pth"] = "not a PyTorch checkpoint"
+    save_file({k: v.numpy() for k, v in state.items()}, tmp_path / "good.safetensors")
+    (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "good.safetensors").read_bytes()[:5000])
+    cases["truncated.safetensors"] = "not a readable safetensors file"
+    torch.save({k: v for k, v in state.items() if k != "module.v.blocks.0.mlp.fc2.bias"}, tmp_path / "missing.pth")
+    cases["missing.pth"] = "missing tensors: v.blocks.0.mlp.fc2.bias"
+    torch.save({**state, "module.v.extra": torch.zeros(3)}, tmp_path / "unexpected.pth")
+    cases["unexpected.pth"] = "unexpected tensors: v.extra"
+    torch.save({**state, "module.v.blocks.0.attn.proj.weight": torch.zeros(64, 63)}, tmp_path / "shape.pth")
+    cases["shape.pth"] = r"v.blocks.0.attn.proj.weight has shape \(64, 63\), the model expects \(64, 64\)"
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "list.pth")
+    cases["list.pth"] = "not a floating-point tensor"
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"module.v.cls_token": Exploit()}, tmp_path / "code.pth")
+    cases["code.pth"] = "pickled code"
+    (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/a,yes\n1,/m/b,no\n")
+
+    for name, problem in cases.items():
+        output = tmp_path / f"out-{name}"
+        assert main(["convert", str(tmp_path / name), str(output)]) == 1, name
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and str(tmp_path / name) in error, error
+        assert re.search(problem, error), error
+        assert not output.exists() and not list(tmp_path.glob(f".out-{name}*"))
+    assert not marker.exists()
+
+    assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "out"), "--labels",
+                 str(tmp_path / "labels.csv")]) == 1
+    error = capsys.readouterr().err
+    assert "labels.csv: 2 labels for a head with 35 outputs" in error and error.count("\n") == 1
+    assert main(["convert", str(tmp_path / "nowhere.pth"), str(tmp_path / "out")]) == 1
+    assert "nowhere.pth: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# ---- a converted folder needs no torch -----------------------------------------------------------------------------
+def test_converted_folder_loads_without_torch(tmp_path, randomize_torch):
+    original_pth(tmp_path / "sc.pth", randomize_torch)
+    assert main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "model")]) == 0
+    expected = np.asarray(load_model(tmp_path / "model").apply(np.ones((1, 128, 128), np.float32))[0])
+    np.save(tmp_path / "expected.npy", expected)
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+import numpy as np, ast_jax
+model = ast_jax.load_pretrained({str(tmp_path / 'model')!r})
+logits, _ = model.apply(np.ones((1, 128, 128), np.float32))
+assert np.abs(np.asarray(logits) - np.load({str(tmp_path / 'expected.npy')!r})).max() == 0
+assert model.labels[0] == "backward" and "transformers" not in sys.modules
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# ---- the released Speech Commands model (network; opt in with AST_JAX_ONLINE_TESTS=1) ------------------------------
+@pytest.mark.online
+def test_published_speech_commands_logits():
+    """MIT/ast-finetuned-speech-commands-v2 on the first clip of the HF speech_commands v0.02 validation split,
+    features from transformers' ASTFeatureExtractor: logits[0, :3] as published."""
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=5).close()
+    except OSError:
+        pytest.skip("huggingface.co is not reachable")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import io
+
+    import soundfile
+    from huggingface_hub import HfFileSystem
+
+    # The hub's parquet export of the dataset; only the first row group is read.
+    shard = "datasets/google/speech_commands@refs%2Fconvert%2Fparquet/v0.02/validation/0000.parquet"
+    with HfFileSystem().open(shard) as handle:
+        row = pq.ParquetFile(handle).read_row_group(0, columns=["audio", "file"]).slice(0, 1).to_pylist()[0]
+    assert row["file"].startswith("backward/")
+    waveform, rate = soundfile.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+    extractor = transformers.ASTFeatureExtractor(mean=-6.845978, std=5.5654526, max_length=128)
+    x = extractor(waveform, sampling_rate=rate, return_tensors="np")["input_values"]
+
+    model = load_pretrained("hf:MIT/ast-finetuned-speech-commands-v2")
+    logits, _ = model.apply(x)
+    np.testing.assert_allclose(np.asarray(logits)[0, :3], [6.1589, -8.0566, -8.7984], atol=1e-4)
+    assert model.labels[int(np.argmax(logits[0]))] == "backward"

@@ -1,0 +1,176 @@
+"""The Flax AST against independent references: parameter counts, an independent torch re-statement of the
+original forward, dtypes, and the named intermediates."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ast_jax.convert import load_pretrained
+from ast_jax.model import AST, ASTConfig, count_parameters, init_params, parameter_shapes
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+# ---- parameter counts -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("geometry, expected", [
+    (dict(max_length=128, num_labels=35), 85_395_491),  # the released Speech Commands model
+    (dict(max_length=1024, num_labels=527), 86_594_063),  # the released AudioSet 10/10 models
+])
+def test_released_parameter_counts(geometry, expected):
+    assert count_parameters(parameter_shapes(ASTConfig.from_size("base384", **geometry))) == expected
+
+
+@pytest.mark.parametrize("size, geometry", [
+    ("tiny224", dict(max_length=128, num_labels=35)),
+    ("small224", dict(max_length=512, num_labels=50, frequency_stride=12, time_stride=12)),
+    ("base224", dict(max_length=1024, num_labels=527, frequency_stride=16, time_stride=16)),
+    ("base384", dict(max_length=256, num_mel_bins=64, num_labels=10, time_stride=14)),
+])
+def test_parameter_counts_match_transformers(size, geometry):
+    config = ASTConfig.from_size(size, **geometry)
+    reference = transformers.ASTForAudioClassification(transformers.ASTConfig(
+        hidden_size=config.hidden_size, num_attention_heads=config.num_heads,
+        intermediate_size=4 * config.hidden_size, max_length=config.max_length, num_mel_bins=config.num_mel_bins,
+        frequency_stride=config.frequency_stride, time_stride=config.time_stride, num_labels=config.num_labels))
+    assert count_parameters(parameter_shapes(config)) == sum(p.numel() for p in reference.parameters())
+
+
+# ---- an independent torch re-statement of the original forward ------------------------------------------------
+class OriginalAttention(torch.nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.proj = torch.nn.Linear(width, width)
+
+    def forward(self, x):
+        batch, length, width = x.shape
+        qkv = self.qkv(x).reshape(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        weights = ((query @ key.transpose(-2, -1)) * (width // self.heads) ** -0.5).softmax(dim=-1)
+        return self.proj((weights @ value).transpose(1, 2).reshape(batch, length, width)), weights
+
+
+class OriginalBlock(torch.nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.norm1 = torch.nn.LayerNorm(width, eps=1e-6)
+        self.attn = OriginalAttention(width, heads)
+        self.norm2 = torch.nn.LayerNorm(width, eps=1e-6)
+        self.mlp = torch.nn.Module()
+        self.mlp.fc1 = torch.nn.Linear(width, 4 * width)
+        self.mlp.fc2 = torch.nn.Linear(4 * width, width)
+
+    def forward(self, x):
+        attended, weights = self.attn(self.norm1(x))
+        x = x + attended
+        x = x + self.mlp.fc2(torch.nn.functional.gelu(self.mlp.fc1(self.norm2(x))))
+        return x, weights
+
+
+class OriginalAST(torch.nn.Module):
+    """The original ASTModel's forward with its module names (`v.*`, `mlp_head.*`), written from the paper's
+    description: DeiT backbone with eps 1e-6, pooled (cls + dist) / 2, head LayerNorm eps 1e-5 + Linear."""
+
+    def __init__(self, width, heads, layers, labels, frames, bins=128, fstride=10, tstride=10):
+        super().__init__()
+        f_dim, t_dim = (bins - 16) // fstride + 1, (frames - 16) // tstride + 1
+        self.v = torch.nn.Module()
+        self.v.cls_token = torch.nn.Parameter(torch.zeros(1, 1, width))
+        self.v.dist_token = torch.nn.Parameter(torch.zeros(1, 1, width))
+        self.v.pos_embed = torch.nn.Parameter(torch.zeros(1, f_dim * t_dim + 2, width))
+        self.v.patch_embed = torch.nn.Module()
+        self.v.patch_embed.proj = torch.nn.Conv2d(1, width, 16, stride=(fstride, tstride))
+        self.v.blocks = torch.nn.ModuleList(OriginalBlock(width, heads) for _ in range(layers))
+        self.v.norm = torch.nn.LayerNorm(width, eps=1e-6)
+        self.v.head = torch.nn.Linear(width, 1000)  # DeiT's ImageNet heads: present in the files, never used
+        self.v.head_dist = torch.nn.Linear(width, 1000)
+        self.mlp_head = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, labels))
+
+    def forward(self, x):
+        x = self.v.patch_embed.proj(x.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+        special = torch.cat([self.v.cls_token, self.v.dist_token], dim=1).expand(x.shape[0], -1, -1)
+        x = torch.cat([special, x], dim=1) + self.v.pos_embed
+        blocks, attention = [], []
+        for block in self.v.blocks:
+            x, weights = block(x)
+            blocks.append(x)
+            attention.append(weights)
+        x = self.v.norm(x)
+        pooled = (x[:, 0] + x[:, 1]) / 2
+        return self.mlp_head(pooled), pooled, blocks, attention
+
+
+@pytest.mark.parametrize("geometry, prefix", [
+    (dict(width=128, heads=2, layers=2, labels=35, frames=128), "module."),  # Speech Commands geometry, DataParallel
+    (dict(width=64, heads=1, layers=1, labels=527, frames=1024, fstride=12, tstride=12), ""),  # AudioSet 12/12
+])
+def test_matches_original_forward(tmp_path, randomize_torch, spectrogram, geometry, prefix):
+    reference = randomize_torch(OriginalAST(**geometry))
+    path = tmp_path / "original.pth"
+    torch.save({prefix + name: value for name, value in reference.state_dict().items()}, path)
+    model = load_pretrained(path)
+    assert (model.config.layer_norm_eps, model.config.head_layer_norm_eps) == (1e-6, 1e-5)
+    assert (model.config.max_length, model.config.time_stride) == (geometry["frames"], geometry.get("tstride", 10))
+
+    x = spectrogram(2, geometry["frames"])
+    with torch.no_grad():
+        logits, pooled, blocks, attention = reference(torch.from_numpy(x))
+    ours, out = model.apply(x, return_intermediates=True, return_attention=True)
+    assert np.abs(np.asarray(ours) - logits.numpy()).max() <= 1e-4
+    np.testing.assert_allclose(out["pooled"], pooled.numpy(), atol=1e-4)
+    for mine, theirs in zip(out["blocks"], blocks, strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), atol=1e-4)
+    for mine, theirs in zip(out["attention"], attention, strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), atol=1e-5)
+
+
+# ---- the model's own contract ------------------------------------------------------------------------------------
+TINY = ASTConfig.from_size("tiny224", num_layers=2, max_length=64, num_labels=7)
+
+
+@pytest.fixture(scope="module")
+def tiny_params():
+    return init_params(TINY, 0)
+
+
+def test_attention_path_gives_the_same_logits(tiny_params, spectrogram):
+    x = spectrogram(2, 64)
+    plain, out = AST(TINY).apply({"params": tiny_params}, x)
+    explicit, out_attention = AST(TINY).apply({"params": tiny_params}, x, return_attention=True)
+    np.testing.assert_allclose(plain, explicit, atol=1e-5)
+    weights = out_attention["attention"]
+    assert len(weights) == TINY.num_layers and weights[0].shape == (2, TINY.num_heads, 2 + TINY.num_patches,
+                                                                     2 + TINY.num_patches)
+    np.testing.assert_allclose(np.asarray(weights[0]).sum(-1), 1.0, atol=1e-5)
+    assert "attention" not in out and "blocks" not in out
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(max_length=100, num_mel_bins=64, frequency_stride=16, time_stride=6, num_labels=3),
+    dict(max_length=16, num_mel_bins=16, num_labels=1),
+])
+def test_any_geometry(geometry, spectrogram):
+    config = TINY.replace(num_layers=1, **geometry)
+    params = init_params(config, 1)
+    logits, out = AST(config).apply({"params": params}, spectrogram(3, config.max_length, config.num_mel_bins))
+    assert logits.shape == (3, config.num_labels) and out["tokens"].shape == (3, 2 + config.num_patches, 192)
+    assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tiny_params, spectrogram):
+    x = spectrogram(2, 64)
+    full, _ = AST(TINY).apply({"params": tiny_params}, x)
+    half, out = AST(TINY.replace(dtype="bfloat16")).apply({"params": tiny_params}, x)
+    assert half.dtype == jnp.float32 and out["tokens"].dtype == jnp.bfloat16
+    assert np.abs(np.asarray(half) - np.asarray(full)).max() < 0.1 * np.abs(np.asarray(full)).max()
+    assert np.abs(np.asarray(half) - np.asarray(full)).max() > 0  # really computed in bfloat16
+    stored = init_params(TINY.replace(param_dtype="bfloat16"), 0)
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(stored)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_wrong_input_shape_is_refused(tiny_params, spectrogram):
+    with pytest.raises(ValueError, match="64 frames, 128 mel bins"):
+        AST(TINY).apply({"params": tiny_params}, spectrogram(1, 65))
