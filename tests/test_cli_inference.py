@@ -35,7 +35,9 @@ def clips(tmp_path_factory):
     for k, label in enumerate(["up", "yes", "left", "no"]):
         (root / label).mkdir()
         for j in range(3):
-            sf.write(root / label / f"{label}{j}.wav", waveform(CLIP / RATE, 10 * k + j, 200.0 * (k + 1) + 50 * j),
+            # lengths around the model's input (7,920 samples): padded, exact and cut
+            seconds = (0.3, CLIP / RATE, 0.7)[j]
+            sf.write(root / label / f"{label}{j}.wav", waveform(seconds, 10 * k + j, 200.0 * (k + 1) + 50 * j),
                      RATE, subtype="PCM_16")
     return root
 

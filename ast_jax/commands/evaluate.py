@@ -9,8 +9,8 @@ SOURCE is any source of the data layer (ast_jax.data):
   tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
   CONFIG.py[:arg]           the data section of a training config
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
-Clips are cut or padded to --clip-seconds (default: the model's input length rounded down to whole seconds,
-the clip length of its recipe: 1 s Speech Commands, 5 s ESC-50, 10 s AudioSet).
+Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
+ones are scored as they are, exactly as `ast-jax predict` scores them.
 
 Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv.
 
@@ -21,7 +21,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -112,14 +111,12 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import Predictor, load_model_source, write_atomically
 
     model = load_model_source(args.model, args.dtype)
-    input_seconds = ((model.features.target_length - 1) * model.features.frame_shift
-                     + model.features.frame_length) / model.features.sample_rate
-    clip_seconds = args.clip_seconds or (math.floor(input_seconds) if input_seconds >= 1 else input_seconds)
+    predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
+    clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate
     num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
     source = build_source(data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
                                       tfds_data_dir=args.tfds_data_dir))
     label_indices = map_labels(source.labels, model.labels, parse_label_map(args.label_map))
-    predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
 
     names, skipped = example_names(source, args.split)
     for clip, problem in skipped:
@@ -135,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             for row in np.flatnonzero(batch["valid"]):
                 index = int(batch["index"][row])
                 targets[index] = batch["targets"][row]
-                yield index, batch["audio"][row]
+                yield index, batch["audio"][row, :batch["length"][row]]  # the clip as read, unpadded
 
     with progress(total, "evaluate") as bar:
         for index, out in predictor.run(examples(), ("scores",), count=total):
