@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import glob
 import itertools
-import math
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -52,21 +51,6 @@ def _with_dtype(model: Pretrained, dtype: str) -> Pretrained:
     import dataclasses
 
     return dataclasses.replace(model, config=model.config.replace(dtype=dtype))
-
-
-def check_waveform(waveform: np.ndarray, name: str) -> np.ndarray:
-    """`waveform` as float32 mono, or a ValueError naming `name` and what is wrong with it."""
-    waveform = np.asarray(waveform)
-    if waveform.ndim != 1:
-        raise ValueError(f"{name}: expected mono audio (one dimension), got shape {waveform.shape}")
-    if waveform.size == 0:
-        raise ValueError(f"{name}: no audio samples")
-    if not np.issubdtype(waveform.dtype, np.floating):
-        raise ValueError(f"{name}: expected float samples in [-1, 1], got {waveform.dtype}")
-    waveform = waveform.astype(np.float32, copy=False)
-    if not np.isfinite(waveform).all():
-        raise ValueError(f"{name}: audio contains NaN or infinite samples")
-    return waveform
 
 
 def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -219,15 +203,6 @@ def _split_rows(keys, batch_outputs):
         yield key, jax.tree_util.tree_map(lambda a: a[row], host)
 
 
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Start samples of the windows over a recording: every `hop` from 0, the last one reaching the end
-    (and padded like any short clip); a recording shorter than one window is one window."""
-    if window <= 0 or hop <= 0:
-        raise ValueError(f"window and hop must be positive, got {window} and {hop} samples")
-    count = 1 if num_samples <= window else 1 + math.ceil((num_samples - window) / hop)
-    return [i * hop for i in range(count)]
-
-
 class Pipeline:
     """Audio classification with the call signature and results of transformers' audio-classification pipeline.
 
@@ -250,25 +225,27 @@ class Pipeline:
     def sample_rate(self) -> int:
         return self.model.features.sample_rate
 
-    def load(self, source: Any, name: str | None = None) -> np.ndarray:
-        """One input as float32 mono at the model's sample rate, or a ValueError/OSError naming it."""
-        from ast_jax.audio import load_audio, resample
+    def load(self, source: Any) -> np.ndarray:
+        """One input as float32 mono at the model's sample rate, or an AudioError/OSError naming it.
 
+        A bare array is taken to be at the model's rate already, as transformers' pipeline takes it."""
+        from ast_jax.audio import AudioError, load_audio
+
+        name = str(source) if isinstance(source, (str, os.PathLike)) else None
         if isinstance(source, dict):
             if "sampling_rate" not in source or not ("array" in source or "raw" in source):
                 raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
             array = source["array"] if source.get("array") is not None else source.get("raw")
-            name = name or str(source.get("path") or "array")
-            waveform = check_waveform(np.asarray(array, np.float32), name)
-            if int(source["sampling_rate"]) != self.sample_rate:
-                waveform = resample(waveform, int(source["sampling_rate"]), self.sample_rate)
-            return waveform
-        if isinstance(source, np.ndarray):
-            return check_waveform(source, name or "array")
-        if isinstance(source, (str, os.PathLike, bytes)):
-            waveform = load_audio(source, sample_rate=self.sample_rate)
-            return check_waveform(waveform, name or (str(source) if not isinstance(source, bytes) else "bytes"))
-        raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, an array or a dict")
+            waveform = load_audio(np.asarray(array), self.sample_rate, source_rate=int(source["sampling_rate"]))
+        elif isinstance(source, np.ndarray):
+            waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
+        elif isinstance(source, (str, os.PathLike, bytes)):
+            waveform = load_audio(source, self.sample_rate)
+        else:
+            raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, an array or a dict")
+        if not len(waveform):
+            raise AudioError(f"{name or 'input'}: no audio samples")
+        return waveform
 
     def __call__(self, inputs: Any, top_k: int | None = 5, function_to_apply: str | None = None):
         predictor = self.predictor
@@ -307,20 +284,14 @@ class Pipeline:
         Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window.
         Files are read block by block, so a recording need not fit in memory.
         """
-        rate = self.sample_rate
-        window = int(round(window_seconds * rate))
-        hop = int(round((hop_seconds or window_seconds) * rate))
-        if isinstance(source, (str, os.PathLike)):
-            from ast_jax.audio import iter_audio_blocks
+        from ast_jax.audio import iter_audio_blocks
 
-            pieces = enumerate(iter_audio_blocks(source, block_seconds=window / rate, hop_seconds=hop / rate,
-                                                 sample_rate=rate))
-            examples = (((i * hop, len(piece)), check_waveform(piece, f"{source} at {i * hop / rate:.2f} s"))
-                        for i, piece in pieces)
+        rate, hop_seconds = self.sample_rate, hop_seconds or window_seconds
+        if isinstance(source, (str, os.PathLike)):
+            pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
         else:
-            waveform = self.load(source)
-            examples = (((start, len(waveform[start:start + window])), waveform[start:start + window])
-                        for start in window_starts(len(waveform), window, hop))
+            pieces = iter_audio_blocks(self.load(source), window_seconds, hop_seconds, rate, source_rate=rate)
+        examples = (((int(round(start * rate)), len(piece)), piece) for start, piece in pieces)
         return [{"start": start / rate, "end": (start + length) / rate,
                  "labels": self.predictor.top_k(out["scores"], top_k)}
                 for (start, length), out in self.predictor.run(examples, ("scores",))]
