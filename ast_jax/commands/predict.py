@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_error(name: str, error: Exception) -> None:
     """One line per bad input on stderr: the reader's message already starts with the file name."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, FileNotFoundError):
+        message = "file not found"
+    else:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(message if message.startswith(str(name)) else f"{name}: {message}", file=sys.stderr)
 
 
@@ -61,17 +64,17 @@ def _format_labels(labels: list[dict]) -> str:
     return ", ".join(f"{item['label']} ({item['score']:.3f})" for item in labels)
 
 
-def format_rows(rows: list[dict], output_format: str, top_k: int) -> str:
+def format_rows(rows: list[dict], output_format: str) -> str:
     """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV."""
     windowed = bool(rows) and "start" in rows[0]
+    top_k = max([len(row["labels"]) for row in rows] + [1])
     if output_format == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows)
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        width = max([len(row["labels"]) for row in rows] + [min(top_k, 1)])
         writer.writerow(["file"] + (["start", "end"] if windowed else [])
-                        + [f"{kind}_{i + 1}" for i in range(width) for kind in ("label", "score")])
+                        + [f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")])
         for row in rows:
             times = [f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else []
             writer.writerow([row["file"]] + times
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                     failed += 1
                     report_error(path, error)
                 bar.update(1)
-    write_text(format_rows(rows, args.format, args.top_k), args.output)
+    write_text(format_rows(rows, args.format), args.output)
     if failed:
         print(f"ast-jax predict: {failed} of {len(files) + len(unmatched)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
