@@ -16,6 +16,7 @@ is reported through a callback and the rest go on.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import glob
 import itertools
 import os
@@ -29,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ast_jax import features as features_lib
+from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files
 from ast_jax.pretrained import Pretrained
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus", ".au")
 # What the jitted function can return: see `AST` for pooled, tokens and attention, `ast_jax.explain` for
 # rollout and last_attention (computed on the device, so the full attention never leaves it).
 OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", "rollout", "last_attention")
@@ -48,8 +49,6 @@ def load_model_source(source: str | os.PathLike | Pretrained, dtype: str | None 
 
 
 def _with_dtype(model: Pretrained, dtype: str) -> Pretrained:
-    import dataclasses
-
     return dataclasses.replace(model, config=model.config.replace(dtype=dtype))
 
 
@@ -59,11 +58,10 @@ def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
     files, unmatched = [], []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            found = sorted(str(p) for p in Path(pattern).rglob("*")
-                           if p.is_file() and p.name.lower().endswith(AUDIO_EXTENSIONS))
+            found = [str(p) for p in audio_files(Path(pattern))]
         elif glob.has_magic(pattern):
             found = sorted(p for p in glob.glob(pattern, recursive=True)
-                           if os.path.isdir(p) is False and p.lower().endswith(AUDIO_EXTENSIONS))
+                           if os.path.isfile(p) and p.lower().endswith(AUDIO_EXTENSIONS))
         else:
             found = [pattern]  # a missing file is reported by the reader, in order, like any other bad file
         if not found:
@@ -216,6 +214,7 @@ class Pipeline:
         self.model = load_model_source(model, dtype)
         self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
         self.workers = workers
+        self._other_activations: dict[str, Predictor] = {}  # for calls with another function_to_apply
 
     @property
     def labels(self) -> list[str]:
@@ -250,7 +249,10 @@ class Pipeline:
     def __call__(self, inputs: Any, top_k: int | None = 5, function_to_apply: str | None = None):
         predictor = self.predictor
         if function_to_apply is not None and function_to_apply != predictor.activation:
-            predictor = Predictor(self.model, batch_size=predictor.batch_size, activation=function_to_apply)
+            if function_to_apply not in self._other_activations:
+                self._other_activations[function_to_apply] = Predictor(
+                    self.model, batch_size=predictor.batch_size, activation=function_to_apply)
+            predictor = self._other_activations[function_to_apply]
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
@@ -261,7 +263,8 @@ class Pipeline:
                       on_error: Callable[[str, Exception], None] | None = None,
                       ) -> Iterator[tuple[str, dict[str, Any]]]:
         """`(path, outputs)` for each readable file, in order, with "samples" (the decoded length) and, when
-        scores are asked for, "labels" (top-k). Files are decoded in background threads; unreadable ones go to `on_error` and are skipped."""
+        scores are asked for, "labels" (top-k). Files are decoded in background threads; unreadable ones go
+        to `on_error` and are skipped (without `on_error`, the first one raises)."""
         def readable():
             for path, waveform, error in decode_in_background(paths, self.load, workers=self.workers):
                 if error is None:
