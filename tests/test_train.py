@@ -1,0 +1,190 @@
+"""The training loop end to end on the smoke config (tiny AST, synthetic tones, 2 epochs of 8 steps).
+
+- one run: metrics, TensorBoard, results table, best/final model folders, the schedule it logs;
+- the same run on 8 fake CPU devices (data parallel and FSDP) gives the same losses;
+- interrupted by SIGTERM or kill -9 and started again, a run ends with exactly the parameters of an
+  uninterrupted one;
+- a non-finite loss stops the run and keeps the last good checkpoint;
+- bad configurations fail before anything is compiled, with one-line errors.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ast_jax.cli import main as cli_main
+from ast_jax.pretrained import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.py")
+QUIET = ["--config.progress_bar=False", "--config.log_every_steps=1"]
+
+
+def train_losses(workdir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if row["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """One persistent XLA cache for every training process of this file: they compile the same steps."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+def run_training(workdir: Path, *overrides: str, cache: Path, devices: int = 1, wait: bool = True):
+    """`python train.py` with the smoke config in a fresh process (JAX_NUM_CPU_DEVICES must precede jax)."""
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    command = [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdir), *QUIET,
+               *overrides]
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    if not wait:
+        return process
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+EPOCHS = 8  # 64 steps: long enough to interrupt in the middle
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, compilation_cache):
+    """One uninterrupted single-device smoke run."""
+    workdir = tmp_path_factory.mktemp("reference")
+    out = run_training(workdir, f"--config.num_epochs={EPOCHS}", cache=compilation_cache)
+    (workdir / "stdout.txt").write_text(out)
+    return workdir
+
+
+def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
+    rows = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    validation = [r for r in rows if r["split"] == "validation"]
+    assert [r["step"] for r in train] == list(range(1, 8 * EPOCHS + 1))
+    assert {"loss", "learning_rate", "grad_norm", "clips_per_second"} <= set(train[0])
+    # smoke: lr 1e-3, first milestone after epoch 1, so epoch 2 (steps 9-16) runs at 0.85e-3, epoch 3 at 0.85^2
+    assert [train[i]["learning_rate"] for i in (7, 8, 16)] == pytest.approx([1e-3, 8.5e-4, 7.225e-4])
+    assert [r["step"] for r in validation] == list(range(8, 8 * EPOCHS + 1, 8))
+    assert {"accuracy", "mAP", "mAUC", "loss"} <= set(validation[0])
+    assert validation[-1]["loss"] < train[0]["loss"]  # it learns something
+
+    results = json.loads((reference / "results.json").read_text())
+    splits = {(r["model"].split(" ")[0], r["split"]) for r in results["results"]}
+    assert {("final", "validation"), ("best", "validation"), ("best", "test")} <= splits
+    assert 1 <= results["best_epoch"] <= EPOCHS
+    assert "best (epoch" in (reference / "stdout.txt").read_text()  # the results table
+    assert json.loads((reference / "config.json").read_text())["log_every_steps"] == 1
+    assert any((reference / "tensorboard").iterdir())
+
+    best, final = load_model(reference / "best"), load_model(reference / "final")
+    assert best.labels == final.labels == ["tone0", "tone1", "tone2", "tone3"]
+    assert (best.config.num_layers, best.config.max_length, best.features.target_length) == (1, 32, 32)
+
+
+def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
+    expected = train_losses(reference)
+    for name, overrides in (("data", []), ("fsdp", ["--config.mesh.fsdp=4"])):
+        run_training(tmp_path / name, *overrides, "--config.num_epochs=2", devices=8, cache=compilation_cache)
+        losses = train_losses(tmp_path / name)
+        assert sorted(losses) == list(range(1, 17))
+        np.testing.assert_allclose([losses[s] for s in losses], [expected[s] for s in losses], rtol=2e-5,
+                                   err_msg=name)
+
+
+def final_params(workdir: Path):
+    return jax.tree_util.tree_leaves(load_model(workdir / "final").params)
+
+
+def wait_for_checkpoint(workdir: Path, process, at_least: int) -> None:
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        steps = [int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()]
+        if steps and max(steps) >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint >= {at_least} appeared (exit {process.poll()})")
+
+
+def latest_checkpoint(workdir: Path) -> int:
+    return max(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compilation_cache):
+    """SIGTERM (checkpoint and exit 143), then kill -9 (no warning: back to the last periodic checkpoint),
+    then to the end: the parameters and every logged loss equal the uninterrupted run's, bit for bit."""
+    interrupted, longer = tmp_path / "interrupted", f"--config.num_epochs={EPOCHS}"
+    process = run_training(interrupted, longer, wait=False, cache=compilation_cache)
+    wait_for_checkpoint(interrupted, process, 8)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM at step" in err
+    first_stop = latest_checkpoint(interrupted)
+    assert first_stop < 8 * EPOCHS
+
+    process = run_training(interrupted, longer, wait=False, cache=compilation_cache)
+    wait_for_checkpoint(interrupted, process, first_stop + 4)
+    process.kill()
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGKILL
+    assert first_stop < latest_checkpoint(interrupted) < 8 * EPOCHS
+
+    run_training(interrupted, longer, cache=compilation_cache)
+    for ours, whole in zip(final_params(interrupted), final_params(reference)):
+        np.testing.assert_array_equal(ours, whole)  # same data order, same random numbers, same arithmetic
+    assert train_losses(interrupted) == train_losses(reference)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    workdir = tmp_path / "diverged"
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(workdir), *QUIET,
+                     "--config.optim.learning_rate=1e30", "--config.checkpoint.every_steps=1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite training loss at step" in err and err.count("\n") == 1
+    failed_at = int(err.split("at step ")[1].split(" ")[0])
+    kept = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+    assert kept and max(kept) == failed_at - 1
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.optim.lerning_rate=1"], "unknown config field 'optim.lerning_rate'"),
+    (["--config.data.data_dir=/no/such/folder"], "/no/such/folder: data.data_dir does not exist"),
+    (["--config.data.num_classes=5", "--config.data.source=demo"], "data.num_classes is 5"),
+    (["--config.loss=hinge"], "loss must be one of"),
+])
+def test_bad_config_fails_before_compiling(tmp_path, capsys, monkeypatch, overrides, message):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before rejecting the config")
+
+    monkeypatch.setattr(jax, "jit", no_compiling)
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_labels_must_match_a_kept_head(reference, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(jax, "jit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("compiled")))
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET,
+                     f"--config.init.source={reference / 'best'}", "--config.init.keep_head=True",
+                     "--config.data.num_classes=3"])
+    err = capsys.readouterr().err
+    assert code == 1 and "labels are not the data set's 3 labels" in err, err
+
+
+def test_batch_not_divisible_by_devices(tmp_path, compilation_cache):
+    process = run_training(tmp_path, "--config.batch_size=12", devices=8, wait=False, cache=compilation_cache)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "batch_size 12 is not divisible by the 8 devices" in err and err.count("\n") == 1, err
