@@ -59,10 +59,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     if source == "demo":
         values.update(source="demo")
     elif source == "tfds" or source.startswith("tfds:"):
-        name = source.partition(":")[2] or "speech_commands"
-        if name != "speech_commands":
-            raise ValueError(f"{source}: only tfds:speech_commands is supported")
-        values.update(source="tfds", data_dir=tfds_data_dir)
+        values.update(source="tfds", tfds_name=source.partition(":")[2] or "speech_commands", data_dir=tfds_data_dir)
     elif path.suffix.lower() == ".csv":
         values.update(source="manifest", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
     elif path.is_dir() and ((path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()):
