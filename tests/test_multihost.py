@@ -1,0 +1,52 @@
+"""Two processes with four CPU devices each, joined by jax.distributed, train like one process.
+
+Each process reads its own half of every global batch; the losses it logs must equal a single-process run's.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ast_jax.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.py")
+QUIET = ["--config.progress_bar=False", "--config.log_every_steps=1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def logged_losses(workdir: Path) -> dict[tuple[str, int], float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {(row["split"], row["step"]): row["loss"] for row in rows if row["split"] in ("train", "validation")}
+
+
+def test_two_processes_match_one(tmp_path):
+    port = free_port()
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4", "JAX_PLATFORMS": "cpu"}
+    workdir = tmp_path / "two"
+    processes = [subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdir), *QUIET,
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=400) for p in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert "best (epoch" in outputs[0][0] and "best (epoch" not in outputs[1][0]  # process 0 reports
+
+    single = tmp_path / "one"
+    assert cli_main(["train", "--config", SMOKE, "--workdir", str(single), *QUIET]) == 0
+    ours, expected = logged_losses(workdir), logged_losses(single)
+    assert sorted(ours) == sorted(expected) and len(ours) == 16 + 2  # 16 steps, 2 validations
+    np.testing.assert_allclose([ours[k] for k in sorted(ours)], [expected[k] for k in sorted(ours)], rtol=2e-5)
+    results = json.loads((workdir / "results.json").read_text())
+    assert any(r["split"] == "test" for r in results["results"])
