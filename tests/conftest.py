@@ -24,15 +24,19 @@ def randomize_torch():
     tensor in a parity test; random values do not.
     """
 
-    def randomize(module, seed: int = 0, scale: float = 0.1):
+    def randomize(module, seed: int = 0):
         import torch
 
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, parameter in module.named_parameters():
-                noise = torch.randn(parameter.shape, generator=generator) * scale
-                # LayerNorm scales around 1 keep activations in a realistic range through many blocks.
-                parameter.copy_(noise + 1.0 if name.endswith("weight") and parameter.ndim == 1 else noise)
+                noise = torch.randn(parameter.shape, generator=generator)
+                if parameter.ndim >= 2 and parameter.shape[0] > 1 and parameter.shape[1] > 1:
+                    parameter.copy_(noise * 0.02)  # weight matrices at the spread of the trained checkpoints
+                elif name.endswith("weight"):
+                    parameter.copy_(1.0 + noise * 0.1)  # LayerNorm scales around 1
+                else:
+                    parameter.copy_(noise * 0.1)  # biases, tokens, position table
         return module.eval()
 
     return randomize

@@ -1,0 +1,86 @@
+"""Inference speed of the AST-base Speech Commands model: jitted ast-jax against transformers, same CPU.
+
+Both run float32 on the same random weights (converted from the transformers model) and the same input, with
+the same number of threads; the table gives clips per second and the ratio ast-jax / transformers.
+
+    python bench/bench_inference_model.py [--threads N] [--batches 1 8 32] [--seconds 5]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads (cores) for both frameworks")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per framework and batch")
+    return parser.parse_args()
+
+
+args = parse_args()
+# Same threads for both: XLA sizes its CPU thread pool from the cores this process may use, so the process is
+# pinned to `threads` cores (before jax starts) and torch is told the same number.
+os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from ast_jax.convert import load_pretrained  # noqa: E402
+
+
+def clips_per_second(run, batch: int, seconds: float) -> float:
+    """Best of several timed repeats after warm-up (compilation and caches), in clips per second."""
+    for _ in range(2):
+        run()
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def main() -> int:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = transformers.ASTConfig(max_length=128, num_labels=35)  # AST-base, Speech Commands geometry
+    reference = transformers.ASTForAudioClassification(config).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        reference.save_pretrained(folder)
+        model = load_pretrained(folder)
+    forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x)[0])
+    params = jax.device_put(model.params)
+
+    print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), float32, CPU, "
+          f"{args.threads} threads (process pinned to them; torch.set_num_threads), jax {jax.__version__}, "
+          f"torch {torch.__version__}, transformers {transformers.__version__} "
+          f"(attention: {reference.config._attn_implementation})")
+    print(f"{'batch':>5}  {'transformers clips/s':>20}  {'ast-jax clips/s':>15}  {'ratio':>6}  {'max |dlogit|':>12}")
+    for batch in args.batches:
+        x = np.random.default_rng(batch).standard_normal((batch, 128, 128)).astype(np.float32)
+        x_torch, x_jax = torch.from_numpy(x), jax.device_put(x)
+
+        def run_torch():
+            with torch.inference_mode():
+                return reference(x_torch).logits
+
+        def run_jax():
+            return forward(params, x_jax).block_until_ready()
+
+        difference = np.abs(np.asarray(run_jax()) - run_torch().numpy()).max()
+        theirs = clips_per_second(run_torch, batch, args.seconds)
+        ours = clips_per_second(run_jax, batch, args.seconds)
+        print(f"{batch:>5}  {theirs:>20.1f}  {ours:>15.1f}  {ours / theirs:>5.2f}x  {difference:>12.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
