@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ast_jax.commands.predict import add_model_arguments, progress, report_error
+from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,18 +33,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.endswith((".npz", ".npy")):
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
     files, unmatched = expand_inputs(args.inputs)
-    for pattern in unmatched:
-        print(f"{pattern}: no audio files match", file=sys.stderr)
-    failed = len(unmatched)
+    failures = Failures("embed", unmatched)
     model = pipeline(args.model, batch_size=args.batch_size, dtype=args.dtype, workers=args.workers)
     outputs = ("pooled", "tokens") if args.tokens else ("pooled",)
     names, pooled, tokens = [], [], []
 
     with progress(len(files), "embed") as bar:
         def on_error(name, error):
-            nonlocal failed
-            failed += 1
-            report_error(name, error)
+            failures(name, error)
             bar.update(1)
 
         for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
@@ -54,33 +50,28 @@ def run(args: argparse.Namespace) -> int:
                 tokens.append(out["tokens"].astype(np.float32))
             bar.update(1)
 
-    width = model.model.config.hidden_size
-    embeddings = np.stack(pooled) if pooled else np.zeros((0, width), np.float32)
-    file_list = np.array(names, dtype=str)
+    config = model.model.config
+    stack = lambda rows, shape: np.stack(rows) if rows else np.zeros((0, *shape), np.float32)
+    arrays = {"embeddings": stack(pooled, (config.hidden_size,)), "files": np.array(names, dtype=str)}
+    if args.tokens:
+        arrays["tokens"] = stack(tokens, (2 + config.num_patches, config.hidden_size))
+
+    def write_npz(path):
+        with open(path, "wb") as handle:
+            np.savez(handle, **arrays)
+
+    def write_npy(path):
+        with open(path, "wb") as handle:
+            np.save(handle, arrays["tokens" if args.tokens else "embeddings"])
+
+    def write_list(path):
+        with open(path, "w") as handle:
+            handle.writelines(name + "\n" for name in names)
+
     if args.output.endswith(".npz"):
-        arrays = {"embeddings": embeddings, "files": file_list}
-        if args.tokens:
-            arrays["tokens"] = np.stack(tokens) if tokens else np.zeros((0, 2, width), np.float32)
-
-        def write(path):
-            with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
-
-        write_atomically(args.output, write)
+        write_atomically(args.output, write_npz)
     else:
-        array = (np.stack(tokens) if tokens else np.zeros((0, 2, width), np.float32)) if args.tokens else embeddings
-
-        def write(path):
-            with open(path, "wb") as handle:
-                np.save(handle, array)
-
-        def write_list(path):
-            with open(path, "w") as handle:
-                handle.writelines(name + "\n" for name in names)
-
-        write_atomically(args.output, write)
+        write_atomically(args.output, write_npy)
         write_atomically(args.output + ".files.txt", write_list)
     print(f"ast-jax embed: {len(names)} files -> {args.output}", file=sys.stderr)
-    if failed:
-        print(f"ast-jax embed: {failed} of {len(files) + len(unmatched)} inputs failed", file=sys.stderr)
-    return 1 if failed else 0
+    return failures.exit_code(len(files) + len(unmatched))

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ast_jax.commands.predict import add_model_arguments, report_error
+from ast_jax.commands.predict import Failures, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,22 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline, write_atomically
 
     files, unmatched = expand_inputs(args.inputs)
-    for pattern in unmatched:
-        print(f"{pattern}: no audio files match", file=sys.stderr)
-    failed = len(unmatched)
+    failures = Failures("explain", unmatched)
     model = pipeline(args.model, batch_size=min(args.batch_size, 8), dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
     titles = {"rollout": "attention rollout of cls + dist", "last_attention": "last block: cls + dist attention"}
 
-    def on_error(name, error):
-        nonlocal failed
-        failed += 1
-        report_error(name, error)
-
     outputs = ("input_values", "scores") + wanted
-    results = model.predict_files(files, top_k=1, outputs=outputs, on_error=on_error)
-    for path, out in results:
+    for path, out in model.predict_files(files, top_k=1, outputs=outputs, on_error=failures):
         # The cls and dist rows are averaged: the pooled embedding the head reads is their mean.
         maps = {titles[name]: grid_to_spectrogram(patch_grid(out[name].mean(axis=0), config), config)
                 for name in wanted}
@@ -61,4 +53,4 @@ def run(args: argparse.Namespace) -> int:
             out["input_values"], maps, temporary, title=f"{os.path.basename(path)}: {best['label']} "
             f"({best['score']:.3f})", frame_shift_ms=feats.frame_shift_ms, frames=frames))
         print(f"{path} -> {target}", file=sys.stderr)
-    return 1 if failed else 0
+    return failures.exit_code(len(files) + len(unmatched))

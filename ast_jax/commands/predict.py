@@ -52,6 +52,24 @@ def report_error(name: str, error: Exception) -> None:
     print(message if message.startswith(str(name)) else f"{name}: {message}", file=sys.stderr)
 
 
+class Failures:
+    """Counts bad inputs and reports each in one line on stderr; `summary` gives the closing line and exit code."""
+
+    def __init__(self, command: str, unmatched: list[str]):
+        self.command, self.count = command, 0
+        for pattern in unmatched:
+            self(pattern, ValueError(f"{pattern}: no audio files match"))
+
+    def __call__(self, name: str, error: Exception) -> None:
+        self.count += 1
+        report_error(name, error)
+
+    def exit_code(self, total: int) -> int:
+        if self.count:
+            print(f"ast-jax {self.command}: {self.count} of {total} inputs failed", file=sys.stderr)
+        return 1 if self.count else 0
+
+
 def progress(total: int, description: str):
     """A tqdm bar on stderr for long runs (hidden for a handful of files or when stderr is not a terminal)."""
     from tqdm import tqdm
@@ -108,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline
 
     files, unmatched = expand_inputs(args.inputs)
-    for pattern in unmatched:
-        print(f"{pattern}: no audio files match", file=sys.stderr)
-    failed = len(unmatched)
+    failures = Failures("predict", unmatched)
     if args.hop is not None and args.window is None:
         raise ValueError("--hop needs --window")
     classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
@@ -119,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
     with progress(len(files), "predict") as bar:
         if args.window is None:
             def on_error(name, error):
-                nonlocal failed
-                failed += 1
-                report_error(name, error)
+                failures(name, error)
                 bar.update(1)
 
             for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
@@ -130,13 +144,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             for path in files:
                 try:
-                    for window in classify.windows(path, args.window, args.hop, top_k=args.top_k):
-                        rows.append({"file": path, **window})
+                    rows.extend({"file": path, **window}
+                                for window in classify.windows(path, args.window, args.hop, top_k=args.top_k))
                 except (OSError, ValueError) as error:
-                    failed += 1
-                    report_error(path, error)
+                    failures(path, error)
                 bar.update(1)
     write_text(format_rows(rows, args.format), args.output)
-    if failed:
-        print(f"ast-jax predict: {failed} of {len(files) + len(unmatched)} inputs failed", file=sys.stderr)
-    return 1 if failed else 0
+    return failures.exit_code(len(files) + len(unmatched))
