@@ -29,7 +29,7 @@ from ast_jax.commands.predict import add_model_arguments, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, workers=False)  # the data layer reads the clips
     parser.add_argument("--data", required=True, metavar="SOURCE", help="data set to score (see above)")
     parser.add_argument("--split", default="test", help="split to score (default test)")
     parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")

@@ -19,14 +19,15 @@ import json
 import sys
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --batch-size, --dtype, --workers: shared by predict, evaluate, embed and explain."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+    """--model, --batch-size, --dtype and (for commands that read files) --workers."""
     parser.add_argument("--model", required=True,
                         help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per jitted batch (default 32)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="compute dtype (default: the model's; bfloat16 is fast on GPUs)")
-    parser.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
+    if workers:
+        parser.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
