@@ -99,15 +99,15 @@ class Evaluation:
             })
         return rows
 
-    def summary(self) -> dict:
-        """accuracy (best model label == the true label), mAP and mAUC over the data-set classes that have
-        positives (and negatives), and the example count."""
+    def report(self) -> dict:
+        """examples; accuracy (best model label == the true label); mAP and mAUC over the data-set classes
+        that have positives (and negatives); and per_class (see `per_class`)."""
         per_class = self.per_class()
         mean = lambda key: float(np.nanmean([row[key] for row in per_class])) if any(
             not np.isnan(row[key]) for row in per_class) else float("nan")
         correct = self.predicted_classes == self.true_classes
         return {"examples": int(len(self.targets)), "accuracy": float(np.mean(correct)),
-                "mAP": mean("ap"), "mAUC": mean("auc")}
+                "mAP": mean("ap"), "mAUC": mean("auc"), "per_class": per_class}
 
     def confusion_matrix(self) -> tuple[np.ndarray, list[str]]:
         """Counts (true data-set class, predicted class) and the column names; a last "(other)" column counts

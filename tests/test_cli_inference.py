@@ -174,7 +174,7 @@ def test_evaluation_confusion_and_multilabel_precision():
     assert columns == ["b", "a", OTHER]
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 1]]
     assert [row["file"] for row in result.misclassified()] == ["w", "y"]
-    assert result.summary()["accuracy"] == 0.5
+    assert result.report()["accuracy"] == 0.5
 
 
 def test_embed_shapes_and_values(model_dir, clips, capsys, tmp_path):

@@ -21,7 +21,6 @@ example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -139,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
     result = Evaluation(scores=scores, targets=targets, dataset_labels=list(source.labels),
                         model_labels=list(model.labels), label_indices=label_indices, names=names,
                         multilabel=source.multilabel)
-    summary = result.summary()
-    per_class = result.per_class()
-    print(f"{args.data} [{args.split}]: {summary['examples']} examples  accuracy {summary['accuracy']:.4f}  "
-          f"mAP {summary['mAP']:.4f}  mAUC {summary['mAUC']:.4f}")
+    report = result.report()
+    per_class = report["per_class"]
+    print(f"{args.data} [{args.split}]: {report['examples']} examples  accuracy {report['accuracy']:.4f}  "
+          f"mAP {report['mAP']:.4f}  mAUC {report['mAUC']:.4f}")
     width = max(len(row["label"]) for row in per_class)
     print(f"{'label'.ljust(width)}  precision  recall  support")
     for row in per_class:
@@ -151,16 +150,18 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomically(out / "metrics.json", lambda p: write_json(p, {**summary, "per_class": per_class}))
+        write_atomically(out / "metrics.json", lambda p: write_json(p, report))
         write_atomically(out / "per_class.csv", lambda p: write_csv(
             p, per_class, ["label", "precision", "recall", "support", "ap", "auc"]))
         write_atomically(out / "misclassified.csv", lambda p: write_csv(
             p, result.misclassified(), ["file", "label", "predicted", "predicted_score", "label_score"]))
+        written = ["metrics.json", "per_class.csv", "misclassified.csv"]
         if not source.multilabel:
             matrix, columns = result.confusion_matrix()
             write_atomically(out / "confusion_matrix.png",
                              lambda p: plot_confusion_matrix(matrix, source.labels, columns, p))
-        print(f"wrote {', '.join(sorted(os.listdir(out)))} to {out}", file=sys.stderr)
+            written.append("confusion_matrix.png")
+        print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
     if skipped:
         print(f"ast-jax evaluate: {len(skipped)} files could not be read and were left out", file=sys.stderr)
     return 1 if skipped else 0
