@@ -10,6 +10,7 @@ The workdir holds
   metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
   tensorboard/       the same metrics for TensorBoard
   best/, final/      ast-jax model folders (usable by `ast-jax predict --model`); averaged/ with weight averaging
+  model              a link to best/: the model a finished run delivers
   results.json       the end-of-run table
 """
 
@@ -462,6 +463,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         summary = {"steps": step, "epochs": config.num_epochs, "best_epoch": meta["best_epoch"],
                    "best_validation": meta["best"], "best_metric": config.best_metric, "results": results}
         if is_main:
+            link = workdir / ".model.tmp"  # WORKDIR/model: the run's model to use, i.e. the best one
+            link.unlink(missing_ok=True)
+            link.symlink_to("best", target_is_directory=True)
+            link.replace(workdir / "model")
             staging = workdir / ".results.json.tmp"
             staging.write_text(json.dumps(summary, indent=2) + "\n")
             staging.replace(workdir / "results.json")
