@@ -51,11 +51,10 @@ def silence_windows(recording: Path, sample_rate: int, clip_samples: int) -> lis
     import soundfile
 
     try:
-        frames = soundfile.info(str(recording)).frames
+        info = soundfile.info(str(recording))
     except RuntimeError as error:
         raise ValueError(f"{recording}: unreadable background recording ({error})") from None
-    info_rate = soundfile.info(str(recording)).samplerate
-    frames = frames * sample_rate // info_rate
+    frames = info.frames * sample_rate // info.samplerate  # length after resampling to sample_rate
     return [Clip(str(recording), start, start + clip_samples)
             for start in range(0, frames - clip_samples, clip_samples // 2)]
 
