@@ -1,0 +1,294 @@
+"""Audio input: files, bytes, file objects and arrays as float32 mono waveforms at the model's sample rate.
+
+Decoding. soundfile (libsndfile) reads first: WAV (8-bit unsigned and 16/24/32-bit signed integer PCM,
+32/64-bit float), FLAC, OGG/Vorbis, MP3 (libsndfile 1.1 or later), AIFF, W64, CAF and the rest of
+`soundfile.available_formats()`, from a path, the file's bytes or a binary file object. Integer PCM is
+scaled exactly, by 1 / 2^(bits - 1), to [-1, 1); float files keep their values (a float file may hold
+samples beyond +-1; clipping them would distort, so they are passed on as they are). A path that libsndfile
+cannot open goes to audioread, librosa's fallback, which decodes with ffmpeg, GStreamer or Core Audio where
+one is installed (AAC, M4A, WMA...).
+
+Mono. Channels are averaged: mono = mean over channels, as `librosa.to_mono`. (Taking one channel loses
+whatever is only in the others; the mean keeps both sides of a stereo recording.)
+
+Resampling. soxr at "HQ" quality, which is librosa's default (`res_type="soxr_hq"`): a band-limited
+polyphase resampler (about 0.01 dB passband ripple up to 0.9 Nyquist, 140 dB image rejection), so downsampling
+does not fold energy above the new Nyquist back into the mel bands; it is fast (a minute of 44.1 kHz audio in
+a few milliseconds), it can stream in blocks with exactly the same output, and it is what a librosa user of
+the original AST recipes gets. The output has ceil(n * target_rate / source_rate) samples, as librosa's.
+`load_audio(path)` equals `librosa.load(path, sr=16000)`.
+
+Errors are `AudioError` (a ValueError) with one line naming the input and the problem:
+"clip.wav: empty file (0 bytes)", "x.wav: not an audio file (...)", "x.wav: truncated (...)",
+"x.wav: contains NaN or Inf samples (...)". A missing path is FileNotFoundError.
+
+Short audio. Any length is returned, even fewer samples than one feature frame (25 ms): the features
+(`ast_jax.features.fbank`) of such audio have no frames, and the model input is all padding rows.
+
+Long recordings. `stream_audio` yields the same samples as `load_audio` block by block, and
+`iter_audio_blocks` yields analysis windows, both reading a file incrementally: memory stays bounded
+whatever the length.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from typing import Any, BinaryIO, Iterable, Iterator, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray]
+
+# soxr quality: librosa's default resampler ("soxr_hq").
+RESAMPLE_QUALITY = "HQ"
+# Leading bytes of audio containers: a file that starts with one but does not open is damaged, not foreign.
+_AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff")
+# libsndfile's header log reports a data chunk longer than the file as "data : 192000 (should be 95978)".
+_SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZE = 0xFFFFFFFF  # "unknown length" in WAV headers written while recording
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message is one line, "<input>: <problem>"."""
+
+
+def load_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: int | None = None) -> np.ndarray:
+    """`source` as float32 mono at `sample_rate`: shape `(samples,)`, integer formats in [-1, 1).
+
+    `source` is a path, the bytes of a file, a binary file object, or a numpy array with its `source_rate`
+    (1-D mono or `(frames, channels)` as soundfile returns; integer arrays are scaled as integer PCM).
+    """
+    blocks = list(stream_audio(source, sample_rate, source_rate=source_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+def stream_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: int | None = None,
+                 block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """The samples of `load_audio(source, ...)`, as consecutive float32 blocks of about `block_seconds`.
+
+    The file is read and resampled block by block (soxr's streaming resampler gives the same samples as
+    resampling everything at once), so memory does not grow with the recording's length. Problems found
+    when opening raise here; damage further into the file raises when the iteration reaches it.
+    """
+    name = _describe(source)
+    rate, channel_blocks = _decode(source, name, source_rate, block_seconds)
+    return _resample_blocks(_mono_blocks(channel_blocks, name, rate), rate, sample_rate)
+
+
+def iter_audio_blocks(source: AudioSource, block_seconds: float, hop_seconds: float, sample_rate: int = 16000,
+                      *, source_rate: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Analysis windows over a recording, read incrementally: `(start_seconds, waveform)`.
+
+    Windows of round(block_seconds * sample_rate) samples start every round(hop_seconds * sample_rate)
+    samples from 0, up to the first that reaches the end of the recording; that last window holds what is
+    left (it is shorter, the features pad it). A recording no longer than one window is one window.
+    Memory holds about one window and one read block (30 s), whatever the recording's length.
+    """
+    window, hop = int(round(block_seconds * sample_rate)), int(round(hop_seconds * sample_rate))
+    if window <= 0 or hop <= 0:
+        raise ValueError(f"window and hop must be positive, got {block_seconds} s and {hop_seconds} s")
+    pending = np.zeros(0, np.float32)  # samples from absolute position `offset` on
+    offset = start = 0  # `start`: the next window's first sample
+    for block in stream_audio(source, sample_rate, source_rate=source_rate):
+        pending = np.concatenate([pending, block])
+        while offset + len(pending) >= start + window:
+            yield start / sample_rate, pending[start - offset:start - offset + window].copy()
+            start += hop
+            drop = min(start - offset, len(pending))
+            pending, offset = pending[drop:], offset + drop
+        drop = min(start - offset, len(pending))  # a hop longer than the window skips samples
+        pending, offset = pending[drop:], offset + drop
+    end = offset + len(pending)
+    if start == 0 or start + window - hop < end:  # no window yet, or the last one stopped short of the end
+        yield start / sample_rate, pending[start - offset:].copy()
+
+
+def resample(waveform: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
+    """A 1-D waveform at `source_rate` resampled to `sample_rate` (soxr HQ, as `stream_audio`), float32."""
+    waveform = np.asarray(waveform, np.float32)
+    if waveform.ndim != 1:
+        raise ValueError(f"resample takes a 1-D waveform, got shape {waveform.shape}")
+    blocks = list(_resample_blocks([waveform], int(source_rate), int(sample_rate)))
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding: every source becomes (sample rate, iterator of float32 (frames, channels) blocks).
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, np.ndarray):
+        return "array"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "bytes"
+    return str(getattr(source, "name", None) or "file object")
+
+
+def _decode(source: AudioSource, name: str, source_rate: int | None, block_seconds: float):
+    if isinstance(source, np.ndarray):
+        if source_rate is None:
+            raise TypeError("an array needs its sample rate: load_audio(array, source_rate=...)")
+        return int(source_rate), _array_blocks(source, name, int(source_rate), block_seconds)
+    if source_rate is not None:
+        raise TypeError("source_rate is only for arrays; a file states its own sample rate")
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.getsize(source) == 0:  # FileNotFoundError for a missing path
+            raise AudioError(f"{name}: empty file (0 bytes)")
+        opened: Any = os.fspath(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        opened = io.BytesIO(bytes(source))
+    elif hasattr(source, "read"):
+        opened = source if _seekable(source) else io.BytesIO(source.read())
+    else:
+        raise TypeError(f"cannot read audio from a {type(source).__name__}: give a path, bytes, a binary file "
+                        "object or a numpy array")
+    if not isinstance(opened, str) and _remaining_bytes(opened) == 0:
+        raise AudioError(f"{name}: empty file (0 bytes)")
+    try:
+        sound = sf.SoundFile(opened)
+    except sf.LibsndfileError as error:
+        fallback = _audioread(opened) if isinstance(opened, str) else None
+        if fallback is not None:
+            return fallback
+        raise AudioError(_unreadable(name, opened, error)) from None
+    try:
+        _check_header(sound, name)
+    except AudioError:
+        sound.close()
+        raise
+    return sound.samplerate, _soundfile_blocks(sound, name, block_seconds)
+
+
+def _seekable(file: Any) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, OSError):
+        return False
+
+
+def _remaining_bytes(file: Any) -> int:
+    position = file.tell()
+    end = file.seek(0, io.SEEK_END)
+    file.seek(position)
+    return end - position
+
+
+def _unreadable(name: str, opened: Any, error: sf.LibsndfileError) -> str:
+    """'not an audio file' or, for a file that starts like one, 'truncated or corrupt'."""
+    if isinstance(opened, str):
+        with open(opened, "rb") as file:
+            head = file.read(12)
+    else:
+        position = opened.tell()
+        opened.seek(0)
+        head = opened.read(12)
+        opened.seek(position)
+    detail = error.error_string.strip().rstrip(".")
+    mpeg_sync = len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+    if head.startswith(_AUDIO_MAGIC) or mpeg_sync:
+        return f"{name}: truncated or corrupt audio file ({detail})"
+    return f"{name}: not an audio file ({detail})"
+
+
+def _check_header(sound: sf.SoundFile, name: str) -> None:
+    """A WAV/AIFF header that promises more sample data than the file holds means a truncated file."""
+    for match in _SHORT_DATA_CHUNK.finditer(sound.extra_info):
+        promised, present = int(match.group(1)), int(match.group(2))
+        if promised != _STREAMING_SIZE and present < promised - 1:  # one byte of slack: chunk padding
+            raise AudioError(f"{name}: truncated (header promises {promised} bytes of samples, the file holds "
+                             f"{present})")
+
+
+def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float) -> Iterator[np.ndarray]:
+    block_frames = max(1, int(block_seconds * sound.samplerate))
+    declared, read = sound.frames, 0
+    with sound:
+        try:
+            # read() returns only the frames that are there (blocks() would fill a short file's tail with
+            # uninitialised memory)
+            while len(block := sound.read(block_frames, dtype="float32", always_2d=True)):
+                read += len(block)
+                yield block
+        except sf.LibsndfileError as error:
+            raise AudioError(f"{name}: truncated or corrupt ({error.error_string.strip().rstrip('.')} after "
+                             f"{read} of {declared} frames)") from None
+    if read < declared:
+        raise AudioError(f"{name}: truncated (the header promises {declared} frames, the file holds {read})")
+
+
+def _audioread(path: str):
+    """(rate, blocks) from audioread for a file libsndfile cannot open, or None if no backend decodes it."""
+    import audioread
+
+    try:
+        decoder = audioread.audio_open(path)
+    except (audioread.DecodeError, OSError, EOFError):
+        return None
+
+    def blocks():
+        with decoder:
+            for buffer in decoder:  # 16-bit little-endian interleaved PCM
+                pcm = np.frombuffer(buffer, "<i2").reshape(-1, decoder.channels)
+                yield pcm.astype(np.float32) / 32768.0
+
+    return decoder.samplerate, blocks()
+
+
+def _array_blocks(array: np.ndarray, name: str, rate: int, block_seconds: float) -> Iterator[np.ndarray]:
+    """An array as float32 `(frames, channels)` blocks; integer arrays are scaled like integer PCM.
+    Checks the array at once (not when the blocks are read)."""
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise AudioError(f"{name}: expected samples (frames,) or (frames, channels), got shape {array.shape}")
+    if array.shape[1] > array.shape[0]:
+        raise AudioError(f"{name}: shape {array.shape} looks like (channels, frames); pass (frames, channels), "
+                         "e.g. array.T")
+    if np.issubdtype(array.dtype, np.signedinteger):
+        scale, shift = 2.0 ** (8 * array.dtype.itemsize - 1), 0.0
+    elif np.issubdtype(array.dtype, np.unsignedinteger):
+        scale = shift = 2.0 ** (8 * array.dtype.itemsize - 1)
+    elif np.issubdtype(array.dtype, np.floating):
+        scale, shift = 1.0, 0.0
+    else:
+        raise AudioError(f"{name}: samples must be integers or floats, got {array.dtype}")
+    step = max(1, int(block_seconds * rate))
+    blocks = (array[begin:begin + step] for begin in range(0, len(array), step))
+    return (((block - shift) / scale).astype(np.float32) for block in blocks)
+
+
+def _mono_blocks(blocks: Iterable[np.ndarray], name: str, rate: int) -> Iterator[np.ndarray]:
+    """Refuse non-finite samples; average the channels."""
+    position = 0
+    for block in blocks:
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            first = position + int(np.argmin(finite))
+            raise AudioError(f"{name}: contains NaN or Inf samples (first at {first / rate:.3f} s)")
+        position += len(block)
+        yield block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+
+
+def _resample_blocks(blocks: Iterable[np.ndarray], source_rate: int, sample_rate: int) -> Iterator[np.ndarray]:
+    """Mono blocks resampled by soxr's streaming resampler, ceil(n * sample_rate / source_rate) samples in all."""
+    if source_rate == sample_rate:
+        yield from (block for block in blocks if len(block))
+        return
+    resampler = soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    consumed = produced = 0
+    for block in blocks:
+        consumed += len(block)
+        out = resampler.resample_chunk(np.ascontiguousarray(block, np.float32))
+        produced += len(out)
+        if len(out):
+            yield out
+    wanted = -(-consumed * sample_rate // source_rate) - produced
+    tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)[:max(wanted, 0)]
+    tail = np.pad(tail, (0, max(wanted, 0) - len(tail)))
+    if len(tail):
+        yield tail

@@ -1,0 +1,271 @@
+"""Audio input: formats, sources, resampling and mixing against librosa and the signals themselves; errors;
+long recordings in bounded memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ast_jax.audio import AudioError, iter_audio_blocks, load_audio, resample, stream_audio
+from ast_jax.features import FeatureConfig, fbank, fbank_stream
+
+CLIPS = Path(__file__).parent / "data" / "speech_clips"
+CLIP = CLIPS / "left_5170b77f_nohash_2.wav"
+RATE = 16000
+
+
+def noise(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    shape = (int(seconds * rate), channels) if channels > 1 else (int(seconds * rate),)
+    return (0.1 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+def librosa_load(path, rate: int = RATE) -> np.ndarray:
+    librosa = pytest.importorskip("librosa")
+    return librosa.load(path, sr=rate, mono=True)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Formats and sources
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_wav_sample_formats_are_scaled_exactly(tmp_path, subtype):
+    signal = noise(0.5, RATE)
+    path = tmp_path / "clip.wav"
+    sf.write(path, signal, RATE, subtype=subtype)
+    loaded = load_audio(path)
+    assert loaded.dtype == np.float32 and loaded.shape == signal.shape
+    np.testing.assert_array_equal(loaded, sf.read(path, dtype="float32")[0])
+    bits = {"PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}.get(subtype)
+    np.testing.assert_allclose(loaded, signal, atol=2.0 ** -(bits - 1) if bits else 0)
+
+
+@pytest.mark.parametrize("container", ["FLAC", "OGG", "MP3"])
+def test_compressed_formats_equal_librosa(tmp_path, container):
+    path = tmp_path / f"clip.{container.lower()}"
+    sf.write(path, noise(1.0, 44100, channels=2), 44100, format=container)
+    loaded = load_audio(path)
+    np.testing.assert_array_equal(loaded, librosa_load(path))
+    assert len(loaded) == RATE
+
+
+def test_path_bytes_and_file_objects_agree():
+    expected = load_audio(CLIP)
+    data = CLIP.read_bytes()
+
+    class Pipe(io.RawIOBase):  # a stream that cannot seek
+        def __init__(self):
+            self.inner = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            chunk = self.inner.read(len(buffer))
+            buffer[:len(chunk)] = chunk
+            return len(chunk)
+
+    with open(CLIP, "rb") as file:
+        from_file = load_audio(file)
+    for loaded in (load_audio(str(CLIP)), load_audio(data), load_audio(io.BytesIO(data)), from_file,
+                   load_audio(Pipe())):
+        np.testing.assert_array_equal(loaded, expected)
+    np.testing.assert_array_equal(expected, sf.read(CLIP, dtype="float32")[0])
+    np.testing.assert_array_equal(expected, librosa_load(CLIP))
+
+
+def test_arrays_with_a_sample_rate(tmp_path):
+    pcm = (noise(0.5, 22050, channels=2) * 32767).astype(np.int16)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, pcm, 22050)
+    from_file = load_audio(path)
+    np.testing.assert_array_equal(load_audio(pcm, source_rate=22050), from_file)
+    np.testing.assert_array_equal(load_audio(pcm.astype(np.float64) / 32768, source_rate=22050), from_file)
+    unsigned = np.array([0, 128, 255], np.uint8)
+    np.testing.assert_array_equal(load_audio(unsigned, source_rate=RATE), [-1.0, 0.0, 127 / 128])
+    with pytest.raises(AudioError, match=r"array: shape \(2, 11025\) looks like \(channels, frames\)"):
+        load_audio(pcm.T, source_rate=22050)
+    with pytest.raises(TypeError, match="source_rate"):
+        load_audio(pcm)
+    with pytest.raises(TypeError, match="only for arrays"):
+        load_audio(path, source_rate=22050)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Resampling and mixing
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_equals_librosa_and_keeps_a_tone(tmp_path, rate):
+    t = np.arange(2 * rate) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    path = tmp_path / f"tone_{rate}.wav"
+    sf.write(path, tone, rate, subtype="FLOAT")
+    loaded = load_audio(path)
+    assert len(loaded) == -(-len(tone) * RATE // rate)
+    np.testing.assert_array_equal(loaded, librosa_load(path))
+    middle = slice(RATE // 10, -RATE // 10)  # away from the filter's edge transients
+    expected = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(len(loaded)) / RATE)
+    assert np.abs(loaded - expected)[middle].max() < 1e-3
+
+
+def test_downsampling_removes_what_is_above_the_new_nyquist():
+    """The reason for a band-limited resampler: a 12 kHz tone must not fold back to 4 kHz at 16 kHz."""
+    t = np.arange(48000) / 48000
+    alias = resample((0.5 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32), 48000, RATE)
+    assert np.sqrt(np.mean(alias[1600:-1600] ** 2)) < 1e-4  # naive decimation would leave 0.35 rms
+
+
+def test_stereo_is_the_mean_of_different_channels(tmp_path):
+    t = np.arange(RATE) / RATE
+    left = 0.6 * np.sin(2 * np.pi * 440 * t)
+    right = noise(1.0, RATE, seed=5)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), RATE, subtype="FLOAT")
+    stored = sf.read(path, dtype="float32")[0]
+    np.testing.assert_array_equal(load_audio(path), stored.mean(axis=1))
+    np.testing.assert_allclose(load_audio(path), (left + right) / 2, atol=1e-7)
+    np.testing.assert_array_equal(load_audio(path), librosa_load(path))
+    four = np.stack([left, right, -left, np.zeros(RATE)], axis=1).astype(np.float32)
+    np.testing.assert_allclose(load_audio(four, source_rate=RATE), right / 4, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Edge cases and errors: one line, naming the input
+
+def assert_one_line(error: pytest.ExceptionInfo, name: str):
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{name}: "), message
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "clip.wav"
+    path.write_bytes(b"")
+    with pytest.raises(AudioError, match=r"clip.wav: empty file \(0 bytes\)") as error:
+        load_audio(path)
+    assert_one_line(error, str(path))
+    with pytest.raises(AudioError, match=r"^bytes: empty file"):
+        load_audio(b"")
+
+
+def test_not_audio(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("these are my notes, not a recording\n" * 20)
+    with pytest.raises(AudioError, match=r"notes.wav: not an audio file \(Format not recognised\)") as error:
+        load_audio(path)
+    assert_one_line(error, str(path))
+
+
+def test_truncated_files(tmp_path):
+    signal = noise(1.0, RATE, channels=2)
+    for container, cut in (("WAV", 0.5), ("FLAC", 0.5), ("MP3", 0.3), ("WAV", 30)):
+        buffer = io.BytesIO()
+        sf.write(buffer, signal, RATE, format=container)
+        data = buffer.getvalue()
+        path = tmp_path / f"cut.{container.lower()}"
+        path.write_bytes(data[:int(len(data) * cut) if cut < 1 else cut])
+        expected = "truncated or corrupt" if cut == 30 else "truncated"
+        with pytest.raises(AudioError, match=f"cut.{container.lower()}: {expected}") as error:
+            load_audio(path)
+        assert_one_line(error, str(path))
+
+
+def test_non_finite_samples(tmp_path):
+    signal = noise(1.0, RATE)
+    signal[8000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, signal, RATE, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan.wav: contains NaN or Inf samples \(first at 0.500 s\)") as error:
+        load_audio(path)
+    assert_one_line(error, str(path))
+    signal[8000] = np.inf
+    with pytest.raises(AudioError, match=r"^array: contains NaN or Inf"):
+        load_audio(signal, source_rate=RATE)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_audio(tmp_path / "absent.wav")
+
+
+def test_silence_and_audio_shorter_than_a_frame(tmp_path):
+    """Both load as they are; shorter than one frame gives model input of padding only (see features)."""
+    path = tmp_path / "short.wav"
+    sf.write(path, np.zeros(100, np.int16), RATE)
+    short = load_audio(path)
+    assert short.shape == (100,) and not short.any()
+    assert fbank(short[None], FeatureConfig()).shape == (1, 0, 128)
+
+
+def test_audioread_fallback(tmp_path, monkeypatch):
+    """Files libsndfile cannot open go to audioread (here its stdlib WAV reader stands in for ffmpeg)."""
+    expected = load_audio(CLIP)
+
+    def refuse(*args, **kwargs):
+        raise sf.LibsndfileError(0, prefix="Error opening: ")
+
+    monkeypatch.setattr(sf, "SoundFile", refuse)
+    np.testing.assert_array_equal(load_audio(CLIP), expected)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Long recordings
+
+def test_stream_and_windows_equal_the_whole_file(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, noise(30.0, 44100, channels=2, seed=2), 44100, subtype="PCM_24")
+    whole = load_audio(path)
+    np.testing.assert_array_equal(np.concatenate(list(stream_audio(path, block_seconds=1.3))), whole)
+    for window, hop in ((1.0, 0.5), (2.5, 1.0), (1.0, 1.5), (40.0, 1.0)):
+        windows = list(iter_audio_blocks(path, window, hop))
+        size, step = int(window * RATE), int(hop * RATE)
+        count = 1 if len(whole) <= size else 1 + -(-(len(whole) - size) // step)
+        assert [start for start, _ in windows] == [i * hop for i in range(count)]
+        for start, piece in windows:
+            first = int(round(start * RATE))
+            np.testing.assert_array_equal(piece, whole[first:first + size])
+    features = np.concatenate([np.asarray(block) for block in fbank_stream(stream_audio(path, block_seconds=0.7),
+                                                                           FeatureConfig(), block_frames=250)])
+    np.testing.assert_allclose(features, np.asarray(fbank(whole[None], FeatureConfig()))[0], atol=1e-5)
+
+
+ONE_HOUR_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    from itertools import islice
+    import numpy as np
+    from ast_jax.audio import iter_audio_blocks, stream_audio
+    from ast_jax.features import FeatureConfig, fbank_stream
+
+    path, config = sys.argv[1], FeatureConfig()
+    for block in islice(fbank_stream(stream_audio(path), config), 3):  # compile and warm the allocator
+        np.asarray(block)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    frames = 0
+    for block in fbank_stream(stream_audio(path), config):
+        frames += np.asarray(block).shape[0]
+    windows = sum(1 for _ in iter_audio_blocks(path, 10.0, 5.0))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_mb": (peak - baseline) / 1024, "frames": frames, "windows": windows}))
+""")
+
+
+@pytest.mark.slow
+def test_one_hour_recording_in_bounded_memory(tmp_path):
+    """An hour at 8 kHz: resampled whole it would be 230 MB of float32 and its features 184 MB."""
+    path = tmp_path / "hour.wav"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", samplerate=8000, channels=1, subtype="PCM_16") as file:
+        for minute in range(60):
+            file.write((0.1 * rng.standard_normal(8000 * 60)).astype(np.float32))
+    result = subprocess.run([sys.executable, "-c", ONE_HOUR_CHILD, str(path)], capture_output=True, text=True,
+                            check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["frames"] == FeatureConfig().num_frames(3600 * RATE)
+    assert measured["windows"] == 1 + (3600 - 10) // 5
+    assert measured["growth_mb"] < 100, measured
