@@ -94,12 +94,18 @@ def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
 
 def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
     expected = train_losses(reference)
-    for name, overrides in (("data", []), ("fsdp", ["--config.mesh.fsdp=4"])):
+    averaging = ["--config.weight_averaging.start_epoch=1", "--config.weight_averaging.end_epoch=2"]
+    for name, overrides in (("data", []), ("fsdp", ["--config.mesh.fsdp=4", *averaging])):
         run_training(tmp_path / name, *overrides, "--config.num_epochs=2", devices=8, cache=compilation_cache)
         losses = train_losses(tmp_path / name)
         assert sorted(losses) == list(range(1, 17))
         np.testing.assert_allclose([losses[s] for s in losses], [expected[s] for s in losses], rtol=2e-5,
                                    err_msg=name)
+    # weight averaging (AudioSet recipe) on the FSDP run: the mean of the epoch-1 and epoch-2 parameters
+    results = json.loads((tmp_path / "fsdp" / "results.json").read_text())["results"]
+    assert {("averaged", "validation"), ("averaged", "test")} <= {(r["model"], r["split"]) for r in results}
+    averaged, final = (load_model(tmp_path / "fsdp" / name).params for name in ("averaged", "final"))
+    assert not np.array_equal(averaged["head"]["kernel"], final["head"]["kernel"])
 
 
 def final_params(workdir: Path):
@@ -188,3 +194,42 @@ def test_batch_not_divisible_by_devices(tmp_path, compilation_cache):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1
     assert "batch_size 12 is not divisible by the 8 devices" in err and err.count("\n") == 1, err
+
+
+def test_initialisation_from_a_trained_model_adapts_positions_and_makes_a_new_head(reference):
+    from ast_jax.training.config_io import apply_overrides, load_config
+    from ast_jax.training.trainer import load_initial_model, model_config_from
+
+    config = apply_overrides(load_config(SMOKE), [f"init.source={reference / 'best'}", "features.target_length=48"])
+    target = model_config_from(config, num_labels=4)
+    model_config, params = load_initial_model(config, target, ["a", "b", "c", "d"])
+    source = load_model(reference / "best")
+    assert model_config.max_length == 48 and params["pos_embed"].shape == (1, 2 + 2 * 4, 192)
+    np.testing.assert_array_equal(params["block0"]["mlp"]["fc1"]["kernel"], source.params["block0"]["mlp"]["fc1"]["kernel"])
+    # the special tokens' rows are copied; the 2x2 patch grid is the middle of the adapted 2x4 one
+    np.testing.assert_array_equal(params["pos_embed"][0, :2], source.params["pos_embed"][0, :2])
+    assert not np.array_equal(params["head"]["kernel"], source.params["head"]["kernel"])  # a new head
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    import jax.numpy as jnp
+
+    from ast_jax.model import AST, ASTConfig, init_params
+    from ast_jax.training.optim import make_optimizer
+    from ast_jax.training.trainer import default_config, make_train_step
+
+    rng = np.random.default_rng(0)
+    batch = {"audio": rng.standard_normal((4, 32, 32)).astype(np.float32),
+             "targets": np.eye(4, dtype=np.float32), "valid": np.ones(4, bool)}
+    optimizer, schedule = make_optimizer(default_config(), 10)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config = ASTConfig.from_size("tiny224", num_layers=1, max_length=32, num_mel_bins=32, num_labels=4, dtype=dtype)
+        params = init_params(config.replace(dtype="float32"), 0)
+        step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce", lambda _, a, t: (a, t),
+                                       jax.random.PRNGKey(0)))
+        state, metrics = step({"params": params, "opt_state": optimizer.init(params),
+                               "step": jnp.zeros((), jnp.int32)}, batch)
+        assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state["params"])} == {jnp.dtype("float32")}
+        losses[dtype] = float(metrics["loss"])
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
