@@ -108,14 +108,6 @@ class Predictor:
         self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
 
-    @property
-    def labels(self) -> list[str]:
-        return self.model.labels
-
-    @property
-    def sample_rate(self) -> int:
-        return self.model.features.sample_rate
-
     def _function(self, outputs: tuple[str, ...]):
         model, feats, activation = self.model.model, self.model.features, self.activation
 
@@ -190,9 +182,10 @@ class Predictor:
 
     def top_k(self, scores: np.ndarray, k: int | None = 5) -> list[dict[str, Any]]:
         """`[{"score", "label"}]` of the `k` best labels (all when None), best first, like transformers."""
-        k = len(self.labels) if k is None else max(1, min(int(k), len(self.labels)))
+        labels = self.model.labels
+        k = len(labels) if k is None else max(1, min(int(k), len(labels)))
         best = np.argsort(-scores, kind="stable")[:k]
-        return [{"score": float(scores[i]), "label": self.labels[i]} for i in best]
+        return [{"score": float(scores[i]), "label": labels[i]} for i in best]
 
 
 def _split_rows(keys, batch_outputs):
