@@ -86,15 +86,18 @@ def main() -> None:
 
     ours_results, theirs_results = [], []
     ours_time = theirs_time = 0.0
-    for part in np.array_split(np.arange(len(paths)), args.rounds):
+    for round_index, part in enumerate(np.array_split(np.arange(len(paths)), args.rounds)):
         chunk = [paths[i] for i in part]
         start = time.perf_counter()  # the first part includes compiling ast-jax's function
         ours_results += [out["labels"] for _, out in ours.predict_files(chunk, top_k=5)]
-        ours_time += time.perf_counter() - start
+        ours_round = time.perf_counter() - start
         start = time.perf_counter()
         theirs_results += theirs([sf.read(path, dtype="float32")[0] for path in chunk], batch_size=args.batch_size,
                                  top_k=5)
-        theirs_time += time.perf_counter() - start
+        theirs_round = time.perf_counter() - start
+        ours_time, theirs_time = ours_time + ours_round, theirs_time + theirs_round
+        print(f"round {round_index + 1}/{args.rounds}: {len(chunk)} clips, ast-jax {ours_round:.1f} s, "
+              f"transformers {theirs_round:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
 
     top1 = np.mean([a[0]["label"] == b[0]["label"] for a, b in zip(ours_results, theirs_results)])
     score_diff = max(abs(x["score"] - y["score"]) for a, b in zip(ours_results, theirs_results)
