@@ -58,7 +58,7 @@ def main() -> None:
                                  num_labels=labels)
     params = init_params(config, 0)
     optimizer, schedule = make_optimizer(default_config(), steps_per_epoch=1000)
-    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, a, t: (a, t), jax.random.PRNGKey(0))
+    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]), jax.random.PRNGKey(0))
     jitted = jax.jit(step_fn, donate_argnums=0)
     batch_arrays = {"audio": jnp.asarray(inputs), "targets": jnp.asarray(targets), "valid": jnp.ones(batch, bool)}
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}

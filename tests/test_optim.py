@@ -123,7 +123,7 @@ def test_three_steps_match_transformers_and_torch_adam():
     train_config = optim_config(learning_rate=1e-3, lr_decay_start=1, lr_decay_rate=0.85)
     optimizer, schedule = make_optimizer(train_config, steps_per_epoch)
     step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce",
-                                   lambda _, audio, targets: (audio, targets), jax.random.PRNGKey(0)))
+                                   lambda _, batch: (batch["audio"], batch["targets"]), jax.random.PRNGKey(0)))
     batches = [(rng.standard_normal((4, 48, 32)).astype(np.float32),
                 rng.uniform(size=(4, 5)).astype(np.float32)) for _ in range(3)]  # soft (mixup-like) targets
 

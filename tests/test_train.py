@@ -226,7 +226,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     for dtype in ("float32", "bfloat16"):
         config = ASTConfig.from_size("tiny224", num_layers=1, max_length=32, num_mel_bins=32, num_labels=4, dtype=dtype)
         params = init_params(config.replace(dtype="float32"), 0)
-        step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce", lambda _, a, t: (a, t),
+        step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]),
                                        jax.random.PRNGKey(0)))
         state, metrics = step({"params": params, "opt_state": optimizer.init(params),
                                "step": jnp.zeros((), jnp.int32)}, batch)

@@ -16,7 +16,6 @@ The workdir holds
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import signal
@@ -173,18 +172,22 @@ def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
     return loaded.replace(dtype=model_config.dtype, param_dtype=model_config.param_dtype), params
 
 
+# What the host sends to the device for every batch (see `ast_jax.data.DataSource.batches`).
+BATCH_KEYS = ("audio", "targets", "valid", "length")
+
+
 def make_train_step(model: AST, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                     loss: str, make_inputs, rng: jax.Array):
     """The update step `(state, batch) -> (state, metrics)`, to be jitted by the caller.
 
-    `make_inputs(step_rng, audio, targets) -> (input_values, targets)` turns the batch into model inputs
+    `make_inputs(step_rng, batch) -> (input_values, targets)` turns the batch into model inputs
     (`ast_jax.augment.train_inputs` in training); its randomness is `fold_in(rng, step)`, so a resumed run
     repeats it exactly.
     """
 
     def train_step(state, batch):
         step = state["step"]
-        inputs, targets = make_inputs(jax.random.fold_in(rng, step), batch["audio"], batch["targets"])
+        inputs, targets = make_inputs(jax.random.fold_in(rng, step), batch)
 
         def loss_fn(params):
             logits, _ = model.apply({"params": params}, inputs)
@@ -292,13 +295,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     param_shardings = state_shardings["params"]
 
     # ------------------------------------------------------------------------------------------- update step
-    make_inputs = functools.partial(train_inputs, features=features, augment=config.augment)
+    def make_inputs(step_rng, batch):
+        # Padding rows never become mixup partners; clips shorter than the batch end in padding frames.
+        return train_inputs(step_rng, batch["audio"], batch["targets"], features, config.augment,
+                            valid=batch["valid"], num_samples=batch["length"])
+
     train_step = make_train_step(model, optimizer, schedule, config.loss, make_inputs, train_rng)
     train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                          out_shardings=(state_shardings, replicated), donate_argnums=0)
 
     def eval_step(params, batch):
-        logits, _ = model.apply({"params": params}, features_lib.input_values(batch["audio"], features))
+        logits, _ = model.apply({"params": params}, features_lib.input_values(batch["audio"], features, batch["length"]))
         return {"scores": jax.nn.sigmoid(logits), "targets": batch["targets"], "valid": batch["valid"],
                 "loss": per_example_loss(config.loss, logits, batch["targets"])}
 
@@ -332,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                  process_count=jax.process_count())
         for local in prefetch(batches):
             out = eval_step(params, sharding.global_batch(
-                {k: local[k] for k in ("audio", "targets", "valid")}, batch_sharding))
+                {k: local[k] for k in BATCH_KEYS}, batch_sharding))
             rows.append(jax.tree_util.tree_map(np.asarray, out))
         out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         valid = out["valid"]
@@ -406,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 process_count=jax.process_count(), shuffle=True, seed=config.seed, epoch=epoch_index,
                 start_batch=step % steps_per_epoch, balanced=config.data.balanced)
             for local in prefetch(batches):
-                batch = sharding.global_batch({k: local[k] for k in ("audio", "targets", "valid")}, batch_sharding)
+                batch = sharding.global_batch({k: local[k] for k in BATCH_KEYS}, batch_sharding)
                 state, metrics = train_step(state, batch)
                 step += 1
                 pending.append((step, metrics))
