@@ -10,7 +10,7 @@ random weights in the released Speech Commands geometry (AST-base, 128 frames, 3
                 pipeline would otherwise use to read paths)
 It prints clips per second of each, their ratio, and how far the two agree (top-1 label, max score difference).
 
-    .venv/bin/python bench/bench_predict.py [--clips 1000] [--batch-size 32]
+    .venv/bin/python bench/bench_predict.py [--clips 1000] [--batch-size 8] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def write_hf_model(folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8, help="both sides (ast-jax predict uses 8 on CPU)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="the clips are cut into this many parts, each classified by one side then the other, "
                              "so that a change in the machine's load falls on both alike")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("explain", unmatched)
-    model = pipeline(args.model, batch_size=min(args.batch_size, 8), dtype=args.dtype, workers=args.workers)
+    model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
     titles = {"rollout": "attention rollout of cls + dist", "last_attention": "last block: cls + dist attention"}
