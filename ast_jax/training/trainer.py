@@ -86,12 +86,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         learning_rate=2.5e-4,
         weight_decay=5e-7,  # coupled L2, as PyTorch Adam(weight_decay=...)
+        decoupled_weight_decay=False,  # True: AdamW's decay (torch.optim.AdamW), for training from scratch
         b1=0.95, b2=0.999, eps=1e-8,
         lr_decay_start=5,  # first MultiStepLR milestone (epochs): epoch start + 1 is the first decayed one
         lr_decay_every=1,  # epochs between milestones
         lr_decay_rate=0.85,
         warmup_steps=0,  # AudioSet: 1000
         warmup_update_every=50,
+        lr_schedule="multistep",  # "multistep" (the staircase above) or "cosine" to min_lr_ratio after warmup
+        min_lr_ratio=0.0,
     ))
     c.init = ml_collections.ConfigDict(dict(
         source="",  # "" for a random init, or anything ast_jax.load_pretrained reads (ImageNet DeiT, AudioSet, folder)
