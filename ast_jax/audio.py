@@ -246,6 +246,8 @@ def _array_blocks(array: np.ndarray, name: str, rate: int, block_seconds: float)
         array = array[:, None]
     if array.ndim != 2:
         raise AudioError(f"{name}: expected samples (frames,) or (frames, channels), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise AudioError(f"{name}: no samples (empty array)")
     if array.shape[1] > array.shape[0]:
         raise AudioError(f"{name}: shape {array.shape} looks like (channels, frames); pass (frames, channels), "
                          "e.g. array.T")

@@ -152,6 +152,8 @@ def test_empty_file(tmp_path):
     assert_one_line(error, str(path))
     with pytest.raises(AudioError, match=r"^bytes: empty file"):
         load_audio(b"")
+    with pytest.raises(AudioError, match=r"no samples \(empty array\)"):
+        load_audio(np.zeros(0, np.float32), source_rate=16000)
 
 
 def test_not_audio(tmp_path):

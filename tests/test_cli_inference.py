@@ -214,3 +214,14 @@ def test_explain_writes_pngs(model_dir, clips, capsys, tmp_path):
                            "-o", tmp_path / "many", "--map", "rollout")
     assert code == 1 and err.count("missing.wav: ") == 1
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["no0.wav.png", "no1.wav.png", "no2.wav.png"]
+
+
+def test_explain_names_files_apart_when_basenames_repeat(model_dir, clips, capsys, tmp_path):
+    # Speech Commands reuses file names in every word's folder: each input must get its own PNG.
+    for label in ("up", "yes"):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        (tmp_path / "in" / label / "take.wav").write_bytes((clips / label / f"{label}0.wav").read_bytes())
+    code, _, err = run_cli(capsys, "explain", "--model", model_dir, tmp_path / "in", "-o", tmp_path / "out",
+                           "--map", "last")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["up__take.wav.png", "yes__take.wav.png"]

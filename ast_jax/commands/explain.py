@@ -24,10 +24,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which attention maps to draw (default both)")
 
 
-def output_path(output: str, path: str, many: bool) -> str:
+def output_names(files: list[str]) -> dict[str, str]:
+    """A PNG name per file: its basename, or, where basenames repeat (Speech Commands reuses them in every
+    word's folder), its path below the inputs' common folder with separators as "__"."""
+    names = [os.path.basename(f) for f in files]
+    if len(set(names)) < len(names):
+        root = os.path.commonpath([os.path.abspath(f) for f in files])
+        names = [os.path.relpath(os.path.abspath(f), root).replace(os.sep, "__") for f in files]
+    return {f: name + ".png" for f, name in zip(files, names)}
+
+
+def output_path(output: str, name: str, many: bool) -> str:
     if not many and output.lower().endswith(".png"):
         return output
-    return os.path.join(output, os.path.basename(path) + ".png")
+    return os.path.join(output, name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     titles = {"rollout": "attention rollout of cls + dist", "last_attention": "last block: cls + dist attention"}
 
     outputs = ("input_values", "scores") + wanted
+    names = output_names(files)
     for path, out in model.predict_files(files, top_k=1, outputs=outputs, on_error=failures):
         # The cls and dist rows are averaged: the pooled embedding the head reads is their mean.
         maps = {titles[name]: grid_to_spectrogram(patch_grid(out[name].mean(axis=0), config), config)
                 for name in wanted}
         best = out["labels"][0]
-        target = output_path(args.output, path, len(files) > 1 or os.path.isdir(args.output))
+        target = output_path(args.output, names[path], len(files) > 1 or os.path.isdir(args.output))
         frames = min(max(1, feats.num_frames(out["samples"])), config.max_length)
         write_atomically(target, lambda temporary: plot_explanation(
             out["input_values"], maps, temporary, title=f"{os.path.basename(path)}: {best['label']} "
