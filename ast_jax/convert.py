@@ -31,7 +31,7 @@ from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
-from ast_jax.pretrained import Pretrained, is_model_dir, load_model, staged_directory
+from ast_jax.pretrained import Pretrained, is_model_dir, load_model, read_json, staged_directory
 
 # Label order of the released Speech Commands model (AST_FACTS section 5): not alphabetical, fixed by training.
 SPEECH_COMMANDS_LABELS = (
@@ -517,10 +517,7 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
     config_path = folder / HF_CONFIG
     if not config_path.is_file():
         raise ValueError(f"{folder}: neither an ast-jax model folder nor a Hugging Face one (no {HF_CONFIG})")
-    try:
-        hf = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    hf = read_json(config_path)
     if state is None:
         weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
         if weights is None:
@@ -530,10 +527,7 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
     params = state_to_params(state, detect_format(state, str(weights)), config, str(weights))
     preprocessor = folder / HF_PREPROCESSOR
     if preprocessor.is_file():
-        try:
-            features = FeatureConfig.from_hf_preprocessor_config(json.loads(preprocessor.read_text()))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{preprocessor}: not valid JSON ({error})") from None
+        features = FeatureConfig.from_hf_preprocessor_config(read_json(preprocessor))
     else:
         features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
     id2label = hf.get("id2label") or {}

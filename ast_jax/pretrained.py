@@ -125,6 +125,14 @@ def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bo
     return Path(directory).absolute()
 
 
+def read_json(path: Path) -> Any:
+    """The content of a JSON file; malformed JSON is one line naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+
+
 def is_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
@@ -135,10 +143,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory}: not an ast-jax model folder (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path}: not valid JSON ({error})") from None
+    meta = read_json(config_path)
     if meta.get("format") != FORMAT_NAME:
         raise ValueError(f"{config_path}: not an ast-jax model config (format {meta.get('format')!r})")
     config = ASTConfig.from_dict(meta["model"])
