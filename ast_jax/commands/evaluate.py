@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     targets = np.zeros((total, source.num_classes), np.float32)
 
     def examples():
-        for batch in source.batches(args.split, batch_size=args.batch_size):
+        for batch in source.batches(args.split, batch_size=predictor.batch_size):
             for row in np.flatnonzero(batch["valid"]):
                 index = int(batch["index"][row])
                 targets[index] = batch["targets"][row]
