@@ -267,3 +267,36 @@ def test_labels_35_are_the_released_order():
     released = ("backward follow five bed zero on learn two house tree dog stop seven eight down six forward cat right "
                 "visual four wow no nine off three left marvin yes up sheila happy bird go one").split()
     assert LABELS_35 == released
+
+
+def test_balanced_sampling_draws_by_example_weights():
+    # The AudioSet recipe's WeightedRandomSampler: draws with replacement in proportion to the weights,
+    # fixed by (seed, epoch), and the same global batches however many processes share them.
+    import dataclasses
+
+    from ast_jax.data import SyntheticSource
+
+    @dataclasses.dataclass
+    class Weighted(SyntheticSource):
+        def example_weights(self, split):
+            return np.array([8.0, 4.0, 2.0, 1.0, 1.0])
+
+    source = Weighted(labels=["a", "b"], clip_samples=400, sizes={"train": 5})
+
+    def drawn(epoch, process_index=0, process_count=1):
+        return np.concatenate([b["index"] for b in source.batches(
+            "train", batch_size=4, balanced=True, seed=3, epoch=epoch,
+            process_index=process_index, process_count=process_count)])
+
+    assert np.array_equal(drawn(0), drawn(0)) and not np.array_equal(drawn(0), drawn(1))
+    halves = [np.stack([b["index"] for b in source.batches("train", batch_size=4, balanced=True, seed=3, epoch=0,
+                                                            process_index=p, process_count=2)]) for p in (0, 1)]
+    assert np.array_equal(np.concatenate(halves, axis=1).ravel(), drawn(0))
+
+    draws = np.concatenate([drawn(e) for e in range(800)])
+    assert np.sum(draws >= 0) == 800 * 5  # an epoch is as many draws as examples; the rest is padding (-1)
+    frequencies = np.bincount(draws[draws >= 0], minlength=5) / (800 * 5)
+    np.testing.assert_allclose(frequencies, np.array([8, 4, 2, 1, 1]) / 16, atol=0.02)
+
+    with pytest.raises(ValueError, match="gives no example weights"):
+        next(SyntheticSource(labels=["a"], clip_samples=400).batches("train", batch_size=4, balanced=True))
