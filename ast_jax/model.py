@@ -137,19 +137,22 @@ class Attention(nn.Module):
         batch, length, width = x.shape
         head_dim = width // cfg.num_heads
         qkv = nn.Dense(3 * width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")(x)
-        # (B, N, 3D) -> three (B, N, H, Dh): query, key and value blocks, heads contiguous inside each.
-        query, key, value = jnp.split(qkv.reshape(batch, length, 3, cfg.num_heads, head_dim), 3, axis=2)
-        query, key, value = (t.squeeze(2) for t in (query, key, value))
-        if return_attention:
-            logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) * head_dim ** -0.5
-            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-            out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+        # (B, N, 3D): query, key and value blocks, heads contiguous inside each.
+        qkv = qkv.reshape(batch, length, 3, cfg.num_heads, head_dim)
+        if return_attention or jax.default_backend() == "cpu":
+            # Heads-major (B, H, N, Dh) products with the softmax in float32. On CPU this layout runs the
+            # attention about a third faster than dot_product_attention's (B, N, H, Dh) one.
+            query, key, value = jnp.moveaxis(qkv, (2, 3), (0, 2))  # each (B, H, N, Dh)
+            logits = jnp.matmul(query, jnp.swapaxes(key, -1, -2)) * head_dim ** -0.5
+            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, H, N, N)
+            out = jnp.swapaxes(jnp.matmul(weights.astype(value.dtype), value), 1, 2)  # (B, N, H, Dh)
         else:
-            weights = None
+            # Elsewhere let JAX pick the fused kernel (cuDNN flash attention on NVIDIA GPUs).
+            query, key, value = (qkv[:, :, i] for i in range(3))  # each (B, N, H, Dh)
             out = jax.nn.dot_product_attention(query, key, value, scale=head_dim ** -0.5)
         out = out.reshape(batch, length, width)
         out = nn.Dense(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="proj")(out)
-        return out, weights
+        return out, (weights if return_attention else None)
 
 
 class MLP(nn.Module):
