@@ -75,6 +75,15 @@ def test_warmup_equals_original_loop():
     assert ours[0] == 0 and ours[49] == 0 and ours[50] == pytest.approx(5e-7)
 
 
+def apply_updates(optimizer, start, grads):
+    """Parameters after running `optimizer` from `start` through the gradient sequence `grads`."""
+    params, state = jnp.asarray(start), optimizer.init(jnp.asarray(start))
+    for g in grads:
+        updates, state = optimizer.update(jnp.asarray(g), state, params)
+        params = params + updates
+    return params
+
+
 def test_optimizer_is_torch_adam_with_coupled_l2():
     steps_per_epoch, steps = 2, 13  # crosses several epoch boundaries and decays
     config = optim_config(learning_rate=1e-2, lr_decay_start=2, lr_decay_rate=0.5, weight_decay=5e-3)
@@ -83,10 +92,7 @@ def test_optimizer_is_torch_adam_with_coupled_l2():
     start = rng.standard_normal((5, 3)).astype(np.float32)
     grads = rng.standard_normal((steps, 5, 3)).astype(np.float32)
 
-    params, state = jnp.asarray(start), optimizer.init(jnp.asarray(start))
-    for g in grads:
-        updates, state = optimizer.update(jnp.asarray(g), state, params)
-        params = params + updates
+    params = apply_updates(optimizer, start, grads)
 
     weight = torch.nn.Parameter(torch.tensor(start))
     torch_opt = torch.optim.Adam([weight], lr=1e-2, weight_decay=5e-3, betas=(0.95, 0.999), eps=1e-8)
@@ -131,10 +137,7 @@ def test_decoupled_weight_decay_is_torch_adamw():
     rng = np.random.default_rng(1)
     start = rng.standard_normal((4, 3)).astype(np.float32)
     grads = rng.standard_normal((steps, 4, 3)).astype(np.float32)
-    params, state = jnp.asarray(start), optimizer.init(jnp.asarray(start))
-    for g in grads:
-        updates, state = optimizer.update(jnp.asarray(g), state, params)
-        params = params + updates
+    params = apply_updates(optimizer, start, grads)
 
     weight = torch.nn.Parameter(torch.tensor(start))
     torch_opt = torch.optim.AdamW([weight], lr=1e-2, weight_decay=0.1, betas=(0.95, 0.999), eps=1e-8)
@@ -146,11 +149,7 @@ def test_decoupled_weight_decay_is_torch_adamw():
     np.testing.assert_allclose(np.asarray(params), weight.detach().numpy(), rtol=1e-6, atol=1e-6)
     # coupled L2 (the default) would end elsewhere: the option changes the update
     coupled, _ = make_optimizer(optim_config(learning_rate=1e-2, weight_decay=0.1, lr_schedule="cosine"), 3)
-    p, st = jnp.asarray(start), coupled.init(jnp.asarray(start))
-    for g in grads:
-        u, st = coupled.update(jnp.asarray(g), st, p)
-        p = p + u
-    assert np.abs(np.asarray(p) - np.asarray(params)).max() > 1e-4
+    assert np.abs(np.asarray(apply_updates(coupled, start, grads)) - np.asarray(params)).max() > 1e-4
 
 
 def test_unknown_lr_schedule_is_refused():
