@@ -6,7 +6,6 @@ pipeline, and numpy re-derivations of attention rollout.
 
 from __future__ import annotations
 
-import io
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ import soundfile as sf
 from ast_jax.features import FeatureConfig
 from ast_jax.inference import Pipeline, Predictor, expand_inputs, pipeline
 from ast_jax.model import ASTConfig, init_params
-from ast_jax.pretrained import Pretrained, save_model
+from ast_jax.pretrained import Pretrained
 
 RATE = 16000
 LABELS = ["yes", "no", "up", "down", "left"]
