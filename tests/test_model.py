@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ast_jax.convert import load_pretrained
-from ast_jax.model import AST, ASTConfig, count_parameters, init_params, parameter_shapes
+from ast_jax.model import AST, ASTConfig, count_parameters, gelu, init_params, parameter_shapes
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -125,6 +125,11 @@ def test_matches_original_forward(tmp_path, randomize_torch, spectrogram, geomet
         np.testing.assert_allclose(mine, theirs.numpy(), atol=1e-4)
     for mine, theirs in zip(out["attention"], attention, strict=True):
         np.testing.assert_allclose(mine, theirs.numpy(), atol=1e-5)
+    # The inference form: the last block computes only the cls and dist tokens, with the same results.
+    short, short_out = model.apply(x, return_tokens=False)
+    assert np.abs(np.asarray(short) - logits.numpy()).max() <= 1e-4
+    np.testing.assert_allclose(short_out["pooled"], pooled.numpy(), atol=1e-4)
+    assert set(short_out) == {"pooled"}
 
 
 # ---- the model's own contract ------------------------------------------------------------------------------------
@@ -169,6 +174,41 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_params, spectrogram):
     assert np.abs(np.asarray(half) - np.asarray(full)).max() > 0  # really computed in bfloat16
     stored = init_params(TINY.replace(param_dtype="bfloat16"), 0)
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(stored)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_gelu_and_its_gradient_match_torch():
+    x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).standard_normal(5000) * 3])
+    x = x.astype(np.float32)
+    reference_input = torch.from_numpy(x).requires_grad_()
+    reference = torch.nn.functional.gelu(reference_input)  # approximate="none": the erf GELU
+    reference.sum().backward()
+    np.testing.assert_allclose(gelu(jnp.asarray(x)), reference.detach().numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(jax.vmap(jax.grad(gelu))(jnp.asarray(x)), reference_input.grad.numpy(),
+                               rtol=0, atol=1e-6)
+
+
+def test_two_token_last_block_gives_the_same_gradients(tiny_params, spectrogram):
+    x = spectrogram(3, 64)
+
+    def loss(params, return_tokens):
+        logits, out = AST(TINY).apply({"params": params}, x, return_tokens=return_tokens)
+        return jnp.sum(jnp.sin(logits)) + jnp.sum(out["pooled"] ** 2)
+
+    full = jax.grad(loss)(tiny_params, True)
+    short = jax.grad(loss)(tiny_params, False)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree_util.tree_leaves(full))
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(short), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+
+
+def test_fused_attention_path_agrees(tiny_params, spectrogram, monkeypatch):
+    """Off CPU the model calls jax.nn.dot_product_attention; run that branch here (its XLA form) and compare."""
+    x = spectrogram(2, 64)
+    cpu = [AST(TINY).apply({"params": tiny_params}, x, return_tokens=flag)[0] for flag in (True, False)]
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    fused = [AST(TINY).apply({"params": tiny_params}, x, return_tokens=flag)[0] for flag in (True, False)]
+    for a, b in zip(cpu, fused):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_wrong_input_shape_is_refused(tiny_params, spectrogram):
