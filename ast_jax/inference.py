@@ -122,7 +122,8 @@ class Predictor:
             # Zero-padded clips with their true lengths: each row equals its clip extracted alone.
             input_values = features_lib.input_values(waveforms, feats, lengths)  # (B, target_length, bins)
             wants_attention = bool({"attention", "rollout", "last_attention"} & set(outputs))
-            logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention)
+            logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention,
+                                      return_tokens="tokens" in outputs)
             scores = jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
             available = {"logits": logits, "scores": scores, "input_values": input_values, **out}
             if wants_attention:

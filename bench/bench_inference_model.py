@@ -56,7 +56,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
         model = load_pretrained(folder)
-    forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x)[0])
+    # Logits only, as `ast-jax predict` asks for them: the last block then computes just the two tokens the
+    # classifier reads (return_tokens=False), work transformers always does in full.
+    forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x, return_tokens=False)[0])
     params = jax.device_put(model.params)
 
     print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), float32, CPU, "

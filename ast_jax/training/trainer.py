@@ -193,7 +193,7 @@ def make_train_step(model: AST, optimizer: optax.GradientTransformation, schedul
         inputs, targets = make_inputs(jax.random.fold_in(rng, step), batch)
 
         def loss_fn(params):
-            logits, _ = model.apply({"params": params}, inputs)
+            logits, _ = model.apply({"params": params}, inputs, return_tokens=False)
             return masked_mean(per_example_loss(loss, logits, targets), batch["valid"])
 
         loss_value, grads = jax.value_and_grad(loss_fn)(state["params"])
@@ -308,7 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                          out_shardings=(state_shardings, replicated), donate_argnums=0)
 
     def eval_step(params, batch):
-        logits, _ = model.apply({"params": params}, features_lib.input_values(batch["audio"], features, batch["length"]))
+        input_values = features_lib.input_values(batch["audio"], features, batch["length"])
+        logits, _ = model.apply({"params": params}, input_values, return_tokens=False)
         return {"scores": jax.nn.sigmoid(logits), "targets": batch["targets"], "valid": batch["valid"],
                 "loss": per_example_loss(config.loss, logits, batch["targets"])}
 
