@@ -146,6 +146,23 @@ def _gelu_jvp(primals, tangents):
     return x * cdf, (cdf + x * pdf) * dx
 
 
+class QKV(nn.Module):
+    """The fused query/key/value projection, nn.Dense's parameters and arithmetic, able to compute a column range
+    (query D columns or key/value 2D columns) on its own."""
+
+    width: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, columns: slice = slice(None)):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * self.width),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (3 * self.width,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel[:, columns], bias[columns], dtype=self.dtype)
+        return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection, laid out like the original `attn.qkv`."""
 
@@ -157,12 +174,16 @@ class Attention(nn.Module):
         cfg = self.config
         batch, length, width = x.shape
         head_dim = width // cfg.num_heads
-        qkv = nn.Dense(3 * width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")(x)
-        # (B, N, 3D): query, key and value blocks, heads contiguous inside each.
-        qkv = qkv.reshape(batch, length, 3, cfg.num_heads, head_dim)
-        # A split (not three slices): its gradient is one concatenation rather than three padded sums.
-        query, key, value = (t.squeeze(2) for t in jnp.split(qkv, 3, axis=2))  # each (B, N, H, Dh)
-        query = query[:, :queries]  # (B, Q, H, Dh)
+        projection = QKV(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")
+        # (B, N, 3D): query, key and value blocks, heads contiguous inside each. A split (not three slices):
+        # its gradient is one concatenation rather than three padded sums.
+        if queries is None:
+            qkv = projection(x).reshape(batch, length, 3, cfg.num_heads, head_dim)
+            query, key, value = (t.squeeze(2) for t in jnp.split(qkv, 3, axis=2))  # each (B, N, H, Dh)
+        else:  # queries from the first tokens only, keys and values from all
+            query = projection(x[:, :queries], slice(0, width)).reshape(batch, queries, cfg.num_heads, head_dim)
+            kv = projection(x, slice(width, None)).reshape(batch, length, 2, cfg.num_heads, head_dim)
+            key, value = (t.squeeze(2) for t in jnp.split(kv, 2, axis=2))
         weights = None
         if return_attention:
             # Heads-major (B, H, N, Dh) products with the softmax in float32, the weights kept for the caller.
