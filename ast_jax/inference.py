@@ -113,6 +113,9 @@ class Predictor:
         # only the first target_length frames anyway) and shorter audio is zero-padded, its missing frames
         # made the extractor's zero rows inside the jitted function.
         self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
+        # Parameters placed on the device once: handing the host (numpy) copy to every call would transfer all
+        # of them per batch (about 4% of a CPU batch for AST-base).
+        self.params = jax.device_put(model.params)
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _function(self, outputs: tuple[str, ...]):
@@ -159,7 +162,7 @@ class Predictor:
             waveform = waveform[:self.clip_samples]
             batch[row, :len(waveform)] = waveform
             lengths[row] = len(waveform)
-        return self.compiled(rows, outputs)(self.model.params, batch, lengths)  # asynchronous
+        return self.compiled(rows, outputs)(self.params, batch, lengths)  # asynchronous
 
     def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
             count: int | None = None) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
