@@ -89,7 +89,7 @@ def decode_in_background(items: Iterable[Any], decode: Callable[[Any], Any], *, 
 
 def default_batch_size() -> int:
     """8 on CPU, where XLA's AST-base runs about 20% faster per clip at 8 than at 32 (cache-sized matmuls;
-    bench/bench_predict.py), and 64 on accelerators, which want large batches."""
+    bench/bench_inference_model.py), and 64 on accelerators, which want large batches."""
     return 8 if jax.default_backend() == "cpu" else 64
 
 
