@@ -185,21 +185,20 @@ class Attention(nn.Module):
             kv = projection(x, slice(width, None)).reshape(batch, length, 2, cfg.num_heads, head_dim)
             key, value = (t.squeeze(2) for t in jnp.split(kv, 2, axis=2))
         weights = None
-        if return_attention:
-            # Heads-major (B, H, N, Dh) products with the softmax in float32, the weights kept for the caller.
-            query, key, value = (jnp.swapaxes(t, 1, 2) for t in (query, key, value))  # each (B, H, N, Dh)
-            logits = jnp.matmul(query, jnp.swapaxes(key, -1, -2)) * head_dim ** -0.5
-            weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, H, N, N)
-            out = jnp.swapaxes(jnp.matmul(weights.astype(value.dtype), value), 1, 2)  # (B, N, H, Dh)
-        elif jax.default_backend() == "cpu":
-            # The same products with the softmax's division deferred: exp(logits - max) @ value, then one
-            # divide of the (N, Dh) result instead of the (N, N) weights. On CPU this runs the attention
-            # about half as long again as dot_product_attention's (B, N, H, Dh) layout.
+        if return_attention or jax.default_backend() == "cpu":
+            # Heads-major (B, H, N, Dh) products with the softmax in float32. Without attention maps to return,
+            # the softmax's division is deferred: exp(logits - max) @ value, then one divide of the (N, Dh)
+            # result instead of the (N, N) weights. On CPU this takes about half the time of
+            # dot_product_attention's (B, N, H, Dh) layout.
             query, key, value = (jnp.swapaxes(t, 1, 2) for t in (query, key, value))  # each (B, H, N, Dh)
             logits = jnp.matmul(query * head_dim ** -0.5, jnp.swapaxes(key, -1, -2)).astype(jnp.float32)
-            shifted = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
-            out = jnp.matmul(shifted.astype(value.dtype), value) / jnp.sum(shifted, axis=-1, keepdims=True)
-            out = jnp.swapaxes(out.astype(value.dtype), 1, 2)  # (B, N, H, Dh)
+            if return_attention:
+                weights = jax.nn.softmax(logits, axis=-1)  # (B, H, Q, N)
+                out = jnp.matmul(weights.astype(value.dtype), value)
+            else:
+                shifted = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+                out = jnp.matmul(shifted.astype(value.dtype), value) / jnp.sum(shifted, axis=-1, keepdims=True)
+            out = jnp.swapaxes(out.astype(value.dtype), 1, 2)  # (B, Q, H, Dh)
         else:
             # Elsewhere let JAX pick the fused kernel (cuDNN flash attention on NVIDIA GPUs).
             out = jax.nn.dot_product_attention(query, key, value, scale=head_dim ** -0.5)

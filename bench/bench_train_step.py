@@ -69,7 +69,8 @@ def main() -> None:
                                  num_labels=labels)
     params = init_params(config, 0)
     optimizer, schedule = make_optimizer(default_config(), steps_per_epoch=1000)
-    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]), jax.random.PRNGKey(0))
+    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]),
+                              jax.random.PRNGKey(0))
     jitted = jax.jit(step_fn, donate_argnums=0)
     batch_arrays = {"audio": jnp.asarray(inputs), "targets": jnp.asarray(targets), "valid": jnp.ones(batch, bool)}
     state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -82,7 +83,6 @@ def main() -> None:
         nonlocal state
         state, metrics = jitted(state, batch_arrays)
         metrics["loss"].block_until_ready()
-
 
     # PyTorch reference
     hf = HFConfig(hidden_size=768, num_hidden_layers=args.layers, num_attention_heads=12, intermediate_size=3072,
@@ -109,9 +109,11 @@ def main() -> None:
     print(f"{'transformers + torch.optim.Adam':<50}{torch_seconds:>10.3f}{batch / torch_seconds:>10.2f}")
     print(f"speed-up ast-jax / PyTorch: {torch_seconds / jax_seconds:.2f}x (goal >= 1.1x)")
     if flops_per_clip:
-        datasheet, measured = (0.45 * peak / flops_per_clip for peak in (H200_BF16_DENSE_FLOPS, H200_BF16_MEASURED_FLOPS))
+        datasheet, measured = (0.45 * peak / flops_per_clip
+                               for peak in (H200_BF16_DENSE_FLOPS, H200_BF16_MEASURED_FLOPS))
         print(f"XLA counts {flops_per_clip / 1e9:.1f} GFLOP per clip for this step (about 3 x 24.1 expected for 12 "
-              f"layers: a forward whose last block computes only the two tokens the head reads). At 45% of one H200's bf16 peak (model.dtype=bfloat16) that is "
+              f"layers: a forward whose last block computes only the two tokens the head reads). At 45% of one "
+              f"H200's bf16 peak (model.dtype=bfloat16) that is "
               f"{datasheet:,.0f} clips/s against the 989 TFLOP/s datasheet figure, {measured:,.0f} against the "
               f"790 TFLOP/s a matrix product reaches; expected, not measured: no GPU was lent for this run.")
 
