@@ -13,6 +13,7 @@ Shapes, with B batch, T frames, F mel bins, D width:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from typing import Any, Mapping
@@ -146,21 +147,105 @@ def _gelu_jvp(primals, tangents):
     return x * cdf, (cdf + x * pdf) * dx
 
 
-class QKV(nn.Module):
-    """The fused query/key/value projection, nn.Dense's parameters and arithmetic, able to compute a column range
-    (query D columns or key/value 2D columns) on its own."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x, scale, bias, epsilon: float):
+    """LayerNorm over the last axis, statistics in float32 (two-pass variance, as PyTorch's kernel); float32 out.
 
-    width: int
+    The backward pass is written out as PyTorch's is: it keeps only the input and the per-row mean and
+    reciprocal deviation, and takes the input gradient in one fused pass, rstd * (gy - mean(gy) - xhat *
+    mean(gy * xhat)) with gy = g * scale. Left to autodiff, XLA on CPU stores and re-reads several full-size
+    intermediates and broadcasts; this form makes a training step about 3% faster.
+    """
+    return _layer_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _layer_norm_forward(x, scale, bias, epsilon):
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centred = x32 - mean
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    out = centred * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return out, (x, mean, rstd, scale, bias)
+
+
+def _layer_norm_backward(epsilon, saved, grad):
+    x, mean, rstd, scale, bias = saved
+    normed = (x.astype(jnp.float32) - mean) * rstd
+    scaled = grad * scale.astype(jnp.float32)
+    dx = rstd * (scaled - jnp.mean(scaled, axis=-1, keepdims=True)
+                 - normed * jnp.mean(scaled * normed, axis=-1, keepdims=True))
+    rows = tuple(range(grad.ndim - 1))
+    return (dx.astype(x.dtype), jnp.sum(grad * normed, axis=rows).astype(scale.dtype),
+            jnp.sum(grad, axis=rows).astype(bias.dtype))
+
+
+layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
+
+
+class LayerNorm(nn.Module):
+    """nn.LayerNorm's parameters ("scale", "bias") and meaning, computed by `layer_norm`."""
+
+    epsilon: float
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        width = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones_init(), (width,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (width,), self.param_dtype)
+        return layer_norm(x, scale, bias, self.epsilon).astype(self.dtype or x.dtype)
+
+
+@jax.custom_vjp
+def linear(x, kernel, bias):
+    """x @ kernel + bias over the last axis of x (nn.Dense's arithmetic).
+
+    The backward pass is written out for XLA on CPU, whose fast matrix-product path needs the contracted axis
+    innermost in both operands: the kernel gradient sums over rows, so one operand must be transposed first.
+    Left alone XLA may transpose the wide one (the (rows, 3072) MLP gradient); here the narrower of input and
+    output gradient is transposed, once, behind an optimisation barrier that keeps XLA from undoing the choice
+    (about 2% of a CPU training step). Other backends get the plain contraction.
+    """
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+
+
+def _linear_forward(x, kernel, bias):
+    return linear(x, kernel, bias), (x, kernel, bias)
+
+
+def _linear_backward(saved, grad):
+    x, kernel, bias = saved
+    dx = jax.lax.dot_general(grad, kernel, (((grad.ndim - 1,), (1,)), ((), ())))
+    rows_x, rows_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    if jax.default_backend() != "cpu":
+        dkernel = jax.lax.dot_general(rows_x, rows_grad, (((0,), (0,)), ((), ())))
+    elif rows_x.shape[1] <= rows_grad.shape[1]:
+        dkernel = jax.lax.optimization_barrier(rows_x.T) @ rows_grad
+    else:
+        dkernel = (jax.lax.optimization_barrier(rows_grad.T) @ rows_x).T
+    dbias = jnp.sum(rows_grad, axis=0, dtype=jnp.float32)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype), dbias.astype(bias.dtype)
+
+
+linear.defvjp(_linear_forward, _linear_backward)
+
+
+class Dense(nn.Module):
+    """nn.Dense's parameters ("kernel", "bias"), initialisation and arithmetic, computed by `linear`, and able
+    to compute a range of its output columns on its own (the query or key/value part of the fused qkv)."""
+
+    features: int
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, columns: slice = slice(None)):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * self.width),
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features),
                             self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros_init(), (3 * self.width,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel[:, columns], bias[columns], dtype=self.dtype)
-        return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+        return linear(x, kernel, bias)
 
 
 class Attention(nn.Module):
@@ -174,7 +259,7 @@ class Attention(nn.Module):
         cfg = self.config
         batch, length, width = x.shape
         head_dim = width // cfg.num_heads
-        projection = QKV(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")
+        projection = Dense(3 * width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="qkv")
         # (B, N, 3D): query, key and value blocks, heads contiguous inside each. A split (not three slices):
         # its gradient is one concatenation rather than three padded sums.
         if queries is None:
@@ -203,7 +288,7 @@ class Attention(nn.Module):
             # Elsewhere let JAX pick the fused kernel (cuDNN flash attention on NVIDIA GPUs).
             out = jax.nn.dot_product_attention(query, key, value, scale=head_dim ** -0.5)
         out = out.reshape(batch, out.shape[1], width)  # (B, Q, D)
-        out = nn.Dense(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="proj")(out)
+        out = Dense(width, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name="proj")(out)
         return out, weights
 
 
@@ -213,7 +298,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        dense = lambda n, name: nn.Dense(n, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
+        dense = lambda n, name: Dense(n, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
         x = dense(cfg.mlp_ratio * cfg.hidden_size, "fc1")(x)
         x = gelu(x)
         return dense(cfg.hidden_size, "fc2")(x)
@@ -228,7 +313,7 @@ class Block(nn.Module):
     def __call__(self, x, return_attention: bool = False, queries: int | None = None):
         """Outputs of the first `queries` tokens (all when None); every token still serves as key and value."""
         cfg = self.config
-        norm = lambda name: nn.LayerNorm(
+        norm = lambda name: LayerNorm(
             epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
         attended, weights = Attention(cfg, name="attn")(norm("norm1")(x), return_attention, queries)
         x = x[:, :queries] + attended
@@ -289,12 +374,12 @@ class AST(nn.Module):
             if return_attention:
                 attention.append(weights)
 
-        x = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
+        x = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
                          param_dtype=cfg.parameter_dtype, name="norm")(x)
         pooled = (x[:, 0] + x[:, 1]) / 2
-        head_in = nn.LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=cfg.compute_dtype,
+        head_in = LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=cfg.compute_dtype,
                                param_dtype=cfg.parameter_dtype, name="head_norm")(pooled)
-        logits = nn.Dense(cfg.num_labels, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype,
+        logits = Dense(cfg.num_labels, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype,
                           name="head")(head_in)
 
         out: dict[str, Any] = {"pooled": pooled}

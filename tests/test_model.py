@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ast_jax.convert import load_pretrained
-from ast_jax.model import AST, ASTConfig, count_parameters, gelu, init_params, parameter_shapes
+from ast_jax.model import AST, ASTConfig, count_parameters, gelu, init_params, layer_norm, linear, parameter_shapes
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -185,6 +185,46 @@ def test_gelu_and_its_gradient_match_torch():
     np.testing.assert_allclose(gelu(jnp.asarray(x)), reference.detach().numpy(), rtol=0, atol=2e-6)
     np.testing.assert_allclose(jax.vmap(jax.grad(gelu))(jnp.asarray(x)), reference_input.grad.numpy(),
                                rtol=0, atol=1e-6)
+
+
+def test_layer_norm_and_its_gradients_match_torch():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((3, 17, 48)) * 4 + 2).astype(np.float32)  # off-centre rows, as in the residual stream
+    scale, bias = (rng.standard_normal(48).astype(np.float32) for _ in range(2))
+    weight = rng.standard_normal(x.shape).astype(np.float32)  # loss = sum(weight * out): a non-uniform gradient
+    tx, ts, tb = (torch.from_numpy(a).requires_grad_() for a in (x, scale, bias))
+    reference = torch.nn.functional.layer_norm(tx, (48,), ts, tb, eps=1e-6)
+    (reference * torch.from_numpy(weight)).sum().backward()
+
+    out = layer_norm(jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias), 1e-6)
+    np.testing.assert_allclose(out, reference.detach().numpy(), rtol=0, atol=2e-5)
+    grads = jax.grad(lambda *a: jnp.sum(layer_norm(*a, 1e-6) * weight), argnums=(0, 1, 2))(
+        jnp.asarray(x), jnp.asarray(scale), jnp.asarray(bias))
+    for got, want in zip(grads, (tx.grad, ts.grad, tb.grad), strict=True):
+        want = want.numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+@pytest.mark.parametrize("width_in, width_out", [(48, 96), (96, 48)])
+def test_linear_and_its_gradients_match_torch(backend, width_in, width_out, monkeypatch):
+    """Both kernel-gradient forms (transposing the input or the output gradient) and the plain one used off CPU."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 11, width_in)).astype(np.float32)
+    kernel = rng.standard_normal((width_in, width_out)).astype(np.float32)
+    bias = rng.standard_normal(width_out).astype(np.float32)
+    weight = rng.standard_normal((3, 11, width_out)).astype(np.float32)
+    tx, tk, tb = (torch.from_numpy(a).requires_grad_() for a in (x, kernel, bias))
+    reference = torch.nn.functional.linear(tx, tk.T, tb)
+    (reference * torch.from_numpy(weight)).sum().backward()
+
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    out = linear(x, kernel, bias)
+    np.testing.assert_allclose(out, reference.detach().numpy(), rtol=0, atol=1e-4)
+    grads = jax.grad(lambda *a: jnp.sum(linear(*a) * weight), argnums=(0, 1, 2))(x, kernel, bias)  # eager: sees the patch
+    for got, want in zip(grads, (tx.grad, tk.grad, tb.grad), strict=True):
+        want = want.numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def test_two_token_last_block_gives_the_same_gradients(tiny_params, spectrogram):
