@@ -375,12 +375,12 @@ class AST(nn.Module):
                 attention.append(weights)
 
         x = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
-                         param_dtype=cfg.parameter_dtype, name="norm")(x)
+                      param_dtype=cfg.parameter_dtype, name="norm")(x)
         pooled = (x[:, 0] + x[:, 1]) / 2
         head_in = LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=cfg.compute_dtype,
-                               param_dtype=cfg.parameter_dtype, name="head_norm")(pooled)
+                            param_dtype=cfg.parameter_dtype, name="head_norm")(pooled)
         logits = Dense(cfg.num_labels, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype,
-                          name="head")(head_in)
+                       name="head")(head_in)
 
         out: dict[str, Any] = {"pooled": pooled}
         if all_tokens:
