@@ -8,4 +8,4 @@ import sys
 from ast_jax.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main(["train", *sys.argv[1:]], program=True))

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from ast_jax import _host_memory
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("ast_jax.commands.convert", "port a PyTorch AST checkpoint (.pth, Hugging Face folder, hf:<repo>) to an ast-jax model folder"),
@@ -32,7 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, program: bool | None = None) -> int:
+    """Run one subcommand. As a program (no `argv`, or `program=True`) it first re-runs itself with huge pages
+    for XLA's CPU buffers where that helps (ast_jax/_host_memory.py)."""
+    if program is None:
+        program = argv is None
+    if program:
+        try:
+            _host_memory.reexec_with_huge_pages()
+        except ValueError as error:
+            print(f"ast-jax: error: {error}", file=sys.stderr)
+            return 2
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
