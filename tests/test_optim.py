@@ -17,7 +17,7 @@ import torch
 from ast_jax.training.config_io import apply_overrides
 from ast_jax.training.metrics import average_precision, classification_metrics, roc_auc
 from ast_jax.training.optim import make_optimizer, make_schedule
-from ast_jax.training.trainer import default_config, make_train_step
+from ast_jax.training.trainer import default_config, make_train_step, step_compiler_options
 
 
 def optim_config(**changes):
@@ -180,7 +180,8 @@ def test_three_steps_match_transformers_and_torch_adam():
     train_config = optim_config(learning_rate=1e-3, lr_decay_start=1, lr_decay_rate=0.85)
     optimizer, schedule = make_optimizer(train_config, steps_per_epoch)
     step = jax.jit(make_train_step(AST(config), optimizer, schedule, "bce",
-                                   lambda _, batch: (batch["audio"], batch["targets"]), jax.random.PRNGKey(0)))
+                                   lambda _, batch: (batch["audio"], batch["targets"]), jax.random.PRNGKey(0)),
+                   donate_argnums=0, compiler_options=step_compiler_options(jax.default_backend()))  # as the trainer
     batches = [(rng.standard_normal((4, 48, 32)).astype(np.float32),
                 rng.uniform(size=(4, 5)).astype(np.float32)) for _ in range(3)]  # soft (mixup-like) targets
 
@@ -224,6 +225,42 @@ def _at(tree, path):
     for key in path:
         tree = tree[key.key]
     return tree
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are CPU's")
+def test_step_compiler_options_remove_the_parameter_copies_and_nothing_else():
+    """With the state donated, XLA's default copy insertion copies every parameter before the update; the
+    trainer's CPU options (region analysis) compile the same step without copies, to the same bits."""
+    import re
+
+    from ast_jax.model import AST, ASTConfig, init_params
+
+    config = ASTConfig.from_size("tiny224", num_layers=2, max_length=48, num_mel_bins=32, num_labels=5)
+    params = init_params(config, 0)
+    optimizer, schedule = make_optimizer(default_config(), 10)
+    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]),
+                              jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    batches = [{"audio": rng.standard_normal((4, 48, 32)).astype(np.float32),
+                "targets": (rng.uniform(size=(4, 5)) < 0.3).astype(np.float32), "valid": np.ones(4, bool)}
+               for _ in range(3)]
+    results = {}
+    for name, options in (("default", {}), ("trainer", step_compiler_options("cpu"))):
+        step = jax.jit(step_fn, donate_argnums=0, compiler_options=options)
+        state = jax.tree_util.tree_map(jnp.array, {"params": params, "opt_state": optimizer.init(params),
+                                                   "step": jnp.zeros((), jnp.int32)})
+        hlo = step.lower(state, batches[0]).compile().as_text()
+        copies = len(re.findall(r" copy\(", hlo[hlo.index("ENTRY"):]))
+        losses = []
+        for batch in batches:
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+        results[name] = (copies, losses, jax.tree_util.tree_leaves(state))
+    assert results["default"][0] > 0  # parameter copies (all 100 of AST-base's parameters at batch 8)
+    assert results["trainer"][0] == 0
+    assert results["trainer"][1] == results["default"][1]
+    for ours, default in zip(results["trainer"][2], results["default"][2]):
+        np.testing.assert_array_equal(ours, default)
 
 
 def test_metrics_equal_scikit_learn():

@@ -206,6 +206,17 @@ def make_train_step(model: AST, optimizer: optax.GradientTransformation, schedul
     return train_step
 
 
+def step_compiler_options(platform: str) -> dict[str, bool]:
+    """XLA options for compiling the update step on `platform`.
+
+    On CPU, copy insertion with region analysis: with the state donated, XLA's default analysis copies every
+    parameter before updating it in place (its Adam fusions read the parameter twice), 100 copies and 333 MB
+    written per AST-base step; region analysis proves the copies unneeded. The results are the same bit for
+    bit; the step is about 2% faster (bench/bench_train_step.py's setting, paired runs).
+    """
+    return {"xla_cpu_copy_insertion_use_region_analysis": True} if platform == "cpu" else {}
+
+
 class MetricWriter:
     """metrics.jsonl and TensorBoard, written by process 0 only."""
 
@@ -305,7 +316,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     train_step = make_train_step(model, optimizer, schedule, config.loss, make_inputs, train_rng)
     train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, replicated), donate_argnums=0)
+                         out_shardings=(state_shardings, replicated), donate_argnums=0,
+                         compiler_options=step_compiler_options(mesh.devices.flat[0].platform))
 
     def eval_step(params, batch):
         input_values = features_lib.input_values(batch["audio"], features, batch["length"])
