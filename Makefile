@@ -27,4 +27,4 @@ test: setup-test
 	$(PY) -m pytest -q
 
 bench: setup-test
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

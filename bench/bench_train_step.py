@@ -2,13 +2,16 @@
 
 Both sides take precomputed input_values (features and augmentation off) and do forward, BCE loss, backward
 and an Adam(weight_decay=5e-7, betas=(0.95, 0.999)) update of every parameter:
-  ast-jax   `ast_jax.training.trainer.make_train_step`, jitted, state donated
+  ast-jax   `ast_jax.training.trainer.make_train_step`, jitted as the trainer does (state donated, its XLA options)
   PyTorch   transformers ASTForAudioClassification + torch.optim.Adam (the original recipe's step)
 Default geometry: AST-base on Speech Commands (768 wide, 12 layers, 128 frames x 128 bins, 146 tokens, 35 labels).
 
-    python bench/bench_train_step.py [--batch 8] [--steps 6] [--layers 12]
+    python bench/bench_train_step.py [--batch 8] [--steps 6] [--layers 12] [--rounds 2]
 
-The two take turns in blocks of steps (twice) and each reports its median step time.
+Each side runs in its own process, in the environment its users run it in (bench/_turns.py): ast-jax as
+train.py / `ast-jax train` run it (glibc's hugetlb malloc tunable on CPU, ast_jax/_host_memory.py), PyTorch as
+the environment is. A third row, ast-jax without the tunable, shows what the tunable is worth. The sides take
+turns in blocks of steps, `--rounds` times; each reports its median step time.
 
 It also prints the FLOPs XLA counts for the step and what they imply for one H200 (no GPU was used here).
 """
@@ -17,97 +20,137 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from _turns import AST_JAX_ENV, PLAIN_ENV, Worker, serve
 
 H200_BF16_DENSE_FLOPS = 989e12  # datasheet dense bf16
 H200_BF16_MEASURED_FLOPS = 790e12  # what a large bf16 matrix product reaches in practice
+LABELS, FRAMES, BINS = 35, 128, 128
+SIDES = (  # worker name, environment, row label
+    ("ast-jax", AST_JAX_ENV, "ast-jax (jit, donated state)"),
+    ("ast-jax-plain", PLAIN_ENV, "ast-jax, without the malloc tunable"),
+    ("pytorch", PLAIN_ENV, "transformers + torch.optim.Adam"),
+)
 
 
-def time_in_blocks(steps: int, *runs, rounds: int = 2):
-    """Median seconds per step of each run. The runs take turns in blocks of steps, `rounds` times, so that a change
-    in the machine's load falls on all alike; the first step of each block is left out of the median, because it
-    shares the CPU with the other framework's worker threads as they wind down (torch's OpenMP threads keep
-    spinning a while after a step)."""
-    times = [[] for _ in runs]
-    per_block = max(1, -(-steps // rounds))
-    for _ in range(rounds):
-        for run, spent in zip(runs, times):
-            run()  # compile / warm up, and the step that overlaps the other framework's threads
-            for _ in range(per_block):
+def batch_arrays(batch: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((batch, FRAMES, BINS)).astype(np.float32)
+    targets = (rng.uniform(size=(batch, LABELS)) < 0.1).astype(np.float32)
+    return inputs, targets
+
+
+def jax_side(args):
+    """The ast-jax step; info: parameter count, FLOPs per clip, versions."""
+    import jax
+    import jax.numpy as jnp
+
+    from ast_jax.model import AST, ASTConfig, count_parameters, init_params
+    from ast_jax.training.optim import make_optimizer
+    from ast_jax.training.trainer import default_config, make_train_step, step_compiler_options
+
+    inputs, targets = batch_arrays(args.batch)
+    config = ASTConfig.from_size("base384", num_layers=args.layers, max_length=FRAMES, num_mel_bins=BINS,
+                                 num_labels=LABELS)
+    params = init_params(config, 0)
+    optimizer, schedule = make_optimizer(default_config(), steps_per_epoch=1000)
+    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]),
+                              jax.random.PRNGKey(0))
+    jitted = jax.jit(step_fn, donate_argnums=0, compiler_options=step_compiler_options(jax.default_backend()))
+    batch = {"audio": jnp.asarray(inputs), "targets": jnp.asarray(targets), "valid": jnp.ones(args.batch, bool)}
+    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+    cost = jitted.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    info = {"parameters": count_parameters(params), "flops_per_clip": float(cost.get("flops", 0.0)) / args.batch,
+            "version": f"jax {jax.__version__}"}
+
+    def step():
+        nonlocal state
+        state, metrics = jitted(state, batch)
+        metrics["loss"].block_until_ready()
+
+    return info, step
+
+
+def torch_side(args):
+    """The PyTorch reference step."""
+    import torch
+    from transformers import ASTConfig as HFConfig, ASTForAudioClassification
+
+    torch.set_num_threads(os.cpu_count())
+    inputs, targets = (torch.tensor(a) for a in batch_arrays(args.batch))
+    hf = HFConfig(hidden_size=768, num_hidden_layers=args.layers, num_attention_heads=12, intermediate_size=3072,
+                  max_length=FRAMES, num_mel_bins=BINS, num_labels=LABELS, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+    model = ASTForAudioClassification(hf).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2.5e-4, weight_decay=5e-7, betas=(0.95, 0.999))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(model(inputs).logits, targets).backward()
+        optimizer.step()
+
+    return {"version": f"torch {torch.__version__}"}, step
+
+
+def worker(args) -> None:
+    def setup():
+        info, step = (torch_side if args.worker == "pytorch" else jax_side)(args)
+        step()  # compile / warm up
+
+        def run_block(steps: int) -> list[float]:
+            # The first step of a block is not timed: it shares the CPU with the other side's worker threads as
+            # they wind down (torch's OpenMP threads keep spinning a while after a step).
+            step()
+            spent = []
+            for _ in range(steps):
                 start = time.perf_counter()
-                run()
+                step()
                 spent.append(time.perf_counter() - start)
-    return [float(np.median(spent)) for spent in times]
+            return spent
+
+        return info, run_block
+
+    serve(setup)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per framework (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per side, over all rounds")
     parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2, help="turns each side takes")
+    parser.add_argument("--worker", choices=[name for name, _, _ in SIDES], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args)
 
-    import torch
-    from transformers import ASTConfig as HFConfig, ASTForAudioClassification
+    passed = ["--batch", str(args.batch), "--layers", str(args.layers)]
+    workers = [Worker(__file__, name, passed, env) for name, env, _ in SIDES]
+    per_block = max(1, -(-args.steps // args.rounds))
+    times = {w.name: [] for w in workers}
+    for _ in range(args.rounds):
+        for w in workers:
+            times[w.name] += w(per_block)
+    for w in workers:
+        w.close()
+    seconds = {name: float(np.median(spent)) for name, spent in times.items()}
 
-    from ast_jax.model import AST, ASTConfig, count_parameters, init_params
-    from ast_jax.training.trainer import default_config, make_train_step
-    from ast_jax.training.optim import make_optimizer
-
-    torch.set_num_threads(os.cpu_count())
-    labels, frames, bins, batch = 35, 128, 128, args.batch
-    rng = np.random.default_rng(0)
-    inputs = rng.standard_normal((batch, frames, bins)).astype(np.float32)
-    targets = (rng.uniform(size=(batch, labels)) < 0.1).astype(np.float32)
-
-    # ast-jax
-    config = ASTConfig.from_size("base384", num_layers=args.layers, max_length=frames, num_mel_bins=bins,
-                                 num_labels=labels)
-    params = init_params(config, 0)
-    optimizer, schedule = make_optimizer(default_config(), steps_per_epoch=1000)
-    step_fn = make_train_step(AST(config), optimizer, schedule, "bce", lambda _, b: (b["audio"], b["targets"]),
-                              jax.random.PRNGKey(0))
-    jitted = jax.jit(step_fn, donate_argnums=0)
-    batch_arrays = {"audio": jnp.asarray(inputs), "targets": jnp.asarray(targets), "valid": jnp.ones(batch, bool)}
-    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
-    compiled = jitted.lower(state, batch_arrays).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops_per_clip = float(cost.get("flops", 0.0)) / batch
-
-    def jax_step():
-        nonlocal state
-        state, metrics = jitted(state, batch_arrays)
-        metrics["loss"].block_until_ready()
-
-    # PyTorch reference
-    hf = HFConfig(hidden_size=768, num_hidden_layers=args.layers, num_attention_heads=12, intermediate_size=3072,
-                  max_length=frames, num_mel_bins=bins, num_labels=labels, hidden_dropout_prob=0.0,
-                  attention_probs_dropout_prob=0.0)
-    model = ASTForAudioClassification(hf).train()
-    torch_opt = torch.optim.Adam(model.parameters(), lr=2.5e-4, weight_decay=5e-7, betas=(0.95, 0.999))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    torch_inputs, torch_targets = torch.tensor(inputs), torch.tensor(targets)
-
-    def torch_step():
-        torch_opt.zero_grad()
-        loss = loss_fn(model(torch_inputs).logits, torch_targets)
-        loss.backward()
-        torch_opt.step()
-
-    jax_seconds, torch_seconds = time_in_blocks(args.steps, jax_step, torch_step)
-
-    print(f"AST-base train step, {args.layers} layers, {count_parameters(params):,} parameters, "
-          f"batch {batch}, input {frames}x{bins}, float32, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
-          f"torch {torch.__version__}")
-    print(f"{'implementation (median step, blocks taking turns)':<50}{'s/step':>10}{'clips/s':>10}")
-    print(f"{'ast-jax (jit, donated state)':<50}{jax_seconds:>10.3f}{batch / jax_seconds:>10.2f}")
-    print(f"{'transformers + torch.optim.Adam':<50}{torch_seconds:>10.3f}{batch / torch_seconds:>10.2f}")
-    print(f"speed-up ast-jax / PyTorch: {torch_seconds / jax_seconds:.2f}x (goal >= 1.1x)")
+    jax_info, torch_info = workers[0].info, workers[-1].info
+    print(f"AST-base train step, {args.layers} layers, {jax_info['parameters']:,} parameters, batch {args.batch}, "
+          f"input {FRAMES}x{BINS}, float32, {os.cpu_count()} CPU cores, {jax_info['version']}, "
+          f"{torch_info['version']}; {args.rounds} turns of {per_block} steps each")
+    print(f"{'implementation (median step)':<42}{'GLIBC_TUNABLES':<26}{'s/step':>8}{'clips/s':>9}")
+    for (name, _, label), w in zip(SIDES, workers):
+        print(f"{label:<42}{w.tunables:<26}{seconds[name]:>8.3f}{args.batch / seconds[name]:>9.2f}")
+    print(f"speed-up ast-jax / PyTorch: {seconds['pytorch'] / seconds['ast-jax']:.2f}x (goal >= 1.1x); "
+          f"without the malloc tunable {seconds['pytorch'] / seconds['ast-jax-plain']:.2f}x")
+    flops_per_clip = jax_info["flops_per_clip"]
     if flops_per_clip:
         datasheet, measured = (0.45 * peak / flops_per_clip
                                for peak in (H200_BF16_DENSE_FLOPS, H200_BF16_MEASURED_FLOPS))
@@ -119,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
