@@ -24,7 +24,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True
     parser.add_argument("--model", required=True,
                         help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="clips per jitted batch (default 8 on CPU, 64 on GPU/TPU)")
+                        help="clips per jitted batch (default 6 on CPU, 64 on GPU/TPU)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="compute dtype (default: the model's; bfloat16 is fast on GPUs)")
     if workers:
