@@ -8,11 +8,11 @@ per training step on two cores. With GLIBC_TUNABLES=glibc.malloc.hugetlb=1 glibc
 pages on those mappings (where the kernel's THP mode is `madvise`), and a step takes about 1,000 faults and
 5-9% less time. Memory is still handed back to the system after each call.
 
-Tunables are read when a process starts, so ast-jax's programs (the `ast-jax` command and train.py; and
-bench/bench_train_step.py starts its ast-jax worker in the same environment) call `reexec_with_huge_pages()`
-first thing: where it helps and the setting is missing, the program
-replaces itself (same process id, arguments and environment, plus the tunable). Python users set it themselves:
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python ...`. AST_JAX_HOST_MALLOC=system turns the re-run off.
+Tunables are read when a process starts, so ast-jax's programs (the `ast-jax` command and train.py) call
+`reexec_with_huge_pages()` first thing: where it helps and the setting is missing, the program replaces itself
+(same process id, arguments and environment, plus the tunable); bench/bench_train_step.py starts its ast-jax
+worker in the same environment. Python users set it themselves: `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python
+...`. AST_JAX_HOST_MALLOC=system turns the re-run off.
 
 (Keeping freed buffers in the heap instead, with mallopt at import time, was as fast but let the heap grow
 when small allocations split a freed buffer; huge pages have no such failure mode.)
