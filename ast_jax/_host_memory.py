@@ -25,6 +25,7 @@ import importlib.util
 import os
 import platform
 import sys
+from pathlib import Path
 
 ENV = "AST_JAX_HOST_MALLOC"
 TUNABLE = "glibc.malloc.hugetlb=1"
@@ -45,7 +46,7 @@ def computes_on_cpu(environ=os.environ) -> bool:
 def thp_mode(path: str = THP_MODE_FILE) -> str:
     """The kernel's transparent-huge-page mode ("always", "madvise", "never"), or "" where there is none."""
     try:
-        text = open(path).read()
+        text = Path(path).read_text()
     except OSError:
         return ""
     return text[text.find("[") + 1:text.find("]")] if "[" in text else ""

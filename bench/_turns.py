@@ -28,7 +28,9 @@ PLAIN_ENV = "plain"  # the environment as it is
 
 def environment(kind: str) -> dict[str, str]:
     plain = dict(os.environ)
-    return huge_pages_environment(plain) or plain if kind == AST_JAX_ENV else plain
+    if kind == AST_JAX_ENV:
+        return huge_pages_environment(plain) or plain
+    return plain
 
 
 class Worker:
