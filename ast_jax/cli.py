@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ast_jax import _host_memory
+from ast_jax import _compilation_cache, _host_memory
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     """Run one subcommand. As a program (no `argv`, or `program=True`) it first re-runs itself with huge pages
-    for XLA's CPU buffers where that helps (ast_jax/_host_memory.py)."""
+    for XLA's CPU buffers where that helps (ast_jax/_host_memory.py), and keeps compiled functions on disk for
+    the next run (ast_jax/_compilation_cache.py)."""
     if program is None:
         program = argv is None
     if program:
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         except ValueError as error:
             print(f"ast-jax: error: {error}", file=sys.stderr)
             return 2
+        _compilation_cache.enable()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:

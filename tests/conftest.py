@@ -7,6 +7,10 @@ import pytest
 
 ONLINE = os.environ.get("AST_JAX_ONLINE_TESTS") == "1"
 
+# The programs keep compiled functions in the user's cache directory; tests (and the programs they start) must
+# not write there. tests/test_compilation_cache.py turns it on, pointed at temporary directories.
+os.environ["AST_JAX_COMPILATION_CACHE"] = "off"
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `online` need the network: they run only with AST_JAX_ONLINE_TESTS=1."""
