@@ -5,18 +5,19 @@ random weights in the released Speech Commands geometry (AST-base, 128 frames, 3
   ast-jax       ast_jax.pipeline(model).predict_files(paths), what `ast-jax predict` runs, at its default batch
                 (6 on CPU): threads decode while the device computes; features, model and softmax in one jitted
                 function; the time includes compiling it
-  transformers  pipeline("audio-classification", model=folder, device="cpu")(waveforms, batch_size=8), its
-                best batch on this CPU (bench_inference_model.py: 6.4 clips/s at 4, 7.0 at 8, 7.2 at 16); the
-                files read with soundfile inside the timed region (this machine has no ffmpeg, which the
-                pipeline would otherwise use to read paths)
+  transformers  pipeline("audio-classification", model=folder, device="cpu")(waveforms, batch_size=16), its
+                best batch on this CPU (192 clips, two runs each: 6.1 clips/s at 8, 6.1-6.5 at 12, 6.3-6.5 at
+                16, 6.3-6.5 at 24, 6.2 at 32); the files read with soundfile inside the timed region (this
+                machine has no ffmpeg, which the pipeline would otherwise use to read paths)
 It prints clips per second of each, their ratio, and how far the two agree (top-1 label, max score difference).
 
-    .venv/bin/python bench/bench_predict.py [--clips 1000] [--batch-size B] [--theirs-batch-size 8] [--rounds 5]
+    .venv/bin/python bench/bench_predict.py [--clips 1000] [--batch-size B] [--theirs-batch-size 16] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -40,6 +41,18 @@ def clip_paths(count: int) -> list[str]:
     return [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
 
 
+def rounds(paths: list[str], count: int, unit: int) -> list[list[str]]:
+    """`paths` cut into `count` consecutive parts whose sizes (all but the last) are multiples of `unit`.
+
+    With `unit` a multiple of both batch sizes, no part ends in a padded batch that one call over all the files
+    would not have: ast-jax pads its last batch to the compiled size, and 200-clip parts at batch 6 would add
+    four padded rows a part (2% of the work) that a single run of 1,000 files does not do.
+    """
+    edges = (np.linspace(0, len(paths) // unit, count + 1).round().astype(int) * unit).tolist()
+    edges[-1] = len(paths)
+    return [paths[start:stop] for start, stop in zip(edges[:-1], edges[1:]) if stop > start]
+
+
 def write_hf_model(folder: Path) -> None:
     """A transformers AST in the Speech Commands geometry with random weights, and its feature extractor."""
     import torch
@@ -60,10 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=None, help="ast-jax's (default: ast-jax predict's)")
-    parser.add_argument("--theirs-batch-size", type=int, default=8, help="the transformers pipeline's")
+    parser.add_argument("--theirs-batch-size", type=int, default=16, help="the transformers pipeline's")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="the clips are cut into this many parts, each classified by one side then the other, "
-                             "so that a change in the machine's load falls on both alike")
+                        help="the clips are cut into this many parts (at multiples of both batch sizes), each "
+                             "classified by one side then the other, so that a change in the machine's load falls on "
+                             "both alike")
     parser.add_argument("--workers", type=int, default=4, help="ast-jax decoding threads")
     args = parser.parse_args()
 
@@ -88,8 +102,8 @@ def main() -> None:
 
     ours_results, theirs_results = [], []
     ours_time = theirs_time = 0.0
-    for round_index, part in enumerate(np.array_split(np.arange(len(paths)), args.rounds)):
-        chunk = [paths[i] for i in part]
+    parts = rounds(paths, args.rounds, math.lcm(ours.predictor.batch_size, args.theirs_batch_size))
+    for round_index, chunk in enumerate(parts):
         start = time.perf_counter()  # the first part includes compiling ast-jax's function
         ours_results += [out["labels"] for _, out in ours.predict_files(chunk, top_k=5)]
         ours_round = time.perf_counter() - start
@@ -98,7 +112,7 @@ def main() -> None:
                                  batch_size=args.theirs_batch_size, top_k=5)
         theirs_round = time.perf_counter() - start
         ours_time, theirs_time = ours_time + ours_round, theirs_time + theirs_round
-        print(f"round {round_index + 1}/{args.rounds}: {len(chunk)} clips, ast-jax {ours_round:.1f} s, "
+        print(f"round {round_index + 1}/{len(parts)}: {len(chunk)} clips, ast-jax {ours_round:.1f} s, "
               f"transformers {theirs_round:.1f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
 
     top1 = np.mean([a[0]["label"] == b[0]["label"] for a, b in zip(ours_results, theirs_results)])
@@ -106,7 +120,7 @@ def main() -> None:
                      for x, y in zip(a, b) if x["label"] == y["label"])
     n = len(paths)
     print(f"{n} clips, batch {ours.predictor.batch_size} (ast-jax) / {args.theirs_batch_size} (transformers), "
-          f"{args.rounds} alternating rounds, CPU: {os.cpu_count()} cores "
+          f"{len(parts)} alternating rounds, CPU: {os.cpu_count()} cores "
           f"(load average {os.getloadavg()[0]:.1f}); jax {jax.__version__} ({jax.devices()[0].platform}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
     print("| files -> results | load model (s) | classify (s) | clips/s |")
