@@ -277,7 +277,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, return_attention: bool = False, queries: int | None = None):
-        """Attend from the first `queries` tokens (all when None) to every token."""
+        """Attend from the first `queries` tokens (all when None) to every token; `(output, weights or None)`."""
         cfg = self.config
         batch, length, width = x.shape
         head_dim = width // cfg.num_heads
@@ -310,7 +310,7 @@ class Attention(nn.Module):
         else:
             # Elsewhere let JAX pick the fused kernel (cuDNN flash attention on NVIDIA GPUs).
             out = jax.nn.dot_product_attention(query, key, value, scale=head_dim ** -0.5)
-        out = out.reshape(batch, out.shape[1], width)  # (B, Q, D)
+        out = out.reshape(batch, length, width)  # (B, N, D)
         return output(out), weights
 
 
