@@ -1,0 +1,53 @@
+/* The float32 arithmetic peak of this CPU: AVX-512 fused multiply-adds on registers only, one thread per core.
+ *
+ * The README compares the rate of ast-jax's matrix products with this figure. Twelve independent accumulators
+ * hide the FMA latency, so the loop runs at the FMA units' throughput; nothing touches memory.
+ *
+ *     gcc -O2 -mavx512f -mfma -pthread bench/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak
+ */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ACCUMULATORS 12
+#define ITERATIONS 400000000L
+
+static volatile float sink;
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void *multiply_add(void *unused) {
+    (void)unused;
+    __m512 acc[ACCUMULATORS];
+    const __m512 factor = _mm512_set1_ps(1.0000001f), term = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long n = 0; n < ITERATIONS; n++)
+#pragma GCC unroll 12  /* all ACCUMULATORS: they stay in registers */
+        for (int i = 0; i < ACCUMULATORS; i++) acc[i] = _mm512_fmadd_ps(acc[i], factor, term);
+    float total = 0;
+    for (int i = 0; i < ACCUMULATORS; i++) total += _mm512_reduce_add_ps(acc[i]);
+    sink = total;
+    return NULL;
+}
+
+int main(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    pthread_t threads[256];
+    long counts[2] = {1, cores < 256 ? cores : 256};
+    for (int run = 0; run < (counts[1] > 1 ? 2 : 1); run++) {
+        long count = counts[run];
+        double start = seconds();
+        for (long i = 0; i < count; i++) pthread_create(&threads[i], NULL, multiply_add, NULL);
+        for (long i = 0; i < count; i++) pthread_join(threads[i], NULL);
+        double flops = (double)count * ITERATIONS * ACCUMULATORS * 16 * 2;
+        double rate = flops / (seconds() - start) / 1e9;
+        printf("%ld thread(s): %.1f GFLOP/s float32 (%.1f a core)\n", count, rate, rate / count);
+    }
+    return 0;
+}
