@@ -1,8 +1,8 @@
 """The main job: train a small AST on the Speech Commands demo set shipped with the project (12 classes,
-672 training clips), evaluate on its test split and keep the model. About four minutes on a 2-core CPU.
+672 training clips), evaluate on its test split and keep the model. Two to five minutes on a 2-core CPU.
 
     ast-jax train --config configs/demo.py --workdir runs/demo      (or: make demo)
-    ast-jax predict --model runs/demo/best clip.wav
+    ast-jax predict --model runs/demo/model clip.wav
 
 Not the released recipe: that one fine-tunes an ImageNet start, and a transformer trained from scratch on 56
 clips per class needs a different one. What made the difference on this set:
