@@ -36,18 +36,21 @@ static void *multiply_add(void *unused) {
     return NULL;
 }
 
+/* GFLOP/s of `count` threads running multiply_add at once. */
+static double rate(long count) {
+    pthread_t threads[count];
+    double start = seconds();
+    for (long i = 0; i < count; i++) pthread_create(&threads[i], NULL, multiply_add, NULL);
+    for (long i = 0; i < count; i++) pthread_join(threads[i], NULL);
+    return (double)count * ITERATIONS * ACCUMULATORS * 16 * 2 / (seconds() - start) / 1e9;
+}
+
 int main(void) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    pthread_t threads[256];
-    long counts[2] = {1, cores < 256 ? cores : 256};
-    for (int run = 0; run < (counts[1] > 1 ? 2 : 1); run++) {
-        long count = counts[run];
-        double start = seconds();
-        for (long i = 0; i < count; i++) pthread_create(&threads[i], NULL, multiply_add, NULL);
-        for (long i = 0; i < count; i++) pthread_join(threads[i], NULL);
-        double flops = (double)count * ITERATIONS * ACCUMULATORS * 16 * 2;
-        double rate = flops / (seconds() - start) / 1e9;
-        printf("%ld thread(s): %.1f GFLOP/s float32 (%.1f a core)\n", count, rate, rate / count);
+    printf("1 thread: %.1f GFLOP/s float32\n", rate(1));
+    if (cores > 1) {
+        double all = rate(cores);
+        printf("%ld threads: %.1f GFLOP/s float32 (%.1f a core)\n", cores, all, all / cores);
     }
     return 0;
 }
