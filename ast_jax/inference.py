@@ -106,7 +106,7 @@ class Predictor:
     """
 
     def __init__(self, model: Pretrained, *, batch_size: int | None = None, activation: str | None = None):
-        batch_size = batch_size or default_batch_size()
+        batch_size = default_batch_size() if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         self.model = model
@@ -200,9 +200,16 @@ class Predictor:
     def top_k(self, scores: np.ndarray, k: int | None = 5) -> list[dict[str, Any]]:
         """`[{"score", "label"}]` of the `k` best labels (all when None), best first, like transformers."""
         labels = self.model.labels
-        k = len(labels) if k is None else max(1, min(int(k), len(labels)))
+        k = len(labels) if check_top_k(k) is None else min(int(k), len(labels))
         best = np.argsort(-scores, kind="stable")[:k]
         return [{"score": float(scores[i]), "label": labels[i]} for i in best]
+
+
+def check_top_k(k: int | None) -> int | None:
+    """`k` itself when it is None (every label) or positive, else a ValueError."""
+    if k is not None and k < 1:
+        raise ValueError(f"top_k must be positive (or None for every label), got {k}")
+    return k
 
 
 def _split_rows(keys, batch_outputs):
@@ -257,6 +264,7 @@ class Pipeline:
         return waveform
 
     def __call__(self, inputs: Any, top_k: int | None = 5, function_to_apply: str | None = None):
+        check_top_k(top_k)
         predictor = self.predictor
         if function_to_apply is not None and function_to_apply != predictor.activation:
             if function_to_apply not in self._other_activations:
@@ -275,6 +283,8 @@ class Pipeline:
         """`(path, outputs)` for each readable file, in order, with "samples" (the decoded length) and, when
         scores are asked for, "labels" (top-k). Files are decoded in background threads; unreadable ones go
         to `on_error` and are skipped (without `on_error`, the first one raises)."""
+        check_top_k(top_k)
+
         def readable():
             for path, waveform, error in decode_in_background(paths, self.load, workers=self.workers):
                 if error is None:
@@ -299,7 +309,9 @@ class Pipeline:
         """
         from ast_jax.audio import iter_audio_blocks
 
-        rate, hop_seconds = self.sample_rate, hop_seconds or window_seconds
+        check_top_k(top_k)
+        rate = self.sample_rate
+        hop_seconds = window_seconds if hop_seconds is None else hop_seconds
         if isinstance(source, (str, os.PathLike)):
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
         else:

@@ -112,6 +112,38 @@ def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys,
             assert list(np.load(tmp_path / "e.npz")["files"]) == good
 
 
+@pytest.mark.parametrize("command, option, value", [
+    ("predict", "--top-k", "0"), ("predict", "--batch-size", "-1"), ("predict", "--workers", "0"),
+    ("predict", "--window", "0"), ("predict", "--hop", "-0.5"), ("predict", "--window", "nan"),
+    ("embed", "--batch-size", "0"), ("evaluate", "--clip-seconds", "0"), ("evaluate", "--num-classes", "7"),
+])
+def test_bad_numbers_are_usage_errors(model_dir, capsys, command, option, value):
+    """Zero, negative or nan counts and lengths stop the command before the model loads (argparse, exit 2),
+    rather than quietly falling back to a default."""
+    extra = {"predict": ["x.wav"], "embed": ["x.wav", "-o", "e.npz"], "evaluate": ["--data", "demo"]}[command]
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--model", model_dir, option, value, *extra])
+    assert stop.value.code == 2
+    assert f"argument {option}: " in capsys.readouterr().err
+
+
+def test_top_k_and_hop_must_be_positive_in_python(model_dir):
+    classify = pipeline(model_dir)
+    audio = waveform(0.5)
+    assert len(classify(audio, top_k=100)) == len(LABELS) == len(classify(audio, top_k=None))
+    with pytest.raises(ValueError, match="top_k must be positive"):
+        classify(audio, top_k=0)
+    with pytest.raises(ValueError, match="must be positive"):
+        classify.windows(audio, 0.5, 0.0)
+
+
+def test_csv_header_follows_top_k_when_nothing_is_read(model_dir, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "--top-k", 3,
+                             tmp_path / "missing.wav")
+    assert code == 1 and "missing.wav: file not found" in err
+    assert out == "file,label_1,score_1,label_2,score_2,label_3,score_3\n"
+
+
 def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monkeypatch):
     from sklearn.metrics import accuracy_score, average_precision_score, precision_score, recall_score, roc_auc_score
 

@@ -24,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ast_jax.commands import positive_float
 from ast_jax.commands.predict import add_model_arguments, progress
 
 
@@ -34,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
     parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
                         help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
-    parser.add_argument("--clip-seconds", type=float, default=None, help="clip length read from the data set")
-    parser.add_argument("--num-classes", type=int, default=None,
+    parser.add_argument("--clip-seconds", type=positive_float, default=None, help="clip length read from the data set")
+    parser.add_argument("--num-classes", type=int, choices=[35, 12], default=None,
                         help="Speech Commands task for a raw folder: 35 or 12 (default: 35 if the model has 35 labels)")
     parser.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir for tfds: sources")
     parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model_source(args.model, args.dtype)
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
-    clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate
+    clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0
     num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
     source = build_source(data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
                                       tfds_data_dir=args.tfds_data_dir))

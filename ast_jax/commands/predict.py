@@ -18,30 +18,32 @@ import io
 import json
 import sys
 
+from ast_jax.commands import positive_float, positive_int
+
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
     """--model, --batch-size, --dtype and (for commands that read files) --workers."""
     parser.add_argument("--model", required=True,
                         help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="clips per jitted batch (default 6 on CPU, 64 on GPU/TPU)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="compute dtype (default: the model's; bfloat16 is fast on GPUs)")
     if workers:
-        parser.add_argument("--workers", type=int, default=4, help="threads decoding audio (default 4)")
+        parser.add_argument("--workers", type=positive_int, default=4, help="threads decoding audio (default 4)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
     add_model_arguments(parser)
-    parser.add_argument("--top-k", type=int, default=5, help="labels per file or window (default 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="labels per file or window (default 5)")
     parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
                         help="how scores are made from logits (default: what the model was trained with)")
     parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format")
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
-    parser.add_argument("--window", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify each file window by window, windows this long")
-    parser.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                         help="step between windows (default: the window length)")
 
 
@@ -84,10 +86,9 @@ def _format_labels(labels: list[dict]) -> str:
     return ", ".join(f"{item['label']} ({item['score']:.3f})" for item in labels)
 
 
-def format_rows(rows: list[dict], output_format: str) -> str:
-    """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV."""
-    windowed = bool(rows) and "start" in rows[0]
-    top_k = max([len(row["labels"]) for row in rows] + [1])
+def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool = False) -> str:
+    """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV; `top_k` labels a row (the
+    header's count, also when no file could be read)."""
     if output_format == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows)
     if output_format == "csv":
@@ -151,5 +152,6 @@ def run(args: argparse.Namespace) -> int:
                 except (OSError, ValueError) as error:
                     failures(path, error)
                 bar.update(1)
-    write_text(format_rows(rows, args.format), args.output)
+    top_k = min(args.top_k, len(classify.labels))
+    write_text(format_rows(rows, args.format, top_k, windowed=args.window is not None), args.output)
     return failures.exit_code(len(files) + len(unmatched))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from ast_jax.commands import non_negative_int, positive_int
+
 OVERRIDE_PREFIX = "--config."
 
 
@@ -25,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field (repeatable); same as --config.FIELD=VALUE")
     parser.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator address")
-    parser.add_argument("--num-processes", type=int, help="processes taking part (with --coordinator)")
-    parser.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    parser.add_argument("--num-processes", type=positive_int, help="processes taking part (with --coordinator)")
+    parser.add_argument("--process-id", type=non_negative_int, help="this process's index (with --coordinator)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() with the cluster's own settings (SLURM, TPU, ...)")
 
