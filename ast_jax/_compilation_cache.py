@@ -12,6 +12,11 @@ Where the cache lives:
   AST_JAX_COMPILATION_CACHE=DIR                       DIR
   otherwise                                           $XDG_CACHE_HOME/ast-jax/xla (~/.cache/ast-jax/xla)
 A directory that cannot be created or written means no cache, not an error: the cache only saves time.
+
+JAX bounds the cache's size (least recently used entries go first) with a "-atime" file beside each
+"-cache" entry. A process running without that bound (no filelock, or an older ast-jax) writes entries
+without one, and a bounded process that finds such an entry can write nothing more (it warns on every
+compilation); `enable` therefore gives each such entry the time it was written.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ def cache_directory(environ: Mapping[str, str]) -> Path | None:
     return Path(base) / "ast-jax" / "xla"
 
 
+def stamp_unstamped_entries(directory: Path) -> None:
+    """Write the missing "-atime" file (the entry's modification time, as JAX writes it) of each entry."""
+    for entry in directory.glob("*-cache"):
+        stamp = entry.with_name(entry.name[:-len("-cache")] + "-atime")
+        try:
+            if not stamp.exists():
+                stamp.write_bytes(entry.stat().st_mtime_ns.to_bytes(8, "little"))
+        except OSError:  # removed meanwhile by another process's eviction, or not ours to write
+            pass
+
+
 def enable(environ: Mapping[str, str] | None = None) -> Path | None:
     """Point JAX's persistent compilation cache at `cache_directory(environ)`; the directory in use, or None."""
     import jax
@@ -53,6 +69,7 @@ def enable(environ: Mapping[str, str] | None = None) -> Path | None:
         return None
     if not os.access(directory, os.W_OK | os.X_OK):
         return None
+    stamp_unstamped_entries(directory)
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     if importlib.util.find_spec("filelock") is not None:

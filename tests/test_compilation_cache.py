@@ -40,12 +40,14 @@ print(json.dumps({**settings, "hits": events.count("/jax/compilation_cache/cache
 """
 
 
-def run_child(**environ) -> dict:
+def run_child(stderr: list | None = None, **environ) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("AST_JAX_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")}
     env.update({"JAX_PLATFORMS": "cpu", **environ})
     done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    if stderr is not None:
+        stderr.append(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -59,6 +61,24 @@ def test_the_second_process_loads_what_the_first_compiled(tmp_path):
     assert first["hits"] == 0 and entries >= 1
     second = run_child(AST_JAX_COMPILATION_CACHE=str(cache))
     assert second["hits"] == entries and second["out"] == first["out"]
+
+
+def test_entries_written_without_a_size_bound_do_not_stop_writes(tmp_path):
+    """An entry without its "-atime" file (written by a process with no size bound) would make every later
+    write of a bounded process fail with a warning; enable() stamps it first."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stray = cache / "jit_other-0123abcd-cache"
+    stray.write_bytes(b"an executable from an unbounded process")
+    stderr = []
+    run_child(stderr, AST_JAX_COMPILATION_CACHE=str(cache))
+    assert "Error writing persistent compilation cache" not in stderr[0], stderr[0][-2000:]
+    entries = sorted(cache.glob("*-cache"))
+    assert len(entries) >= 2  # the stray and what the child compiled
+    for entry in entries:
+        stamp = entry.with_name(entry.name.replace("-cache", "-atime"))
+        assert stamp.is_file() and len(stamp.read_bytes()) == 8
+    assert int.from_bytes((cache / "jit_other-0123abcd-atime").read_bytes(), "little") == stray.stat().st_mtime_ns
 
 
 def test_off_and_jax_own_setting(tmp_path):
