@@ -189,6 +189,8 @@ def _unreadable(name: str, opened: Any, error: sf.LibsndfileError) -> str:
         head = opened.read(12)
         opened.seek(position)
     detail = error.error_string.strip().rstrip(".")
+    if detail.startswith("File does not exist"):  # libsndfile's words when its MPEG decoder finds no frames
+        detail = "no audio frames found"
     mpeg_sync = len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
     if head.startswith(_AUDIO_MAGIC) or mpeg_sync:
         return f"{name}: truncated or corrupt audio file ({detail})"

@@ -164,6 +164,15 @@ def test_not_audio(tmp_path):
     assert_one_line(error, str(path))
 
 
+def test_an_mp3_with_a_tag_and_no_frames(tmp_path):
+    path = tmp_path / "tag_only.mp3"
+    path.write_bytes(b"ID3" + bytes(100))
+    with pytest.raises(AudioError, match=r"tag_only.mp3: truncated or corrupt audio file \(no audio frames found\)") \
+            as error:
+        load_audio(path)
+    assert_one_line(error, str(path))
+
+
 def test_truncated_files(tmp_path):
     signal = noise(1.0, RATE, channels=2)
     for container, cut in (("WAV", 0.5), ("FLAC", 0.5), ("MP3", 0.3), ("WAV", 30)):
