@@ -3,7 +3,10 @@
 Data-set labels are matched to model labels by name (the released Speech Commands head is not in alphabetical
 order, and a 12-class data set can be scored with a 35-class model on the labels they share). The prediction
 is the model's best label over all its outputs, so a prediction outside the data set's labels counts as wrong.
-AP and AUC use the model's score of each data-set label (`ast_jax.training.metrics`, scikit-learn's definitions).
+AP and AUC (`ast_jax.training.metrics`, scikit-learn's definitions) rank the examples by each data-set label's
+`ranking` value: `ast-jax evaluate` passes the sigmoid of the logits, as the original code and training do
+for every model (whatever its loss), so that a model's mAP and mAUC here equal those of its training log. For a
+softmax model they differ from ranking its softmax probabilities, which are normalised across labels.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Evaluation:
     label_indices: list[int]  # model output of each data-set label
     names: list[str]  # one name (file path or example index) per row
     multilabel: bool = False
+    ranking: np.ndarray | None = None  # (n, model classes) values AP and AUC rank by; the scores when None
 
     @property
     def mapped_scores(self) -> np.ndarray:
@@ -78,8 +82,8 @@ class Evaluation:
         return lookup[self.predicted_model_classes]
 
     def per_class(self) -> list[dict]:
-        """Precision, recall, support and AP of each data-set class. Single-label: the prediction is the best
-        label; multi-label: every label scoring at least 0.5."""
+        """Precision, recall, support, AP and AUC of each data-set class. Single-label: the prediction is the
+        best label; multi-label: every label scoring at least 0.5. AP and AUC rank by `ranking`."""
         positive = self.targets >= 0.5
         if self.multilabel:
             predicted = self.mapped_scores >= 0.5
@@ -89,13 +93,14 @@ class Evaluation:
         for k, name in enumerate(self.dataset_labels):
             true_positives = int(np.sum(predicted[:, k] & positive[:, k]))
             predicted_count, support = int(predicted[:, k].sum()), int(positive[:, k].sum())
+            ranked = (self.scores if self.ranking is None else self.ranking)[:, self.label_indices[k]]
             rows.append({
                 "label": name,
                 "precision": true_positives / predicted_count if predicted_count else float("nan"),
                 "recall": true_positives / support if support else float("nan"),
                 "support": support,
-                "ap": average_precision(self.mapped_scores[:, k], positive[:, k]),
-                "auc": roc_auc(self.mapped_scores[:, k], positive[:, k]),
+                "ap": average_precision(ranked, positive[:, k]),
+                "auc": roc_auc(ranked, positive[:, k]),
             })
         return rows
 

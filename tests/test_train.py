@@ -92,6 +92,18 @@ def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
     assert (best.config.num_layers, best.config.max_length, best.features.target_length) == (1, 32, 32)
 
 
+def test_evaluate_reports_what_training_logged(reference, tmp_path, capsys):
+    """`ast-jax evaluate` on the best model and the config's test split gives the training log's figures."""
+    logged = next(r for r in json.loads((reference / "results.json").read_text())["results"]
+                  if r["model"].startswith("best") and r["split"] == "test")
+    code = cli_main(["evaluate", "--model", str(reference / "best"), "--data", SMOKE, "--output-dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["examples"] == logged["examples"]
+    for name in ("accuracy", "mAP", "mAUC"):
+        assert metrics[name] == pytest.approx(logged[name], abs=1e-6), name
+
+
 def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
     expected = train_losses(reference)
     averaging = ["--config.weight_averaging.start_epoch=1", "--config.weight_averaging.end_epoch=2"]

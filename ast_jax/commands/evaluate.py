@@ -9,6 +9,8 @@ SOURCE is any source of the data layer (ast_jax.data):
   tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
   CONFIG.py[:arg]           the data section of a training config
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
+Accuracy and precision/recall take the model's best label; mAP and mAUC rank the examples by the sigmoid of
+each label's logit, as the original code and `ast-jax train` do, so they equal the training log's figures.
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
@@ -101,6 +103,7 @@ def example_names(source, split: str) -> tuple[list[str], list[tuple[str, str]]]
 
 
 def run(args: argparse.Namespace) -> int:
+    import jax
     import numpy as np
 
     from ast_jax.data import build_source
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if total == 0:
         raise ValueError(f"{args.data}: split {args.split!r} has no examples")
     scores = np.zeros((total, len(model.labels)), np.float32)
+    logits = np.zeros_like(scores)
     targets = np.zeros((total, source.num_classes), np.float32)
 
     def examples():
@@ -132,13 +136,13 @@ def run(args: argparse.Namespace) -> int:
                 yield index, batch["audio"][row, :batch["length"][row]]  # the clip as read, unpadded
 
     with progress(total, "evaluate") as bar:
-        for index, out in predictor.run(examples(), ("scores",), count=total):
-            scores[index] = out["scores"]
+        for index, out in predictor.run(examples(), ("scores", "logits"), count=total):
+            scores[index], logits[index] = out["scores"], out["logits"]
             bar.update(1)
 
     result = Evaluation(scores=scores, targets=targets, dataset_labels=list(source.labels),
                         model_labels=list(model.labels), label_indices=label_indices, names=names,
-                        multilabel=source.multilabel)
+                        multilabel=source.multilabel, ranking=np.asarray(jax.nn.sigmoid(logits)))
     report = result.report()
     per_class = report["per_class"]
     print(f"{args.data} [{args.split}]: {report['examples']} examples  accuracy {report['accuracy']:.4f}  "
