@@ -263,7 +263,7 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as error:  # zip, pickle and weights-only refusals all land here
-        message = _first_line(error)
+        message = _first_line(error).split(". ")[0]  # torch appends paragraphs of advice to its zip errors
         if "weights only load failed" in message.lower() or "unsupported global" in str(error).lower():
             message = "refused: it holds pickled code, not only tensors"
         raise ValueError(f"{path}: not a PyTorch checkpoint ({message})") from None
