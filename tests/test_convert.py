@@ -237,6 +237,8 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     cases["text.pth"] = "not a PyTorch checkpoint"
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:5000])
     cases["truncated.pth"] = "not a PyTorch checkpoint"
+    (tmp_path / "zip_magic.pth").write_bytes(b"PK\x03\x04 and then no archive")
+    cases["zip_magic.pth"] = r"not a PyTorch checkpoint \(PytorchStreamReader failed reading zip archive: [^.]*\)$"
     save_file({k: v.numpy() for k, v in state.items()}, tmp_path / "good.safetensors")
     (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "good.safetensors").read_bytes()[:5000])
     cases["truncated.safetensors"] = "not a readable safetensors file"
