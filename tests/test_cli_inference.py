@@ -253,6 +253,14 @@ def test_explain_writes_pngs(model_dir, clips, capsys, tmp_path):
     assert code == 1 and err.count("missing.wav: ") == 1
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["no0.wav.png", "no1.wav.png", "no2.wav.png"]
 
+    # an --output that cannot be what is asked: one line naming it, before any work
+    (tmp_path / "notes.txt").write_text("mine")
+    for inputs, output, problem in (([one], "notes.txt", "exists and is not a folder"),
+                                    ([clips / "no"], "all.png", "one PNG for 3 files; give a folder")):
+        code, _, err = run_cli(capsys, "explain", "--model", model_dir, *inputs, "-o", tmp_path / output)
+        assert code == 1 and err.count("\n") == 1 and f"{tmp_path / output}: {problem}" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "all.png").exists()
+
 
 def test_explain_names_files_apart_when_basenames_repeat(model_dir, clips, capsys, tmp_path):
     # Speech Commands reuses file names in every word's folder: each input must get its own PNG.

@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("explain", unmatched)
+    one_png = len(files) <= 1 and args.output.lower().endswith(".png") and not os.path.isdir(args.output)
+    if not one_png and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"{args.output}: exists and is not a folder (--output takes a folder, or a .png for one file)")
+    if len(files) > 1 and args.output.lower().endswith(".png") and not os.path.isdir(args.output):
+        raise ValueError(f"{args.output}: one PNG for {len(files)} files; give a folder")
     model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
