@@ -262,6 +262,20 @@ def test_explain_writes_pngs(model_dir, clips, capsys, tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "all.png").exists()
 
 
+@pytest.mark.parametrize("command, output, problem", [
+    (["predict"], "folder", "is a folder; --output takes a file name"),
+    (["embed"], "folder.npz", "is a folder; --output takes a file name"),
+    (["evaluate", "--data"], "file.txt", "exists and is not a folder"),
+])
+def test_an_unwritable_output_fails_before_any_work(model_dir, clips, capsys, tmp_path, command, output, problem):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "file.txt").write_text("mine")
+    code, out, err = run_cli(capsys, *command, clips, "--model", model_dir, "-o", tmp_path / output)
+    assert code == 1 and err.count("\n") == 1 and f"{tmp_path / output}: {problem}" in err, err
+    assert out == "" and (tmp_path / "file.txt").read_text() == "mine"
+
+
 def test_explain_names_files_apart_when_basenames_repeat(model_dir, clips, capsys, tmp_path):
     # Speech Commands reuses file names in every word's folder: each input must get its own PNG.
     for label in ("up", "yes"):

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import os
 
 
 def _number(kind, accept, description: str):
@@ -21,3 +22,15 @@ def _number(kind, accept, description: str):
 positive_int = _number(int, lambda n: n > 0, "a positive integer")
 non_negative_int = _number(int, lambda n: n >= 0, "an integer >= 0")
 positive_float = _number(float, lambda x: math.isfinite(x) and x > 0, "a positive number")
+
+
+def check_output_file(path: str | None) -> None:
+    """Before any work: a ValueError naming `path` when a file cannot be written there (it is a folder)."""
+    if path is not None and os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; --output takes a file name")
+
+
+def check_output_folder(path: str | None) -> None:
+    """Before any work: a ValueError naming `path` when it exists and is not a folder."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path}: exists and is not a folder")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ast_jax.commands import check_output_file
 from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.output.endswith((".npz", ".npy")):
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
+    check_output_file(args.output)
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("embed", unmatched)
     model = pipeline(args.model, batch_size=args.batch_size, dtype=args.dtype, workers=args.workers)

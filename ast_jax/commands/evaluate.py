@@ -26,7 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ast_jax.commands import positive_float
+from ast_jax.commands import check_output_folder, positive_float
 from ast_jax.commands.predict import add_model_arguments, progress
 
 
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
     from ast_jax.inference import Predictor, load_model_source, write_atomically
 
+    check_output_folder(args.output_dir)
     model = load_model_source(args.model, args.dtype)
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0

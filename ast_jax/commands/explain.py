@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from ast_jax.commands import check_output_folder
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
@@ -46,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("explain", unmatched)
-    one_png = len(files) <= 1 and args.output.lower().endswith(".png") and not os.path.isdir(args.output)
-    if not one_png and os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise ValueError(f"{args.output}: exists and is not a folder (--output takes a folder, or a .png for one file)")
+    if not (len(files) <= 1 and args.output.lower().endswith(".png")):
+        check_output_folder(args.output)
     if len(files) > 1 and args.output.lower().endswith(".png") and not os.path.isdir(args.output):
         raise ValueError(f"{args.output}: one PNG for {len(files)} files; give a folder")
     model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)

@@ -18,7 +18,7 @@ import io
 import json
 import sys
 
-from ast_jax.commands import positive_float, positive_int
+from ast_jax.commands import check_output_file, positive_float, positive_int
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
@@ -128,6 +128,7 @@ def write_text(text: str, output: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline
 
+    check_output_file(args.output)
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("predict", unmatched)
     if args.hop is not None and args.window is None:
