@@ -80,7 +80,9 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     So an interrupted or failed write never leaves a half-written folder behind.
     """
     directory = Path(directory).absolute()
-    if directory.exists() and not overwrite and (not directory.is_dir() or any(directory.iterdir())):
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory}: exists and is not a folder")
+    if directory.exists() and not overwrite and any(directory.iterdir()):
         raise FileExistsError(f"{directory}: output folder exists and is not empty")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))

@@ -275,6 +275,11 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
                  str(tmp_path / "labels.csv")]) == 1
     error = capsys.readouterr().err
     assert "labels.csv: 2 labels for a head with 35 outputs" in error and error.count("\n") == 1
+    (tmp_path / "a_file").write_text("mine")
+    assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "a_file")]) == 1
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'a_file'}: exists and is not a folder" in error and error.count("\n") == 1
+    assert (tmp_path / "a_file").read_text() == "mine"
     assert main(["convert", str(tmp_path / "nowhere.pth"), str(tmp_path / "out")]) == 1
     assert "nowhere.pth: no such file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

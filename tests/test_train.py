@@ -176,24 +176,38 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     assert kept and max(kept) == failed_at - 1
 
 
+@pytest.fixture
+def no_jit(monkeypatch):
+    """jax.jit raises from here on: nothing may be compiled (imported modules jit their helpers at import)."""
+    import ast_jax.training.trainer  # noqa: F401  (its imports, optax's among them, call jax.jit at import)
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before rejecting the config")
+
+    monkeypatch.setattr(jax, "jit", no_compiling)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["--config.optim.lerning_rate=1"], "unknown config field 'optim.lerning_rate'"),
     (["--config.data.data_dir=/no/such/folder"], "/no/such/folder: data.data_dir does not exist"),
     (["--config.data.num_classes=5", "--config.data.source=demo"], "data.num_classes is 5"),
     (["--config.loss=hinge"], "loss must be one of"),
 ])
-def test_bad_config_fails_before_compiling(tmp_path, capsys, monkeypatch, overrides, message):
-    def no_compiling(*args, **kwargs):
-        raise AssertionError("compiled before rejecting the config")
-
-    monkeypatch.setattr(jax, "jit", no_compiling)
+def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
     err = capsys.readouterr().err
     assert code == 1 and message in err and err.count("\n") == 1, err
 
 
-def test_labels_must_match_a_kept_head(reference, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(jax, "jit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("compiled")))
+def test_a_workdir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "runs").write_text("mine")
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "runs"), *QUIET])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{tmp_path / 'runs'}: workdir exists and is not a folder" in err and err.count("\n") == 1
+    assert (tmp_path / "runs").read_text() == "mine"
+
+
+def test_labels_must_match_a_kept_head(reference, tmp_path, capsys, no_jit):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET,
                      f"--config.init.source={reference / 'best'}", "--config.init.keep_head=True",
                      "--config.data.num_classes=3"])

@@ -262,6 +262,8 @@ def format_table(rows: list[dict]) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train per `config`, resuming from `workdir` if it holds checkpoints; returns the results summary."""
     workdir = Path(workdir).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"{workdir}: workdir exists and is not a folder")
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
 
