@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("explain", unmatched)
-    if not (len(files) <= 1 and args.output.lower().endswith(".png")):
-        check_output_folder(args.output)
-    if len(files) > 1 and args.output.lower().endswith(".png") and not os.path.isdir(args.output):
+    one_png = args.output.lower().endswith(".png") and not os.path.isdir(args.output)
+    if one_png and len(files) > 1:
         raise ValueError(f"{args.output}: one PNG for {len(files)} files; give a folder")
+    if not one_png:
+        check_output_folder(args.output)
     model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
