@@ -28,6 +28,11 @@ Short audio. Any length is returned, even fewer samples than one feature frame (
 Long recordings. `stream_audio` yields the same samples as `load_audio` block by block, and
 `iter_audio_blocks` yields analysis windows, both reading a file incrementally: memory stays bounded
 whatever the length.
+
+Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) is read
+as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the header's length is not checked (a
+recorder cannot know it). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files
+(or bytes). Other non-seekable file objects are read whole first.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 from typing import Any, BinaryIO, Iterable, Iterator, Union
 
 import numpy as np
@@ -49,6 +55,7 @@ RESAMPLE_QUALITY = "HQ"
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"riff")
 # libsndfile's header log reports a data chunk longer than the file as "data : 192000 (should be 95978)".
 _SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+PIPE_BLOCK_SECONDS = 0.1  # a pipe's samples are handed on in blocks this long (the delay they add)
 _STREAMING_SIZE = 0xFFFFFFFF  # "unknown length" in WAV headers written while recording
 
 
@@ -137,11 +144,15 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
     if source_rate is not None:
         raise TypeError("source_rate is only for arrays; a file states its own sample rate")
     if isinstance(source, (str, os.PathLike)):
+        if stat.S_ISFIFO(os.stat(source).st_mode):  # a named pipe, or a shell's <(recorder)
+            return _pipe_stream(os.open(source, os.O_RDONLY), name, block_seconds, close=True)
         if os.path.getsize(source) == 0:  # FileNotFoundError for a missing path
             raise AudioError(f"{name}: empty file (0 bytes)")
         opened: Any = os.fspath(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         opened = io.BytesIO(bytes(source))
+    elif hasattr(source, "read") and not _seekable(source) and _is_pipe(source):
+        return _pipe_stream(source.fileno(), name, block_seconds, close=False)
     elif hasattr(source, "read"):
         opened = source if _seekable(source) else io.BytesIO(source.read())
     else:
@@ -169,6 +180,27 @@ def _seekable(file: Any) -> bool:
         return bool(file.seekable())
     except (AttributeError, OSError):
         return False
+
+
+def _is_pipe(file: Any) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(file.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: bool):
+    """(rate, blocks) of audio arriving on a pipe, read through its descriptor with libsndfile's pipe support
+    (which closes the descriptor at the end when `close`)."""
+    try:
+        sound = sf.SoundFile(descriptor, closefd=close)
+    except sf.LibsndfileError as error:
+        if close:
+            os.close(descriptor)
+        raise AudioError(f"{name}: cannot be read as a stream ({error.error_string.strip().rstrip('.')}); WAV, "
+                         f"AIFF and AU can, other formats must be given as files") from None
+    return sound.samplerate, _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS),
+                                               check_length=False)
 
 
 def _remaining_bytes(file: Any) -> int:
@@ -206,7 +238,8 @@ def _check_header(sound: sf.SoundFile, name: str) -> None:
                              f"{present})")
 
 
-def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float) -> Iterator[np.ndarray]:
+def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
+                      check_length: bool = True) -> Iterator[np.ndarray]:
     block_frames = max(1, int(block_seconds * sound.samplerate))
     declared, read = sound.frames, 0
     with sound:
@@ -219,7 +252,7 @@ def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float) -> I
         except sf.LibsndfileError as error:
             raise AudioError(f"{name}: truncated or corrupt ({error.error_string.strip().rstrip('.')} after "
                              f"{read} of {declared} frames)") from None
-    if read < declared:
+    if check_length and read < declared:
         raise AudioError(f"{name}: truncated (the header promises {declared} frames, the file holds {read})")
 
 

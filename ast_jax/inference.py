@@ -171,11 +171,12 @@ class Predictor:
         return self.compiled(rows, outputs)(self.params, batch, lengths)  # asynchronous
 
     def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
-            count: int | None = None) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+            count: int | None = None, read_ahead: bool = True) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
         """`(key, {output: array for this example})` for each `(key, waveform)`, in order.
 
-        Batch k+1 is gathered (decoded) while the device computes batch k. `count`, when known, lets a short
-        request use a smaller compiled batch.
+        Batch k+1 is gathered (decoded) while the device computes batch k; without `read_ahead` (examples that
+        arrive live) each batch's results are given as soon as it is computed. `count`, when known, lets a
+        short request use a smaller compiled batch.
         """
         outputs = tuple(sorted(outputs))
         rows = self._batch_rows(count) if count is not None else self.batch_size
@@ -186,6 +187,9 @@ class Predictor:
             if chunk:
                 keys = [key for key, _ in chunk]
                 dispatched = (keys, self._dispatch([w for _, w in chunk], outputs, rows))
+                if not read_ahead:
+                    yield from _split_rows(*dispatched)
+                    continue
             if in_flight is not None:
                 yield from _split_rows(*in_flight)
             if not chunk:
@@ -255,10 +259,11 @@ class Pipeline:
             waveform = load_audio(np.asarray(array), self.sample_rate, source_rate=int(source["sampling_rate"]))
         elif isinstance(source, np.ndarray):
             waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
-        elif isinstance(source, (str, os.PathLike, bytes)):
+        elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             waveform = load_audio(source, self.sample_rate)
         else:
-            raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, an array or a dict")
+            raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, a binary file "
+                            "object, an array or a dict")
         if not len(waveform):
             raise AudioError(f"{name or 'input'}: no audio samples")
         return waveform
@@ -307,19 +312,26 @@ class Pipeline:
         Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window.
         Files are read block by block, so a recording need not fit in memory.
         """
+        return list(self.iter_windows(source, window_seconds, hop_seconds, top_k=top_k))
+
+    def iter_windows(self, source: Any, window_seconds: float, hop_seconds: float | None = None, *,
+                     top_k: int | None = 5, live: bool = False) -> Iterator[dict[str, Any]]:
+        """`windows`, one window at a time. A path or file object is read as it is classified, a pipe as its
+        audio arrives; with `live`, each window's result comes as soon as it is computed (no read-ahead; a
+        pipeline of batch size 1 then answers every window without waiting for the next ones)."""
         from ast_jax.audio import iter_audio_blocks
 
         check_top_k(top_k)
         rate = self.sample_rate
         hop_seconds = window_seconds if hop_seconds is None else hop_seconds
-        if isinstance(source, (str, os.PathLike)):
+        if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
         else:
             pieces = iter_audio_blocks(self.load(source), window_seconds, hop_seconds, rate, source_rate=rate)
         examples = (((int(round(start * rate)), len(piece)), piece) for start, piece in pieces)
-        return [{"start": start / rate, "end": (start + length) / rate,
-                 "labels": self.predictor.top_k(out["scores"], top_k)}
-                for (start, length), out in self.predictor.run(examples, ("scores",))]
+        for (start, length), out in self.predictor.run(examples, ("scores",), read_ahead=not live):
+            yield {"start": start / rate, "end": (start + length) / rate,
+                   "labels": self.predictor.top_k(out["scores"], top_k)}
 
 
 def pipeline(model: str | os.PathLike | Pretrained, **kwargs: Any) -> Pipeline:

@@ -81,6 +81,56 @@ def test_path_bytes_and_file_objects_agree():
     np.testing.assert_array_equal(expected, librosa_load(CLIP))
 
 
+def feed(data: bytes, fifo: Path | None = None, pieces: int = 7):
+    """A thread writes `data` in pieces, as a recorder would, into a new pipe (whose read end is returned) or
+    into the named pipe `fifo`; a reader that stops early is not an error."""
+    import os
+    import threading
+    import time
+
+    read_end, write_end = (None, None) if fifo else os.pipe()
+
+    def write():
+        try:
+            with (open(fifo, "wb") if fifo else os.fdopen(write_end, "wb")) as pipe:
+                step = -(-len(data) // pieces)
+                for begin in range(0, len(data), step):
+                    pipe.write(data[begin:begin + step])
+                    pipe.flush()
+                    time.sleep(0.01)
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+    return None if fifo else os.fdopen(read_end, "rb", buffering=0)
+
+
+def test_pipes_are_read_as_streams(tmp_path):
+    """A pipe is read block by block as it fills (its header's unknown length is not an error), and gives the
+    samples of the same audio as a file; a format libsndfile cannot stream is a clear error."""
+    import os
+
+    signal = noise(2.0, 44100, channels=2)
+    sf.write(tmp_path / "same.wav", signal, 44100, subtype="PCM_24")
+    expected = load_audio(tmp_path / "same.wav")
+    data = bytearray((tmp_path / "same.wav").read_bytes())
+    start = data.find(b"data")
+    data[4:8] = data[start + 4:start + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # a recorder's header
+    with feed(bytes(data)) as pipe:
+        blocks = list(stream_audio(pipe))
+    assert len(blocks) >= 10  # 0.1 s blocks, not one read to the end
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
+
+    os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
+    feed(bytes(data), fifo=tmp_path / "fifo")
+    np.testing.assert_array_equal(load_audio(tmp_path / "fifo"), expected)
+
+    sf.write(tmp_path / "x.flac", signal, 44100)
+    with feed((tmp_path / "x.flac").read_bytes()) as pipe, pytest.raises(AudioError) as error:
+        load_audio(pipe)
+    assert "cannot be read as a stream" in str(error.value) and "WAV, AIFF and AU can" in str(error.value)
+
+
 def test_arrays_with_a_sample_rate(tmp_path):
     pcm = (noise(0.5, 22050, channels=2) * 32767).astype(np.int16)
     path = tmp_path / "stereo.wav"

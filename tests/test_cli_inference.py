@@ -7,7 +7,12 @@ by transformers' ASTFeatureExtractor; predictions against the Python pipeline.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import select
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -82,6 +87,60 @@ def test_predict_windows(model_dir, capsys, tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["start"], r["end"]) for r in rows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.2)]
     assert all(len(r["labels"]) == 2 and r["file"] == str(path) for r in rows)
+
+
+def streaming_wav(audio: np.ndarray) -> bytes:
+    """A 16-bit WAV whose header gives the unknown length a recorder writes to a pipe."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, RATE, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    data[4:8] = data[data.find(b"data") + 4:data.find(b"data") + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(data)
+
+
+def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
+    """`predict --window ... -` writes each window's row while the audio is still arriving; the rows equal
+    those of the same audio as a file."""
+    audio = waveform(2.2, 5, 330.0)
+    sf.write(tmp_path / "same.wav", audio, RATE, subtype="PCM_16")
+    stream = streaming_wav(audio)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}
+    command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--window", "0.5", "--hop",
+               "0.25", "--format", "jsonl", "--top-k", "2", "-"]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        first_second = 44 + 2 * RATE  # header and one second of 16-bit samples
+        process.stdin.write(stream[:first_second])
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "no row while the stream is open"
+        first = json.loads(process.stdout.readline())
+        assert first["file"] == "-" and (first["start"], first["end"]) == (0.0, 0.5)
+        process.stdin.write(stream[first_second:])
+        process.stdin.close()
+        rest, err = process.stdout.read(), process.stderr.read()
+        assert process.wait(timeout=120) == 0, err
+    finally:
+        process.kill()
+    rows = [first] + [json.loads(line) for line in rest.splitlines()]
+    expected = pipeline(model_dir).windows(str(tmp_path / "same.wav"), 0.5, 0.25, top_k=2)
+    assert [(r["start"], r["end"]) for r in rows] == [(w["start"], w["end"]) for w in expected]
+    for row, window in zip(rows, expected):
+        assert [i["label"] for i in row["labels"]] == [i["label"] for i in window["labels"]]
+        np.testing.assert_allclose([i["score"] for i in row["labels"]], [i["score"] for i in window["labels"]],
+                                   atol=1e-6)
+
+
+def test_predict_reads_a_whole_file_from_standard_input(model_dir, clips, capsys, monkeypatch):
+    path = clips / "up" / "up1.wav"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(path.read_bytes())))
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", "-")
+    assert code == 0, err
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["file"] == "-" and row["labels"] == json.loads(json.dumps(pipeline(model_dir)(str(path))))
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, "-", path)
+    assert code == 1 and "standard input cannot be combined with other inputs" in err
 
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):

@@ -1,13 +1,16 @@
 """Classify audio files, folders or globs: the top-k labels of each file, as a table, JSON lines or CSV.
 
 With --window (and --hop) each file is a long recording classified window by window, with each window's
-start and end time: keyword spotting over a stream. Files that cannot be read are reported one line each on
-stderr; the others are still classified, and the exit status is 1.
+start and end time: keyword spotting over a stream. INPUT "-" reads standard input: with --window, as a live
+stream (WAV, AIFF or AU, e.g. from a recorder), each window's labels written as soon as it is classified
+(one window per call unless --batch-size says otherwise); without, as one file of any format. Files that
+cannot be read are reported one line each on stderr; the others are still classified, and the exit status is 1.
 
 examples:
   ast-jax predict --model runs/demo/model clips/ *.wav
   ast-jax predict --model hf:MIT/ast-finetuned-speech-commands-v2 --format jsonl --output out.jsonl clips/
   ast-jax predict --model model/ --window 1.0 --hop 0.25 --top-k 3 recording.wav
+  arecord -f S16_LE -r 16000 -t wav | ast-jax predict --model model/ --window 1.0 --hop 0.25 -
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import json
 import sys
 
 from ast_jax.commands import check_output_file, positive_float, positive_int
+
+STDIN = "-"  # the input name that reads standard input
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
@@ -34,7 +39,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, folders (searched recursively), globs, or - for standard input")
     add_model_arguments(parser)
     parser.add_argument("--top-k", type=positive_int, default=5, help="labels per file or window (default 5)")
     parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
@@ -125,25 +131,90 @@ def write_text(text: str, output: str | None) -> None:
     write_atomically(output, write)
 
 
+def standard_input(live: bool):
+    """Standard input named "-": as a live stream (read as it arrives) or, whole, as the bytes of a file."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValueError("-: standard input is a terminal; pipe audio into it (e.g. arecord -t wav | ...)")
+    if live:
+        stream = io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+    else:
+        stream = io.BytesIO(sys.stdin.buffer.read())
+    stream.name = STDIN
+    return stream
+
+
+def stream_rows(rows, output_format: str, top_k: int, labels: list[str]):
+    """Text for each windowed row as it comes (the header first): JSON lines, CSV, or a table whose columns
+    are as wide as the longest label can need, since the rows to come are not known."""
+    rows = iter(rows)
+    if output_format in ("jsonl", "csv"):
+        header, *_ = format_rows([], output_format, top_k, windowed=True).splitlines(keepends=True) or [""]
+        yield header
+        for row in rows:
+            yield format_rows([row], output_format, top_k, windowed=True).splitlines(keepends=True)[-1]
+        return
+    widths = [max(len("file"), len(STDIN)), 8, 8, max(len("label"), *map(len, labels)), len("score")]
+    cells = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)) + "  "
+    yield cells(["file", "start", "end", "label", "score"]) + f"top {top_k}\n"
+    for row in rows:
+        best = row["labels"][0]
+        yield cells([row["file"], f"{row['start']:.2f}", f"{row['end']:.2f}", best["label"],
+                     f"{best['score']:.3f}"]) + _format_labels(row["labels"]) + "\n"
+
+
+def run_stream(args: argparse.Namespace, failures: "Failures") -> int:
+    """`--window` over standard input: each window's labels are written as soon as it is classified (with
+    --output, the file is written when the stream ends or is interrupted)."""
+    from ast_jax.inference import pipeline
+
+    source = standard_input(live=True)
+    # One window per call: a batch would wait for windows that have not been recorded yet.
+    classify = pipeline(args.model, batch_size=args.batch_size or 1, activation=args.activation,
+                        dtype=args.dtype, workers=args.workers)
+    top_k = min(args.top_k, len(classify.labels))
+    rows = ({"file": STDIN, **window}
+            for window in classify.iter_windows(source, args.window, args.hop, top_k=top_k, live=True))
+    kept = []
+    try:
+        if args.output is None:
+            for text in stream_rows(rows, args.format, top_k, classify.labels):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        else:
+            kept.extend(rows)
+    except (OSError, ValueError) as error:
+        failures(STDIN, error)
+    finally:
+        if args.output is not None:
+            write_text(format_rows(kept, args.format, top_k, windowed=True), args.output)
+    return failures.exit_code(1)
+
+
 def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline
 
     check_output_file(args.output)
-    files, unmatched = expand_inputs(args.inputs)
-    failures = Failures("predict", unmatched)
+    if STDIN in args.inputs and len(args.inputs) > 1:
+        raise ValueError(f"{STDIN}: standard input cannot be combined with other inputs")
     if args.hop is not None and args.window is None:
         raise ValueError("--hop needs --window")
+    if args.inputs == [STDIN] and args.window is not None:
+        return run_stream(args, Failures("predict", []))
+    files, unmatched = expand_inputs(args.inputs)
+    if files == [STDIN]:
+        files = [standard_input(live=False)]
+    failures = Failures("predict", unmatched)
     classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
                         workers=args.workers)
     rows = []
     with progress(len(files), "predict") as bar:
         if args.window is None:
             def on_error(name, error):
-                failures(name, error)
+                failures(getattr(name, "name", name), error)
                 bar.update(1)
 
             for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
-                rows.append({"file": path, "labels": out["labels"]})
+                rows.append({"file": getattr(path, "name", path), "labels": out["labels"]})
                 bar.update(1)
         else:
             for path in files:
