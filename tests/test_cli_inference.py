@@ -68,7 +68,7 @@ def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
     code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", output,
                            str(clips / "*" / "*0.wav"))
     assert code == 0 and out == ""
-    table = list(csv.DictReader(output.open()))
+    table = list(csv.DictReader(output.read_text().splitlines()))
     assert len(table) == 4 and set(table[0]) == {"file"} | {f"{k}_{i}" for i in range(1, 6) for k in ("label", "score")}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
@@ -107,9 +107,8 @@ def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}
     command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--window", "0.5", "--hop",
                "0.25", "--format", "jsonl", "--top-k", "2", "-"]
-    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    try:
+    with subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
         first_second = 44 + 2 * RATE  # header and one second of 16-bit samples
         process.stdin.write(stream[:first_second])
         process.stdin.flush()
@@ -121,8 +120,6 @@ def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
         process.stdin.close()
         rest, err = process.stdout.read(), process.stderr.read()
         assert process.wait(timeout=120) == 0, err
-    finally:
-        process.kill()
     rows = [first] + [json.loads(line) for line in rest.splitlines()]
     expected = pipeline(model_dir).windows(str(tmp_path / "same.wav"), 0.5, 0.25, top_k=2)
     assert [(r["start"], r["end"]) for r in rows] == [(w["start"], w["end"]) for w in expected]
@@ -240,7 +237,7 @@ def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monk
     for row, p, r in zip(metrics["per_class"], precision, recall):
         assert row["precision"] == pytest.approx(p, nan_ok=True) and row["recall"] == pytest.approx(r)
 
-    wrong = list(csv.DictReader((tmp_path / "eval" / "misclassified.csv").open()))
+    wrong = list(csv.DictReader((tmp_path / "eval" / "misclassified.csv").read_text().splitlines()))
     assert sorted(row["file"] for row in wrong) == sorted(np.array(files)[predicted != true_names].tolist())
     png = (tmp_path / "eval" / "confusion_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
