@@ -140,6 +140,30 @@ def test_predict_reads_a_whole_file_from_standard_input(model_dir, clips, capsys
     assert code == 1 and "standard input cannot be combined with other inputs" in err
 
 
+def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, tmp_path, monkeypatch):
+    """Ctrl-C in a long run: JSON lines already went to stdout row by row, and --output is written with the
+    rows done so far (atomically); exit status 130."""
+    from ast_jax.inference import Pipeline
+
+    files = sorted(str(p) for p in clips.rglob("*.wav"))
+    real = Pipeline.predict_files
+
+    def interrupted_after_two(self, paths, **kwargs):
+        for count, item in enumerate(real(self, paths, **kwargs)):
+            if count == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(Pipeline, "predict_files", interrupted_after_two)
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", *files)
+    assert code == 130 and "interrupted" in err
+    assert [json.loads(line)["file"] for line in out.splitlines()] == files[:2]
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", tmp_path / "o.csv",
+                           *files)
+    assert code == 130 and out == ""
+    assert [row["file"] for row in csv.DictReader((tmp_path / "o.csv").read_text().splitlines())] == files[:2]
+
+
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
     good = sorted(str(p) for p in (clips / "no").glob("*.wav"))
     bad = tmp_path / "bad"

@@ -143,15 +143,14 @@ def standard_input(live: bool):
     return stream
 
 
-def stream_rows(rows, output_format: str, top_k: int, labels: list[str]):
-    """Text for each windowed row as it comes (the header first): JSON lines, CSV, or a table whose columns
-    are as wide as the longest label can need, since the rows to come are not known."""
+def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowed: bool):
+    """Text for each row as it comes (the header first): JSON lines, CSV, or (for windows) a table whose
+    columns are as wide as the longest label can need, since the rows to come are not known."""
     rows = iter(rows)
     if output_format in ("jsonl", "csv"):
-        header, *_ = format_rows([], output_format, top_k, windowed=True).splitlines(keepends=True) or [""]
-        yield header
+        yield format_rows([], output_format, top_k, windowed=windowed)  # the CSV header; nothing for JSON lines
         for row in rows:
-            yield format_rows([row], output_format, top_k, windowed=True).splitlines(keepends=True)[-1]
+            yield format_rows([row], output_format, top_k, windowed=windowed).splitlines(keepends=True)[-1]
         return
     widths = [max(len("file"), len(STDIN)), 8, 8, max(len("label"), *map(len, labels)), len("score")]
     cells = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)) + "  "
@@ -160,6 +159,23 @@ def stream_rows(rows, output_format: str, top_k: int, labels: list[str]):
         best = row["labels"][0]
         yield cells([row["file"], f"{row['start']:.2f}", f"{row['end']:.2f}", best["label"],
                      f"{best['score']:.3f}"]) + _format_labels(row["labels"]) + "\n"
+
+
+def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *, windowed: bool,
+               live: bool = False) -> None:
+    """Rows to stdout as they come where the format allows (JSON lines and CSV; a table too for a live
+    stream), else, and to --output (atomically), once all are in. Interrupted, what has come so far is
+    still written."""
+    if args.output is None and (args.format != "table" or live):
+        for text in stream_rows(rows, args.format, top_k, labels, windowed):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return
+    kept = []
+    try:
+        kept.extend(rows)
+    finally:
+        write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
 
 def run_stream(args: argparse.Namespace, failures: "Failures") -> int:
@@ -174,19 +190,10 @@ def run_stream(args: argparse.Namespace, failures: "Failures") -> int:
     top_k = min(args.top_k, len(classify.labels))
     rows = ({"file": STDIN, **window}
             for window in classify.iter_windows(source, args.window, args.hop, top_k=top_k, live=True))
-    kept = []
     try:
-        if args.output is None:
-            for text in stream_rows(rows, args.format, top_k, classify.labels):
-                sys.stdout.write(text)
-                sys.stdout.flush()
-        else:
-            kept.extend(rows)
+        write_rows(rows, args, top_k, classify.labels, windowed=True, live=True)
     except (OSError, ValueError) as error:
         failures(STDIN, error)
-    finally:
-        if args.output is not None:
-            write_text(format_rows(kept, args.format, top_k, windowed=True), args.output)
     return failures.exit_code(1)
 
 
@@ -206,24 +213,26 @@ def run(args: argparse.Namespace) -> int:
     failures = Failures("predict", unmatched)
     classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
                         workers=args.workers)
-    rows = []
-    with progress(len(files), "predict") as bar:
-        if args.window is None:
-            def on_error(name, error):
-                failures(getattr(name, "name", name), error)
-                bar.update(1)
 
-            for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
-                rows.append({"file": getattr(path, "name", path), "labels": out["labels"]})
-                bar.update(1)
-        else:
+    def rows():
+        with progress(len(files), "predict") as bar:
+            if args.window is None:
+                def on_error(name, error):
+                    failures(getattr(name, "name", name), error)
+                    bar.update(1)
+
+                for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
+                    yield {"file": getattr(path, "name", path), "labels": out["labels"]}
+                    bar.update(1)
+                return
             for path in files:
                 try:
-                    rows.extend({"file": path, **window}
-                                for window in classify.windows(path, args.window, args.hop, top_k=args.top_k))
-                except (OSError, ValueError) as error:
+                    for window in classify.iter_windows(path, args.window, args.hop, top_k=args.top_k):
+                        yield {"file": path, **window}
+                except (OSError, ValueError) as error:  # the windows before the damage are kept
                     failures(path, error)
                 bar.update(1)
-    top_k = min(args.top_k, len(classify.labels))
-    write_text(format_rows(rows, args.format, top_k, windowed=args.window is not None), args.output)
+
+    write_rows(rows(), args, min(args.top_k, len(classify.labels)), classify.labels,
+               windowed=args.window is not None)
     return failures.exit_code(len(files) + len(unmatched))
