@@ -142,7 +142,7 @@ def test_predict_reads_a_whole_file_from_standard_input(model_dir, clips, capsys
 
 def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, tmp_path, monkeypatch):
     """Ctrl-C in a long run: JSON lines already went to stdout row by row, and --output is written with the
-    rows done so far (atomically); exit status 130."""
+    rows done so far (atomically), as embed writes the embeddings done; exit status 130."""
     from ast_jax.inference import Pipeline
 
     files = sorted(str(p) for p in clips.rglob("*.wav"))
@@ -162,6 +162,10 @@ def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, 
                            *files)
     assert code == 130 and out == ""
     assert [row["file"] for row in csv.DictReader((tmp_path / "o.csv").read_text().splitlines())] == files[:2]
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / "e.npz", *files)
+    assert code == 130 and "2 files" in err
+    with np.load(tmp_path / "e.npz") as saved:
+        assert list(saved["files"]) == files[:2] and saved["embeddings"].shape[0] == 2
 
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):

@@ -40,17 +40,22 @@ def run(args: argparse.Namespace) -> int:
     outputs = ("pooled", "tokens") if args.tokens else ("pooled",)
     names, pooled, tokens = [], [], []
 
+    interrupted = False
     with progress(len(files), "embed") as bar:
         def on_error(name, error):
             failures(name, error)
             bar.update(1)
 
-        for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
-            names.append(path)
-            pooled.append(out["pooled"].astype(np.float32))
-            if args.tokens:
-                tokens.append(out["tokens"].astype(np.float32))
-            bar.update(1)
+        try:
+            for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
+                pooled.append(out["pooled"].astype(np.float32))
+                if args.tokens:
+                    tokens.append(out["tokens"].astype(np.float32))
+                names.append(path)
+                bar.update(1)
+        except KeyboardInterrupt:  # keep what is done: written below, then the exit status says so
+            interrupted = True
+            pooled, tokens = pooled[:len(names)], tokens[:len(names)]
 
     config = model.model.config
     stack = lambda rows, shape: np.stack(rows) if rows else np.zeros((0, *shape), np.float32)
@@ -76,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
         write_atomically(args.output, write_npy)
         write_atomically(args.output + ".files.txt", write_list)
     print(f"ast-jax embed: {len(names)} files -> {args.output}", file=sys.stderr)
+    if interrupted:
+        raise KeyboardInterrupt
     return failures.exit_code(len(files) + len(unmatched))
