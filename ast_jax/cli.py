@@ -25,9 +25,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version_text() -> str:
+    """ast-jax's version and those of the libraries that decide its numbers (read without importing them)."""
+    from importlib import metadata
+
+    from ast_jax import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in ("jax", "jaxlib", "flax", "optax"))
+    return f"ast-jax {__version__} ({libraries}; Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ast-jax", description="Audio Spectrogram Transformer in JAX: convert, train, predict, evaluate.")
+        prog="ast-jax", description="Audio Spectrogram Transformer in JAX: convert, train, predict, evaluate.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # keeps the version on one line
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -211,6 +211,16 @@ def test_bad_numbers_are_usage_errors(model_dir, capsys, command, option, value)
     assert f"argument {option}: " in capsys.readouterr().err
 
 
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and out.count("\n") == 1
+    assert out.startswith(f"ast-jax {metadata.version('ast-jax')} (jax {metadata.version('jax')}, ")
+
+
 def test_top_k_and_hop_must_be_positive_in_python(model_dir):
     classify = pipeline(model_dir)
     audio = waveform(0.5)
