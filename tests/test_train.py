@@ -199,6 +199,20 @@ def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, 
     assert code == 1 and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n", "cfg.py:1: invalid syntax"),
+    ("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict({'a': b})\n",
+     "cfg.py:4: NameError: name 'b' is not defined"),
+    ("x = 1\n", "cfg.py: a config file must define get_config()"),
+    ("def get_config():\n    return {'a': 1}\n", "cfg.py: get_config() must return an ml_collections.ConfigDict"),
+])
+def test_config_file_errors_are_one_line_with_the_place(tmp_path, capsys, no_jit, source, message):
+    (tmp_path / "cfg.py").write_text(source)
+    code = cli_main(["train", "--config", str(tmp_path / "cfg.py"), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{tmp_path / message}" in err and err.count("\n") == 1, err
+
+
 def test_a_workdir_that_is_a_file(tmp_path, capsys):
     (tmp_path / "runs").write_text("mine")
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "runs"), *QUIET])

@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import json
 import os
+import traceback
 from pathlib import Path
 from typing import Iterable
 
@@ -26,13 +27,27 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path}: config file not found")
     module_spec = importlib.util.spec_from_file_location(f"ast_jax_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"{path}: a config file must define get_config()")
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        module_spec.loader.exec_module(module)
+        config = module.get_config(arg) if arg else module.get_config()
+    except SyntaxError as error:
+        raise ValueError(f"{path}:{error.lineno}: {error.msg}") from None
+    except AttributeError as error:
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"{path}: a config file must define get_config()") from None
+        raise ValueError(f"{_where(path, error)}: AttributeError: {error}") from None
+    except Exception as error:  # the config's own code failed: say where, in its file, in one line
+        raise ValueError(f"{_where(path, error)}: {type(error).__name__}: {error}") from None
     if not isinstance(config, ml_collections.ConfigDict):
         raise ValueError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     return config
+
+
+def _where(path: str, error: BaseException) -> str:
+    """`path:line` of the innermost line of the config file in the error's traceback (`path` if none)."""
+    line = next((frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
+                 if Path(frame.filename).resolve() == Path(path).resolve()), None)
+    return f"{path}:{line}" if line else path
 
 
 def _parse_value(text: str, current, name: str):
