@@ -282,6 +282,19 @@ def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monk
     assert "accuracy" in out
 
 
+def test_evaluate_reports_each_unreadable_clip_once(model_dir, clips, capsys, caplog, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    (data / "up" / "broken.wav").write_text("not audio")
+    code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", data)
+    assert code == 1 and "12 examples" in out
+    assert err.count("broken.wav") == 1 and f"{data / 'up' / 'broken.wav'}: not an audio file" in err, err
+    assert not [r for r in caplog.records if r.name == "ast_jax.data" and r.levelno >= 30]
+
+
 def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monkeypatch):
     from ast_jax.evaluation import map_labels
 
