@@ -35,6 +35,8 @@ from ast_jax.pretrained import Pretrained
 
 # What the jitted function can return: see `AST` for pooled, tokens and attention, `ast_jax.explain` for
 # rollout and last_attention (computed on the device, so the full attention never leaves it).
+# How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
+ACTIVATIONS = ("softmax", "sigmoid", "none")
 OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", "rollout", "last_attention")
 
 
@@ -102,7 +104,7 @@ def default_batch_size() -> int:
 class Predictor:
     """The jitted waveform-to-outputs function of one model, applied batch by batch.
 
-    `activation` ("sigmoid" or "softmax") defaults to what the model was trained with.
+    `activation` ("softmax", "sigmoid", or "none" for the logits) defaults to what the model was trained with.
     """
 
     def __init__(self, model: Pretrained, *, batch_size: int | None = None, activation: str | None = None):
@@ -112,8 +114,8 @@ class Predictor:
         self.model = model
         self.batch_size = batch_size
         self.activation = activation or model.activation
-        if self.activation not in ("sigmoid", "softmax"):
-            raise ValueError(f"activation must be sigmoid or softmax, got {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         feats = model.features
         # Samples whose frames fill the model's input exactly; longer audio is cut here (the extractor keeps
         # only the first target_length frames anyway) and shorter audio is zero-padded, its missing frames
@@ -133,7 +135,7 @@ class Predictor:
             wants_attention = bool({"attention", "rollout", "last_attention"} & set(outputs))
             logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention,
                                       return_tokens="tokens" in outputs)
-            scores = jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+            scores = {"sigmoid": jax.nn.sigmoid, "softmax": jax.nn.softmax, "none": lambda x: x}[activation](logits)
             available = {"logits": logits, "scores": scores, "input_values": input_values, **out}
             if wants_attention:
                 from ast_jax.explain import special_token_maps

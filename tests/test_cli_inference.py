@@ -224,6 +224,13 @@ def test_version(capsys):
 def test_top_k_and_hop_must_be_positive_in_python(model_dir):
     classify = pipeline(model_dir)
     audio = waveform(0.5)
+    # function_to_apply as transformers' pipeline takes it, "none" giving the logits
+    logits = np.asarray(classify.predictor.outputs([audio], ("logits",))["logits"][0])
+    raw = classify(audio, top_k=None, function_to_apply="none")
+    assert [i["score"] for i in raw] == pytest.approx(sorted(logits, reverse=True), abs=1e-6)
+    assert [i["label"] for i in raw] == [LABELS[i] for i in np.argsort(-logits, kind="stable")]
+    with pytest.raises(ValueError, match="activation must be one of softmax, sigmoid, none"):
+        classify(audio, function_to_apply="relu")
     assert len(classify(audio, top_k=100)) == len(LABELS) == len(classify(audio, top_k=None))
     with pytest.raises(ValueError, match="top_k must be positive"):
         classify(audio, top_k=0)

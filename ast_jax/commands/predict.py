@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="audio files, folders (searched recursively), globs, or - for standard input")
     add_model_arguments(parser)
     parser.add_argument("--top-k", type=positive_int, default=5, help="labels per file or window (default 5)")
-    parser.add_argument("--activation", choices=["sigmoid", "softmax"], default=None,
-                        help="how scores are made from logits (default: what the model was trained with)")
+    parser.add_argument("--activation", choices=["sigmoid", "softmax", "none"], default=None,
+                        help="how scores are made from logits, none for the logits themselves (default: what "
+                             "the model was trained with)")
     parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format")
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
