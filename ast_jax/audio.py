@@ -29,8 +29,8 @@ Long recordings. `stream_audio` yields the same samples as `load_audio` block by
 `iter_audio_blocks` yields analysis windows, both reading a file incrementally: memory stays bounded
 whatever the length.
 
-Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) is read
-as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the header's length is not checked (a
+Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
+path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the header's length is not checked (a
 recorder cannot know it). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files
 (or bytes). Other non-seekable file objects are read whole first.
 """

@@ -33,10 +33,10 @@ from ast_jax import features as features_lib
 from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files
 from ast_jax.pretrained import Pretrained
 
-# What the jitted function can return: see `AST` for pooled, tokens and attention, `ast_jax.explain` for
-# rollout and last_attention (computed on the device, so the full attention never leaves it).
 # How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
 ACTIVATIONS = ("softmax", "sigmoid", "none")
+# What the jitted function can return: see `AST` for pooled, tokens and attention, `ast_jax.explain` for
+# rollout and last_attention (computed on the device, so the full attention never leaves it).
 OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", "rollout", "last_attention")
 
 

@@ -179,7 +179,7 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
         write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
 
-def run_stream(args: argparse.Namespace, failures: "Failures") -> int:
+def run_stream(args: argparse.Namespace, failures: Failures) -> int:
     """`--window` over standard input: each window's labels are written as soon as it is classified (with
     --output, the file is written when the stream ends or is interrupted)."""
     from ast_jax.inference import pipeline
