@@ -81,6 +81,14 @@ def test_path_bytes_and_file_objects_agree():
     np.testing.assert_array_equal(expected, librosa_load(CLIP))
 
 
+def as_recorded(wav: bytes) -> bytes:
+    """A WAV file's bytes with the header a recorder writes to a pipe: RIFF and data lengths unknown."""
+    data = bytearray(wav)
+    start = data.find(b"data")
+    data[4:8] = data[start + 4:start + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(data)
+
+
 def feed(data: bytes, fifo: Path | None = None, pieces: int = 7):
     """A thread writes `data` in pieces, as a recorder would, into a new pipe (whose read end is returned) or
     into the named pipe `fifo`; a reader that stops early is not an error."""
@@ -113,16 +121,14 @@ def test_pipes_are_read_as_streams(tmp_path):
     signal = noise(2.0, 44100, channels=2)
     sf.write(tmp_path / "same.wav", signal, 44100, subtype="PCM_24")
     expected = load_audio(tmp_path / "same.wav")
-    data = bytearray((tmp_path / "same.wav").read_bytes())
-    start = data.find(b"data")
-    data[4:8] = data[start + 4:start + 8] = (0xFFFFFFFF).to_bytes(4, "little")  # a recorder's header
-    with feed(bytes(data)) as pipe:
+    data = as_recorded((tmp_path / "same.wav").read_bytes())
+    with feed(data) as pipe:
         blocks = list(stream_audio(pipe))
     assert len(blocks) >= 10  # 0.1 s blocks, not one read to the end
     np.testing.assert_array_equal(np.concatenate(blocks), expected)
 
     os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
-    feed(bytes(data), fifo=tmp_path / "fifo")
+    feed(data, fifo=tmp_path / "fifo")
     np.testing.assert_array_equal(load_audio(tmp_path / "fifo"), expected)
 
     sf.write(tmp_path / "x.flac", signal, 44100)

@@ -23,6 +23,7 @@ from ast_jax.cli import main
 from ast_jax.inference import pipeline
 from ast_jax.pretrained import save_model
 
+from test_audio import as_recorded
 from test_inference import LABELS, RATE, tiny_model, waveform
 
 CLIP = 7920  # samples that fill the tiny model's 48 frames
@@ -89,21 +90,12 @@ def test_predict_windows(model_dir, capsys, tmp_path):
     assert all(len(r["labels"]) == 2 and r["file"] == str(path) for r in rows)
 
 
-def streaming_wav(audio: np.ndarray) -> bytes:
-    """A 16-bit WAV whose header gives the unknown length a recorder writes to a pipe."""
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, RATE, format="WAV", subtype="PCM_16")
-    data = bytearray(buffer.getvalue())
-    data[4:8] = data[data.find(b"data") + 4:data.find(b"data") + 8] = (0xFFFFFFFF).to_bytes(4, "little")
-    return bytes(data)
-
-
 def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
     """`predict --window ... -` writes each window's row while the audio is still arriving; the rows equal
     those of the same audio as a file."""
     audio = waveform(2.2, 5, 330.0)
     sf.write(tmp_path / "same.wav", audio, RATE, subtype="PCM_16")
-    stream = streaming_wav(audio)
+    stream = as_recorded((tmp_path / "same.wav").read_bytes())
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}
     command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--window", "0.5", "--hop",
                "0.25", "--format", "jsonl", "--top-k", "2", "-"]

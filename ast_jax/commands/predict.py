@@ -93,27 +93,30 @@ def _format_labels(labels: list[dict]) -> str:
     return ", ".join(f"{item['label']} ({item['score']:.3f})" for item in labels)
 
 
-def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool = False) -> str:
+def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool = False, *,
+                header: bool = True, widths: list[int] | None = None) -> str:
     """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV; `top_k` labels a row (the
-    header's count, also when no file could be read)."""
+    header's count, also when no file could be read). A table's columns fit its rows unless `widths` fixes
+    them (for rows written as they come)."""
     if output_format == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows)
     if output_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["file"] + (["start", "end"] if windowed else [])
-                        + [f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")])
+        if header:
+            writer.writerow(["file"] + (["start", "end"] if windowed else [])
+                            + [f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")])
         for row in rows:
             times = [f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else []
             writer.writerow([row["file"]] + times
                             + [v for item in row["labels"] for v in (item["label"], f"{item['score']:.6f}")])
         return buffer.getvalue()
-    header = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
-    table = [header] + [
+    titles = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
+    table = ([titles] if header else []) + [
         [row["file"]] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
         + [row["labels"][0]["label"], f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
         for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    widths = widths or [max(len(line[i]) for line in table) for i in range(len(titles) - 1)]
     return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] + "\n"
                    for line in table)
 
@@ -145,21 +148,15 @@ def standard_input(live: bool):
 
 
 def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowed: bool):
-    """Text for each row as it comes (the header first): JSON lines, CSV, or (for windows) a table whose
-    columns are as wide as the longest label can need, since the rows to come are not known."""
-    rows = iter(rows)
-    if output_format in ("jsonl", "csv"):
-        yield format_rows([], output_format, top_k, windowed=windowed)  # the CSV header; nothing for JSON lines
-        for row in rows:
-            yield format_rows([row], output_format, top_k, windowed=windowed).splitlines(keepends=True)[-1]
-        return
-    widths = [max(len("file"), len(STDIN)), 8, 8, max(len("label"), *map(len, labels)), len("score")]
-    cells = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths)) + "  "
-    yield cells(["file", "start", "end", "label", "score"]) + f"top {top_k}\n"
+    """Text for each row as it comes, the header first. A table's columns are as wide as the longest label
+    can need, since the rows to come are not known."""
+    widths = None
+    if output_format == "table":
+        times = [8, 8] if windowed else []  # up to 99999.99 s, about a day
+        widths = [max(len("file"), len(STDIN)), *times, max(len("label"), *map(len, labels)), len("score")]
+    yield format_rows([], output_format, top_k, windowed, widths=widths)
     for row in rows:
-        best = row["labels"][0]
-        yield cells([row["file"], f"{row['start']:.2f}", f"{row['end']:.2f}", best["label"],
-                     f"{best['score']:.3f}"]) + _format_labels(row["labels"]) + "\n"
+        yield format_rows([row], output_format, top_k, windowed, header=False, widths=widths)
 
 
 def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *, windowed: bool,
