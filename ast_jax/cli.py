@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from ast_jax import _compilation_cache, _host_memory
@@ -52,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is, so that the same cleanup runs: what is done is kept, temporary files go."""
+
+
+def _raise_terminated(number, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     """Run one subcommand. As a program (no `argv`, or `program=True`) it first re-runs itself with huge pages
     for XLA's CPU buffers where that helps (ast_jax/_host_memory.py), and keeps compiled functions on disk for
@@ -65,6 +74,7 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
             print(f"ast-jax: error: {error}", file=sys.stderr)
             return 2
         _compilation_cache.enable()
+        signal.signal(signal.SIGTERM, _raise_terminated)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
@@ -80,6 +90,9 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
+    except Terminated:
+        print("ast-jax: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("ast-jax: interrupted", file=sys.stderr)
         return 130

@@ -10,18 +10,16 @@ into place, so an interrupted save never leaves a half-written model behind.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 
+from ast_jax._atomic import interrupts_deferred, staged_directory
 from ast_jax.features import FeatureConfig
 from ast_jax.model import AST, ASTConfig
 
@@ -73,29 +71,6 @@ def _default_labels(n: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(n)]
 
 
-@contextlib.contextmanager
-def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
-
-    So an interrupted or failed write never leaves a half-written folder behind.
-    """
-    directory = Path(directory).absolute()
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory}: exists and is not a folder")
-    if directory.exists() and not overwrite and any(directory.iterdir()):
-        raise FileExistsError(f"{directory}: output folder exists and is not empty")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def _local_checkpointer():
     """An Orbax checkpointer for this process alone. A model folder holds host numpy arrays that one process
     writes or reads by itself; in a multi-process job (training on several hosts) the others take no part, so
@@ -111,7 +86,7 @@ def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bo
     """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
     with staged_directory(directory, overwrite=overwrite) as staging:
         params = jax.tree_util.tree_map(np.asarray, model.params)
-        with _local_checkpointer() as checkpointer:
+        with interrupts_deferred(), _local_checkpointer() as checkpointer:
             checkpointer.save(staging / PARAMS_DIR, params)
             checkpointer.wait_until_finished()
         meta = {
@@ -146,11 +121,25 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     if not config_path.is_file():
         raise FileNotFoundError(f"{directory}: not an ast-jax model folder (no {CONFIG_FILE})")
     meta = read_json(config_path)
-    if meta.get("format") != FORMAT_NAME:
-        raise ValueError(f"{config_path}: not an ast-jax model config (format {meta.get('format')!r})")
-    config = ASTConfig.from_dict(meta["model"])
-    if dtype is not None:
-        config = config.replace(dtype=dtype)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{config_path}: not an ast-jax model config (format {found!r})")
+    if not isinstance(meta.get("version"), int) or meta["version"] > FORMAT_VERSION:
+        raise ValueError(f"{config_path}: format version {meta.get('version')!r}; this ast-jax reads version "
+                         f"{FORMAT_VERSION} (a newer ast-jax wrote it?)")
+    try:
+        config = ASTConfig.from_dict(meta["model"])
+        features = FeatureConfig.from_dict(meta["features"])
+        if dtype is not None:
+            config = config.replace(dtype=dtype)
+        labels = list(meta.get("labels") or _default_labels(config.num_labels))
+        # Checks labels, activation and feature geometry against the config before any weights are read.
+        Pretrained(config=config, params=None, features=features, labels=labels,
+                   activation=meta.get("activation", "sigmoid"))
+    except KeyError as error:
+        raise ValueError(f"{config_path}: no {error.args[0]!r} entry") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"{config_path}: {error}") from None
     expected = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
         _parameter_shapes_cached(dataclasses.replace(config, dtype="float32")))
@@ -160,10 +149,8 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     except Exception as error:  # orbax raises many types; report one line naming the folder
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{directory / PARAMS_DIR}: cannot restore parameters ({message})") from None
-    labels = meta.get("labels") or _default_labels(config.num_labels)
-    return Pretrained(config=config, params=params, features=FeatureConfig.from_dict(meta["features"]),
-                      labels=list(labels), activation=meta.get("activation", "sigmoid"),
-                      source=meta.get("source", str(directory)))
+    return Pretrained(config=config, params=params, features=features, labels=labels,
+                      activation=meta.get("activation", "sigmoid"), source=meta.get("source", str(directory)))
 
 
 def _parameter_shapes_cached(config: ASTConfig):

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ast_jax.inference import expand_inputs, pipeline, write_atomically
+    from ast_jax._atomic import write_atomically
+    from ast_jax.inference import expand_inputs, pipeline
 
     if not args.output.endswith((".npz", ".npy")):
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = ("pooled", "tokens") if args.tokens else ("pooled",)
     names, pooled, tokens = [], [], []
 
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     with progress(len(files), "embed") as bar:
         def on_error(name, error):
             failures(name, error)
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
                     tokens.append(out["tokens"].astype(np.float32))
                 names.append(path)
                 bar.update(1)
-        except KeyboardInterrupt:  # keep what is done: written below, then the exit status says so
-            interrupted = True
+        except KeyboardInterrupt as stop:  # keep what is done: written below, then the exit status says so
+            interrupted = stop
             pooled, tokens = pooled[:len(names)], tokens[:len(names)]
 
     config = model.model.config
@@ -82,5 +83,5 @@ def run(args: argparse.Namespace) -> int:
         write_atomically(args.output + ".files.txt", write_list)
     print(f"ast-jax embed: {len(names)} files -> {args.output}", file=sys.stderr)
     if interrupted:
-        raise KeyboardInterrupt
+        raise interrupted
     return failures.exit_code(len(files) + len(unmatched))

@@ -121,7 +121,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     from ast_jax.data import build_source
     from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
-    from ast_jax.inference import Predictor, load_model_source, write_atomically
+    from ast_jax._atomic import write_atomically
+    from ast_jax.inference import Predictor, load_model_source
 
     check_output_folder(args.output_dir)
     model = load_model_source(args.model, args.dtype)

@@ -43,7 +43,8 @@ def output_path(output: str, name: str, many: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ast_jax.explain import grid_to_spectrogram, patch_grid, plot_explanation
-    from ast_jax.inference import expand_inputs, pipeline, write_atomically
+    from ast_jax._atomic import write_atomically
+    from ast_jax.inference import expand_inputs, pipeline
 
     files, unmatched = expand_inputs(args.inputs)
     failures = Failures("explain", unmatched)

@@ -126,7 +126,7 @@ def write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from ast_jax.inference import write_atomically
+    from ast_jax._atomic import write_atomically
 
     def write(path):
         with open(path, "w", newline="") as handle:

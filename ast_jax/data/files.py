@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ast_jax._atomic import UMASK
 from ast_jax.data import DataSource
 
 log = logging.getLogger("ast_jax.data")
@@ -134,6 +135,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
+        os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes the folder private; give it a normal folder's mode
         audio = np.lib.format.open_memmap(staging / "audio.npy", mode="w+", dtype=np.int16,
                                           shape=(len(clips), clip_samples))
         ok = np.zeros(len(clips), bool)

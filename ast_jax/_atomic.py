@@ -1,0 +1,93 @@
+"""Writing outputs so that nothing is ever left half-written: files and folders are made under a temporary
+name beside their target and renamed into place once complete, with the permissions a plain write would give."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _current_umask()
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call `write(temporary_path)` next to `path`, then rename it into place (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes the file private; give it a normal file's mode
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+@contextlib.contextmanager
+def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
+
+    So an interrupted or failed write never leaves a half-written folder behind.
+    """
+    directory = Path(directory).absolute()
+    if directory.is_symlink():  # write into the folder the link points to; the link stays
+        directory = directory.resolve()
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory}: exists and is not a folder")
+    if directory.exists() and not overwrite and any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: output folder exists and is not empty")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes the folder private; give it a normal folder's mode
+        yield staging
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) and SIGTERM until the block is done, then deliver them.
+
+    Orbax writes from background threads: stopped half way, they go on writing into a folder being removed and
+    log tracebacks. Deferred, the write ends cleanly and the caller's cleanup runs; a second signal stops at
+    once. Outside the main thread, where signal handlers cannot be set, the block runs as it is.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(number, frame):
+        if received:  # asked twice: stop now
+            raise KeyboardInterrupt
+        received.append(number)
+
+    previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:  # now to the handler that was there before (Ctrl-C: KeyboardInterrupt)
+        signal.raise_signal(received[0])
