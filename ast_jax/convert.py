@@ -26,12 +26,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
-from ast_jax.pretrained import Pretrained, is_model_dir, load_model, read_json, staged_directory
+from ast_jax._atomic import staged_directory
+from ast_jax.pretrained import Pretrained, is_model_dir, load_model, read_json
 
 # Label order of the released Speech Commands model (AST_FACTS section 5): not alphabetical, fixed by training.
 SPEECH_COMMANDS_LABELS = (
@@ -50,6 +52,9 @@ KNOWN_GEOMETRIES = {
 HF_CONFIG = "config.json"
 HF_PREPROCESSOR = "preprocessor_config.json"
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+HF_INDEX = ".index.json"  # suffix of a sharded checkpoint's index: model.safetensors.index.json
+# Keys under which training scripts nest the state dict in a checkpoint: {"model": {...}, "epoch": ...}.
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module", "net")
 
 # ----------------------------------------------------------------------------------------------------------------
 # The name map.
@@ -152,6 +157,9 @@ def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config:
                 raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, the model expects "
                                  f"{want}")
         parts = [state[n] for n in names]
+        for name, part in zip(names, parts):
+            if not np.isfinite(part).all():
+                raise ValueError(f"{where}: tensor {name} holds NaN or infinite values")
         value = _TO_FLAX[layout](np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0])
         flat[path] = np.ascontiguousarray(value, dtype=np.float32)
     return traverse_util.unflatten_dict(flat, sep="/")
@@ -240,11 +248,15 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     PyTorch files are read with weights_only=True, which refuses anything but tensors and plain containers.
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file, not a checkpoint")
     if path.suffix == ".safetensors":
         from safetensors.numpy import load_file
 
         try:
             state = load_file(str(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
         except Exception as error:  # safetensors raises its own error types for bad headers and short files
             raise ValueError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
     else:
@@ -259,17 +271,27 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
         raise ValueError(f"{path}: reading PyTorch files needs torch (pip install -c constraints.txt "
                          f"'ast-jax[torch]'), or give a .safetensors file") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
     except FileNotFoundError:
-        raise
+        raise FileNotFoundError(f"{path}: no such file") from None
+    # torch.save writes a zip archive (since PyTorch 1.6) or, before that, a pickle of protocol 2 or higher.
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and weights-only refusals all land here
-        message = _first_line(error).split(". ")[0]  # torch appends paragraphs of advice to its zip errors
-        if "weights only load failed" in message.lower() or "unsupported global" in str(error).lower():
-            message = "refused: it holds pickled code, not only tensors"
+        text = str(error)
+        if "GLOBAL" in text:  # weights_only met a reference to a Python callable or class
+            message = "refused: it refers to Python code or classes, not only tensors; nothing was run"
+        elif head.startswith(b"PK"):  # torch's own words here range from zip internals to "[Errno 22]"
+            message = "a truncated or corrupt zip archive"
+        else:
+            message = "a corrupt pickle"
         raise ValueError(f"{path}: not a PyTorch checkpoint ({message})") from None
-    # timm and many training scripts wrap the state dict: {"model": ...} or {"state_dict": ...}.
+    # timm and many training scripts wrap the state dict: {"model": ...}, {"state_dict": ...}, ...
     while isinstance(state, Mapping) and len(state) and not any(torch.is_tensor(v) for v in state.values()):
-        inner = next((state[k] for k in ("model", "state_dict") if isinstance(state.get(k), Mapping)), None)
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), Mapping)), None)
         if inner is None:
             break
         state = inner
@@ -279,7 +301,8 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
 
 
 def _float32(value: Any, name: str, path: Path) -> np.ndarray:
-    if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+    # jnp.issubdtype, unlike numpy's, counts ml_dtypes' bfloat16 (what safetensors gives for BF16) as floating.
+    if not isinstance(value, np.ndarray) or not jnp.issubdtype(value.dtype, jnp.floating):
         raise ValueError(f"{path}: entry {name!r} is not a floating-point tensor")
     return value.astype(np.float32, copy=False)
 
@@ -290,10 +313,10 @@ def _first_line(error: BaseException) -> str:
 
 
 def _strip_module_prefix(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drop the `module.` prefix torch.nn.DataParallel puts on every name (the released .pth files have it)."""
-    if state and all(name.startswith("module.") for name in state):
-        return {name[len("module."):]: value for name, value in state.items()}
-    return state
+    """Drop the `module.` prefix torch.nn.DataParallel puts on every name (the released .pth files have it);
+    also where only some names carry it (a state dict merged from wrapped and unwrapped models)."""
+    stripped = {name.removeprefix("module."): value for name, value in state.items()}
+    return stripped if len(stripped) == len(state) else state
 
 
 def detect_format(state: Mapping[str, np.ndarray], where: str) -> str:
@@ -307,6 +330,8 @@ def detect_format(state: Mapping[str, np.ndarray], where: str) -> str:
         return "original"
     if "pos_embed" in names and "patch_embed.proj.weight" in names:
         return "deit"
+    if not names:
+        raise ValueError(f"{where}: holds no tensors")
     raise ValueError(f"{where}: not an AST or DeiT checkpoint (no known tensor names; it has {_few(sorted(names), 3)})")
 
 
@@ -316,6 +341,8 @@ def read_label_csv(path: str | os.PathLike) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such label file") from None
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path}: not a label CSV ({_first_line(error)})") from None
     if not rows or not {"index", "display_name"} <= set(rows[0]):
@@ -379,7 +406,8 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
       differs from the source's, the position table is adapted as the original code does. For an original .pth,
       whose frames and strides its tensors do not reveal, these first tell the checkpoint's own geometry when
       they fit its position table; otherwise it is taken to be the released geometry with that many patches.
-    num_labels: a new, freshly initialised head with this many outputs (from parameters seeded by `seed`).
+    num_labels: a new, freshly initialised head with this many outputs (from parameters seeded by `seed`),
+      also where the source's head has as many.
     labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
       number must match the head's.
     dtype: compute dtype of the returned model ("float32" or "bfloat16"; parameters stay float32).
@@ -426,11 +454,14 @@ def _read_file(path: Path, hints: dict, num_labels: int | None, seed: int) -> Co
 def _backbone_shape(state: Mapping[str, np.ndarray], prefix: str, where: str) -> dict[str, int]:
     """Width, depth, heads, MLP ratio and patch size of a timm-named backbone, from its tensor shapes."""
     try:
-        width = state[prefix + "cls_token"].shape[-1]
-        patch_size = state[prefix + "patch_embed.proj.weight"].shape[-1]
+        kernel = state[prefix + "patch_embed.proj.weight"]  # (width, 1 or 3 channels, patch, patch)
         hidden = state[prefix + "blocks.0.mlp.fc1.weight"].shape[0]
     except KeyError as error:
         raise ValueError(f"{where}: missing tensors: {error.args[0]}") from None
+    if kernel.ndim != 4:
+        raise ValueError(f"{where}: tensor {prefix}patch_embed.proj.weight has shape {kernel.shape}, not that of "
+                         f"a patch convolution (width, channels, patch, patch)")
+    width, patch_size = kernel.shape[0], kernel.shape[-1]
     blocks = prefix + "blocks."
     num_layers = len({n[len(blocks):].split(".")[0] for n in state if n.startswith(blocks)})
     if hidden % width:
@@ -473,7 +504,10 @@ def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
     shape = _backbone_shape(state, "v.", where)
     if "mlp_head.1.weight" not in state or "v.pos_embed" not in state:
         raise ValueError(f"{where}: missing tensors: {_few([n for n in ('v.pos_embed', 'mlp_head.1.weight') if n not in state])}")
-    geometry = _original_geometry(state["v.pos_embed"].shape[1] - 2, shape["patch_size"], hints, where)
+    table = state["v.pos_embed"]
+    if table.ndim != 3 or table.shape[0] != 1 or table.shape[1] < 3:
+        raise ValueError(f"{where}: tensor v.pos_embed has shape {table.shape}, not (1, patches + 2, width)")
+    geometry = _original_geometry(table.shape[1] - 2, shape["patch_size"], hints, where)
     num_labels = state["mlp_head.1.weight"].shape[0]
     config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels, layer_norm_eps=1e-6,
                        head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"]))
@@ -494,6 +528,8 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
     where = str(path)
     shape = _backbone_shape(state, "", where)
     kernel, table = state["patch_embed.proj.weight"], state["pos_embed"]
+    if table.ndim != 3 or table.shape[0] != 1 or table.shape[1] < 3:
+        raise ValueError(f"{where}: tensor pos_embed has shape {table.shape}, not (1, patches + 2, width)")
     grid = math.isqrt(table.shape[1] - 2)
     if grid * grid != table.shape[1] - 2:
         raise ValueError(f"{where}: pos_embed of {table.shape[1] - 2} patches is not a square ImageNet grid")
@@ -518,41 +554,90 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
     if not config_path.is_file():
         raise ValueError(f"{folder}: neither an ast-jax model folder nor a Hugging Face one (no {HF_CONFIG})")
     hf = read_json(config_path)
-    if state is None:
-        weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
-        if weights is None:
-            raise ValueError(f"{folder}: no weights ({' or '.join(HF_WEIGHTS)})")
-        state = _strip_module_prefix(read_state_dict(weights))
     config = config_from_hf(hf, str(config_path))
+    if state is None:
+        weights, state = _read_hf_weights(folder)
     params = state_to_params(state, detect_format(state, str(weights)), config, str(weights))
     preprocessor = folder / HF_PREPROCESSOR
     if preprocessor.is_file():
-        features = FeatureConfig.from_hf_preprocessor_config(read_json(preprocessor))
+        values = read_json(preprocessor)
+        try:
+            if not isinstance(values, Mapping):
+                raise ValueError("not a feature extractor config (a JSON object expected)")
+            features = FeatureConfig.from_hf_preprocessor_config(values)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{preprocessor}: {error}") from None
     else:
         features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
     id2label = hf.get("id2label") or {}
-    labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
-    model = Pretrained(config, params, features, labels, "sigmoid", source=str(folder.absolute()))
+    labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(config.num_labels)]
+    # transformers records single- or multi-label training in problem_type (its pipeline scores with softmax
+    # or sigmoid accordingly); the released AST checkpoints leave it unset and were trained with BCE (sigmoid).
+    activation = "softmax" if hf.get("problem_type") == "single_label_classification" else "sigmoid"
+    try:
+        model = Pretrained(config, params, features, labels, activation, source=str(folder.absolute()))
+    except ValueError as error:
+        raise ValueError(f"{folder}: {error}") from None
     return Conversion(model, "hf")
+
+
+def _read_hf_weights(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """`(path named in messages, state dict)` of a Hugging Face folder: one weights file, or the shards that its
+    `*.index.json` lists (what save_pretrained writes for large models)."""
+    for name in HF_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name, _strip_module_prefix(read_state_dict(folder / name))
+    for name in HF_WEIGHTS:
+        index = folder / (name + HF_INDEX)
+        if index.is_file():
+            weight_map = read_json(index)
+            weight_map = weight_map.get("weight_map") if isinstance(weight_map, Mapping) else None
+            if not isinstance(weight_map, Mapping) or not weight_map:
+                raise ValueError(f"{index}: not a checkpoint index (no weight_map)")
+            state = {}
+            for shard in sorted(set(map(str, weight_map.values()))):
+                if Path(shard).name != shard:
+                    raise ValueError(f"{index}: shard {shard!r} is not a file name in the folder")
+                if not (folder / shard).is_file():
+                    raise ValueError(f"{index}: shard {shard} is missing")
+                state.update(read_state_dict(folder / shard))
+            missing = sorted(set(weight_map) - set(state))
+            if missing:
+                raise ValueError(f"{index}: tensors listed but not in their shards: {_few(missing)}")
+            return index, _strip_module_prefix(state)
+    raise ValueError(f"{folder}: no weights ({' or '.join(HF_WEIGHTS)}, or a sharded {HF_WEIGHTS[0] + HF_INDEX})")
 
 
 def config_from_hf(hf: Mapping[str, Any], where: str) -> ASTConfig:
     """An ASTConfig from a transformers config.json (missing keys take transformers' defaults)."""
+    if not isinstance(hf, Mapping):
+        raise ValueError(f"{where}: not a transformers config (a JSON object expected)")
     if hf.get("model_type", "audio-spectrogram-transformer") != "audio-spectrogram-transformer":
         raise ValueError(f"{where}: model_type is {hf.get('model_type')!r}, not audio-spectrogram-transformer")
     if hf.get("hidden_act", "gelu") != "gelu" or not hf.get("qkv_bias", True):
         raise ValueError(f"{where}: only the released AST variant (exact GELU, qkv bias) is supported")
-    width, hidden = hf.get("hidden_size", 768), hf.get("intermediate_size", 3072)
+
+    def number(key: str, default: int | float, kind: type = int) -> Any:
+        value = hf.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+            raise ValueError(f"{where}: {key} must be a positive {'number' if kind is float else 'integer'}, "
+                             f"got {value!r}")
+        return kind(value)
+
+    width, hidden = number("hidden_size", 768), number("intermediate_size", 3072)
     if hidden % width:
         raise ValueError(f"{where}: intermediate_size {hidden} is not a multiple of hidden_size {width}")
-    eps = float(hf.get("layer_norm_eps", 1e-12))
-    num_labels = len(hf["id2label"]) if hf.get("id2label") else int(hf.get("num_labels", 2))
+    eps = number("layer_norm_eps", 1e-12, float)
+    id2label = hf.get("id2label")
+    if id2label is not None and not isinstance(id2label, Mapping):
+        raise ValueError(f"{where}: id2label must map indices to names, got {type(id2label).__name__}")
+    num_labels = len(id2label) if id2label else number("num_labels", 2)
     try:
-        return ASTConfig(hidden_size=width, num_layers=hf.get("num_hidden_layers", 12),
-                         num_heads=hf.get("num_attention_heads", 12), mlp_ratio=hidden // width,
-                         patch_size=hf.get("patch_size", 16), frequency_stride=hf.get("frequency_stride", 10),
-                         time_stride=hf.get("time_stride", 10), num_mel_bins=hf.get("num_mel_bins", 128),
-                         max_length=hf.get("max_length", 1024), num_labels=num_labels, layer_norm_eps=eps,
+        return ASTConfig(hidden_size=width, num_layers=number("num_hidden_layers", 12),
+                         num_heads=number("num_attention_heads", 12), mlp_ratio=hidden // width,
+                         patch_size=number("patch_size", 16), frequency_stride=number("frequency_stride", 10),
+                         time_stride=number("time_stride", 10), num_mel_bins=number("num_mel_bins", 128),
+                         max_length=number("max_length", 1024), num_labels=num_labels, layer_norm_eps=eps,
                          head_layer_norm_eps=eps, model_size=_model_size(width))
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
@@ -564,10 +649,17 @@ def _download_hf(repo_id: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise ValueError(f"hf:{repo_id}: downloading needs huggingface_hub (pip install huggingface-hub)") from None
+    def files_of(weights: str) -> list[str]:  # the single file, or the index and shards (model-00001-of-00002...)
+        stem, suffix = weights.rsplit(".", 1)
+        return [HF_CONFIG, HF_PREPROCESSOR, weights, weights + HF_INDEX, f"{stem}-*-of-*.{suffix}"]
+
+    def has_weights(folder: Path, weights: str) -> bool:
+        return (folder / weights).is_file() or (folder / (weights + HF_INDEX)).is_file()
+
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=[HF_CONFIG, HF_PREPROCESSOR, HF_WEIGHTS[0]]))
-        if not (folder / HF_WEIGHTS[0]).is_file():
-            folder = Path(snapshot_download(repo_id, allow_patterns=[HF_CONFIG, HF_PREPROCESSOR, HF_WEIGHTS[1]]))
+        folder = Path(snapshot_download(repo_id, allow_patterns=files_of(HF_WEIGHTS[0])))
+        if not has_weights(folder, HF_WEIGHTS[0]):
+            folder = Path(snapshot_download(repo_id, allow_patterns=files_of(HF_WEIGHTS[1])))
     except Exception as error:  # offline, unknown repo, gated repo: huggingface_hub has many error types
         raise ValueError(f"hf:{repo_id}: cannot download ({_first_line(error)})") from None
     return folder
@@ -594,7 +686,7 @@ def _adapt(conversion: Conversion, hints: dict, num_labels: int | None, labels: 
         conversion.notes.append(f"position table adapted from a {source_grid[0]}x{source_grid[1]} to a "
                                 f"{target_grid[0]}x{target_grid[1]} patch grid")
     new_labels = model.labels
-    if num_labels is not None and num_labels != model.config.num_labels:
+    if num_labels is not None and conversion.source_format != "deit":  # a DeiT source was given its head above
         config = config.replace(num_labels=num_labels)
         params.update(_fresh_head(config, seed))
         new_labels = [f"LABEL_{i}" for i in range(num_labels)]
@@ -634,6 +726,10 @@ def hf_config(model: Pretrained) -> dict[str, Any]:
         "num_mel_bins": cfg.num_mel_bins,
         "id2label": {str(i): name for i, name in enumerate(model.labels)},
         "label2id": {name: i for i, name in enumerate(model.labels)},
+        # How the head was trained, so that transformers' pipeline (and ast-jax reading the folder back) scores
+        # with the same function: sigmoid for multi-label (BCE), softmax for single-label (cross-entropy).
+        "problem_type": "multi_label_classification" if model.activation == "sigmoid"
+        else "single_label_classification",
     }
 
 
@@ -654,6 +750,10 @@ def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLi
         warnings.warn(f"transformers uses one LayerNorm eps: the head's {cfg.head_layer_norm_eps:g} becomes the "
                       f"backbone's {cfg.layer_norm_eps:g}, so exported logits differ slightly from this model's",
                       stacklevel=2)
+    lacking = model.features.settings_hf_lacks()
+    if lacking:
+        warnings.warn(f"transformers' ASTFeatureExtractor has no option for {', '.join(lacking)}: it computes "
+                      f"features with the defaults, so its inputs and logits differ from this model's", stacklevel=2)
     state = params_to_state(model.params, cfg.num_layers, "hf")
     with staged_directory(output_dir, overwrite=overwrite) as staging:
         save_file(state, str(staging / HF_WEIGHTS[0]), metadata={"format": "pt"})

@@ -120,6 +120,12 @@ class FeatureConfig:
             raise ValueError(f"unknown FeatureConfig fields: {', '.join(unknown)}")
         return cls(**dict(values))
 
+    def settings_hf_lacks(self) -> list[str]:
+        """`name=value` of each setting away from its default that transformers' ASTFeatureExtractor has no
+        option for (it always frames and filters as the defaults do)."""
+        defaults = FeatureConfig()
+        return [f"{name}={getattr(self, name)!r}" for name in _HF_FIXED if getattr(self, name) != getattr(defaults, name)]
+
     def to_hf_preprocessor_config(self) -> dict[str, Any]:
         """The `preprocessor_config.json` of transformers' ASTFeatureExtractor for these settings."""
         return {
@@ -152,6 +158,10 @@ class FeatureConfig:
 
 # ----------------------------------------------------------------------------------------------------------
 # Kaldi's window and mel filterbank: numpy float64, built once per setting.
+
+# Settings ASTFeatureExtractor fixes at FeatureConfig's defaults.
+_HF_FIXED = ("frame_length_ms", "frame_shift_ms", "low_freq", "high_freq", "preemphasis", "remove_dc_offset", "window",
+             "log_floor")
 
 # Kaldi's Blackman window coefficient (FrameExtractionOptions::blackman_coeff).
 BLACKMAN_COEFF = 0.42

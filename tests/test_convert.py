@@ -1,6 +1,7 @@
 """The converter against transformers and torch: parity of logits and intermediates, the round trip through
 export-hf, the original code's adaptations, bad input, and a torch-free load."""
 
+import dataclasses
 import json
 import os
 import re
@@ -149,6 +150,65 @@ def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch,
     assert 0 < difference < 1e-3  # only the head LayerNorm's eps moved, from 1e-5 to 1e-6
 
 
+def test_activation_travels_as_problem_type(tmp_path, randomize_torch):
+    """A softmax (cross-entropy) model exports as single-label, so transformers' pipeline scores it with softmax
+    too, and reads back as softmax; sigmoid is multi-label both ways. Unset (the released checkpoints): sigmoid."""
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    released = load_pretrained(tmp_path / "hf")
+    assert released.activation == "sigmoid"
+    for activation, problem in (("softmax", "single_label_classification"), ("sigmoid", "multi_label_classification")):
+        model = dataclasses.replace(released, activation=activation)
+        export_hf(model, tmp_path / activation)
+        assert json.loads((tmp_path / activation / "config.json").read_text())["problem_type"] == problem
+        assert load_pretrained(tmp_path / activation).activation == activation
+        exported = transformers.ASTForAudioClassification.from_pretrained(tmp_path / activation)
+        assert exported.config.problem_type == problem
+
+
+def test_export_warns_of_features_transformers_cannot_express(tmp_path, randomize_torch):
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    model = load_pretrained(tmp_path / "hf")
+    model.features = model.features.replace(window="povey", low_freq=50.0)
+    with pytest.warns(UserWarning, match=r"no option for low_freq=50.0, window='povey'"):
+        export_hf(model, tmp_path / "back")
+
+
+def test_sharded_and_bfloat16_hugging_face_folders(tmp_path, randomize_torch, spectrogram):
+    reference = hf_model(tmp_path / "one", randomize_torch, max_length=128, num_labels=3)
+    reference.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
+    x = spectrogram(2, 128)
+    logits, _ = load_pretrained(tmp_path / "sharded").apply(x)
+    assert np.abs(np.asarray(logits) - torch_logits(reference, x)).max() <= 1e-4
+
+    reference.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")  # safetensors with BF16 tensors
+    logits, _ = load_pretrained(tmp_path / "bf16").apply(x)
+    assert np.abs(np.asarray(logits) - torch_logits(reference.float(), x)).max() <= 1e-4  # the rounded weights
+
+    index = tmp_path / "sharded" / "model.safetensors.index.json"
+    next((tmp_path / "sharded").glob("model-00002-*.safetensors")).unlink()
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(index))}: shard model-00002-of-\d+.safetensors is missing$"):
+        load_pretrained(tmp_path / "sharded")
+
+
+def test_num_labels_always_gives_a_new_head(tmp_path, randomize_torch):
+    original_pth(tmp_path / "sc.pth", randomize_torch)  # 35 labels
+    source, fresh = load_pretrained(tmp_path / "sc.pth"), load_pretrained(tmp_path / "sc.pth", num_labels=35)
+    assert not np.allclose(source.params["head"]["kernel"], fresh.params["head"]["kernel"])
+    assert fresh.labels[:2] == ["LABEL_0", "LABEL_1"] and source.labels[:2] == ["backward", "follow"]
+    np.testing.assert_array_equal(source.params["block0"]["mlp"]["fc1"]["kernel"],
+                                  fresh.params["block0"]["mlp"]["fc1"]["kernel"])
+
+
+def test_partly_prefixed_state_dict_converts(tmp_path, randomize_torch, spectrogram):
+    reference = original_pth(tmp_path / "sc.pth", randomize_torch, prefix="")
+    state = reference.state_dict()
+    torch.save({("module." + k if i % 2 else k): v for i, (k, v) in enumerate(state.items())}, tmp_path / "mixed.pth")
+    x = spectrogram(1, 128)
+    np.testing.assert_array_equal(np.asarray(load_pretrained(tmp_path / "mixed.pth").apply(x)[0]),
+                                  np.asarray(load_pretrained(tmp_path / "sc.pth").apply(x)[0]))
+
+
 # ---- adaptation, as the original code does it ---------------------------------------------------------------------
 def original_adaptation(table, source_grid, target_grid):
     """The original AST's position-table move, re-stated in torch: time axis then frequency axis, middle crop
@@ -233,12 +293,22 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     original_pth(tmp_path / "good.pth", randomize_torch)
     state = torch.load(tmp_path / "good.pth", weights_only=True)
     cases = {}
-    (tmp_path / "text.pth").write_text("not a checkpoint\n")
-    cases["text.pth"] = "not a PyTorch checkpoint"
+    (tmp_path / "text.pth").write_text("config = {'a': 1}\n")  # 'c' is pickle's GLOBAL opcode: not code, text
+    cases["text.pth"] = r"not a PyTorch checkpoint \(neither a zip archive nor a pickle\)$"
+    (tmp_path / "empty.pth").write_bytes(b"")
+    cases["empty.pth"] = "empty file, not a checkpoint"
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "good.pth").read_bytes()[:5000])
-    cases["truncated.pth"] = "not a PyTorch checkpoint"
+    cases["truncated.pth"] = r"not a PyTorch checkpoint \(a truncated or corrupt zip archive\)$"
     (tmp_path / "zip_magic.pth").write_bytes(b"PK\x03\x04 and then no archive")
-    cases["zip_magic.pth"] = r"not a PyTorch checkpoint \(PytorchStreamReader failed reading zip archive: [^.]*\)$"
+    cases["zip_magic.pth"] = r"not a PyTorch checkpoint \(a truncated or corrupt zip archive\)$"
+    (tmp_path / "bad_pickle.pth").write_bytes(b"\x80\x02\xff\xfe junk")
+    cases["bad_pickle.pth"] = r"not a PyTorch checkpoint \(a corrupt pickle\)$"
+    torch.save({}, tmp_path / "no_tensors.pth")
+    cases["no_tensors.pth"] = "holds no tensors"
+    torch.save({**state, "module.v.blocks.0.norm2.bias": torch.full((64,), float("nan"))}, tmp_path / "nan.pth")
+    cases["nan.pth"] = "tensor v.blocks.0.norm2.bias holds NaN or infinite values"
+    torch.save({**state, "module.v.pos_embed": state["module.v.pos_embed"][0]}, tmp_path / "flat_table.pth")
+    cases["flat_table.pth"] = r"tensor v.pos_embed has shape \(146, 64\), not \(1, patches \+ 2, width\)"
     save_file({k: v.numpy() for k, v in state.items()}, tmp_path / "good.safetensors")
     (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "good.safetensors").read_bytes()[:5000])
     cases["truncated.safetensors"] = "not a readable safetensors file"
@@ -258,7 +328,7 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
             return (os.system, (f"touch {marker}",))
 
     torch.save({"module.v.cls_token": Exploit()}, tmp_path / "code.pth")
-    cases["code.pth"] = "pickled code"
+    cases["code.pth"] = r"refused: it refers to Python code or classes, not only tensors; nothing was run\)$"
     (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/a,yes\n1,/m/b,no\n")
 
     for name, problem in cases.items():
@@ -282,7 +352,87 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     assert (tmp_path / "a_file").read_text() == "mine"
     assert main(["convert", str(tmp_path / "nowhere.pth"), str(tmp_path / "out")]) == 1
     assert "nowhere.pth: no such file" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "out"), "--labels",
+                 str(tmp_path / "nowhere.csv")]) == 1
+    assert f"{tmp_path / 'nowhere.csv'}: no such label file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_malformed_configs_are_one_line_errors(tmp_path, randomize_torch, capsys):
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"max_length": 128}))
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "jax")]) == 0
+    capsys.readouterr()
+    hf_config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    meta = json.loads((tmp_path / "jax" / "ast_jax.json").read_text())
+    cases = [  # (folder, file, new content, what the error says after "FILE: ")
+        ("hf", "config.json", [1, 2], "not a transformers config (a JSON object expected)"),
+        ("hf", "config.json", {**hf_config, "hidden_size": "64"}, "hidden_size must be a positive integer, got '64'"),
+        ("hf", "config.json", {**hf_config, "layer_norm_eps": None}, "layer_norm_eps must be a positive number"),
+        ("hf", "config.json", {**hf_config, "id2label": ["a", "b"]}, "id2label must map indices to names"),
+        ("hf", "preprocessor_config.json", [], "not a feature extractor config (a JSON object expected)"),
+        ("hf", "preprocessor_config.json", {"max_length": "long"}, "invalid literal"),
+        ("jax", "ast_jax.json", {k: v for k, v in meta.items() if k != "model"}, "no 'model' entry"),
+        ("jax", "ast_jax.json", {**meta, "version": 2}, "format version 2; this ast-jax reads version 1"),
+        ("jax", "ast_jax.json", {**meta, "model": {**meta["model"], "depth": 3}}, "unknown ASTConfig fields: depth"),
+        ("jax", "ast_jax.json", {**meta, "labels": ["one"]}, "1 labels given for a head with 3 outputs"),
+    ]
+    for folder, name, content, problem in cases:
+        broken = tmp_path / f"broken-{folder}"
+        if broken.exists():
+            subprocess.run(["rm", "-r", str(broken)], check=True)
+        subprocess.run(["cp", "-r", str(tmp_path / folder), str(broken)], check=True)
+        (broken / name).write_text(json.dumps(content))
+        assert main(["convert", str(broken), str(tmp_path / "out")]) == 1, (name, content)
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"{broken / name}: {problem}" in error, error
+        assert not (tmp_path / "out").exists()
+    pre = tmp_path / "broken-pre"
+    subprocess.run(["cp", "-r", str(tmp_path / "hf"), str(pre)], check=True)
+    (pre / "preprocessor_config.json").write_text(json.dumps({"max_length": 1024}))
+    assert main(["convert", str(pre), str(tmp_path / "out")]) == 1
+    assert f"{pre}: features give 1024 frames x 128 bins but the model expects 128 x 128" in capsys.readouterr().err
+
+
+def test_output_through_a_link_with_a_normal_mode(tmp_path, randomize_torch):
+    original_pth(tmp_path / "sc.pth", randomize_torch)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    previous = os.umask(0o022)
+    try:
+        assert main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "link")]) == 0
+        assert main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "link"), "--overwrite"]) == 0
+        assert main(["export-hf", str(tmp_path / "link"), str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "ast_jax.json").is_file()
+    assert (tmp_path / "real").stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0o700
+    assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "link", "real", "sc.pth"]
+
+
+def test_interrupted_save_leaves_nothing(tmp_path, randomize_torch, monkeypatch, capsys):
+    """Ctrl-C while Orbax writes is held until the write ends, then the staging folder goes and the command stops
+    with 130: no half-written model, no orphaned temporary folder, no tracebacks from Orbax's threads."""
+    import signal
+
+    import orbax.checkpoint as ocp
+
+    original_pth(tmp_path / "sc.pth", randomize_torch)
+    save = ocp.StandardCheckpointer.save
+    finished = []
+
+    def interrupted_save(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the parameters are being written
+        save(self, *args, **kwargs)
+        self.wait_until_finished()
+        finished.append(True)
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", interrupted_save)
+    assert main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "out")]) == 130
+    assert finished and capsys.readouterr().err == "ast-jax: interrupted\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sc.pth"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # ---- a converted folder needs no torch -----------------------------------------------------------------------------

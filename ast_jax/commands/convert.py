@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ast_jax.convert import convert_source
-    from ast_jax.model import count_parameters
+    from ast_jax.model import MODEL_SIZES, count_parameters
     from ast_jax.pretrained import save_model
 
     conversion = convert_source(
@@ -42,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     model = conversion.model
     output = save_model(args.output, model, overwrite=args.overwrite)
     cfg = model.config
+    preset = f"{cfg.model_size}, " if MODEL_SIZES[cfg.model_size]["hidden_size"] == cfg.hidden_size else ""
     rows = [
         ("source", f"{args.source} ({conversion.source_format})"),
         ("written", str(output)),
-        ("model", f"{cfg.model_size}, {cfg.num_layers} blocks, width {cfg.hidden_size}, {cfg.num_heads} heads, "
+        ("model", f"{preset}{cfg.num_layers} blocks, width {cfg.hidden_size}, {cfg.num_heads} heads, "
                   f"{count_parameters(model.params):,} parameters"),
         ("input", f"{cfg.max_length} frames x {cfg.num_mel_bins} mel bins, stride {cfg.frequency_stride}x"
                   f"{cfg.time_stride}, {cfg.frequency_patches}x{cfg.time_patches} patches"),
