@@ -236,6 +236,14 @@ def test_tfds_mock_data_padded_to_a_second_and_sharded_per_process():
         assert sorted(parts[0]) == list(range(0, 5)) and sorted(parts[1]) == list(range(5, 10))
 
 
+def test_tfds_without_prepared_data_is_one_line(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    src = build_source(ConfigDict(dict(source="tfds", num_classes=12, data_dir=str(tmp_path))))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/speech_commands/[0-9.]+: no prepared TFDS speech_commands "
+                                         r"data there; prepare it once where the network is reachable"):
+        src.num_examples("train")
+
+
 def test_unknown_source_is_an_error():
     with pytest.raises(ValueError, match="unknown data source 'nope'"):
         build_source(ConfigDict(dict(source="nope")))

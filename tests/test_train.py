@@ -139,8 +139,9 @@ def latest_checkpoint(workdir: Path) -> int:
 
 
 def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compilation_cache):
-    """SIGTERM (checkpoint and exit 143), then kill -9 (no warning: back to the last periodic checkpoint),
-    then to the end: the parameters and every logged loss equal the uninterrupted run's, bit for bit."""
+    """SIGTERM (checkpoint and exit 143), Ctrl-C (the same, exit 130), then kill -9 (no warning: back to the last
+    periodic checkpoint), then to the end: the parameters and every logged loss equal the uninterrupted run's,
+    bit for bit; run once more when finished, the results are logged once."""
     interrupted, longer = tmp_path / "interrupted", f"--config.num_epochs={EPOCHS}"
     process = run_training(interrupted, longer, wait=False, cache=compilation_cache)
     wait_for_checkpoint(interrupted, process, 8)
@@ -148,6 +149,15 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     _, err = process.communicate(timeout=120)
     assert process.returncode == 143, err[-2000:]
     assert "stopped by SIGTERM at step" in err
+    first_stop = latest_checkpoint(interrupted)
+    assert first_stop < 8 * EPOCHS
+
+    process = run_training(interrupted, longer, wait=False, cache=compilation_cache)
+    wait_for_checkpoint(interrupted, process, first_stop + 4)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "stopped by Ctrl-C at step" in err and "Traceback" not in err and "ERROR" not in err, err[-2000:]
     first_stop = latest_checkpoint(interrupted)
     assert first_stop < 8 * EPOCHS
 
@@ -162,6 +172,10 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     for ours, whole in zip(final_params(interrupted), final_params(reference)):
         np.testing.assert_array_equal(ours, whole)  # same data order, same random numbers, same arithmetic
     assert train_losses(interrupted) == train_losses(reference)
+
+    run_training(interrupted, longer, cache=compilation_cache)
+    results = lambda workdir: [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "result/" in line]
+    assert len(results(interrupted)) == len(results(reference)) == 3
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
@@ -192,11 +206,50 @@ def no_jit(monkeypatch):
     (["--config.data.data_dir=/no/such/folder"], "/no/such/folder: data.data_dir does not exist"),
     (["--config.data.num_classes=5", "--config.data.source=demo"], "data.num_classes is 5"),
     (["--config.loss=hinge"], "loss must be one of"),
+    (["--config.batch_size=0"], "batch_size must be at least 1, got 0"),
+    (["--config.num_epochs=-2", "--config.augment.mixup=3.0", "--config.features.std=0.0"],
+     "num_epochs must be at least 1, got -2; features.std must be above 0, got 0.0; augment.mixup must be at most 1"),
+    (["--config.data.clip_seconds=0"], "data.clip_seconds must be above 0, got 0.0"),
+    (["--config.checkpoint.every_steps=0"], "checkpoint.every_steps must be at least 1, got 0"),
+    (["--config.test_split=tset"], "test_split: synthetic source: no split 'tset'; it has train, validation, test"),
+    (["--config.data.num_classes=1"], "the synthetic source has 1 class (tone0); a classifier needs at least two"),
+    (["--config.data.source=folder", "--config.data.validaton_fraction=0.2"],
+     "unknown config field 'data.validaton_fraction' (fields of data: balanced, cache_dir, clip_seconds, data_dir, "
+     "labels, num_classes, prepared, sample_rate, source, test_fraction, validation_fraction)"),
+    (["--num-processes", "2", "--process-id", "1"], "--num-processes and --process-id need --coordinator"),
 ])
 def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
     err = capsys.readouterr().err
     assert code == 1 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "bad").exists()  # nothing written for a run that never started
+
+
+def test_a_data_field_no_source_reads_is_refused(tmp_path):
+    from ml_collections import ConfigDict
+
+    from ast_jax.data import SyntheticSource
+    from ast_jax.training.trainer import check_config, default_config
+
+    config = default_config()
+    config.data.source = "synthetic"
+    with config.data.unlocked():
+        config.data.validation_fraction = 0.2  # a folder source's field, set in a config file for another source
+    source = SyntheticSource(labels=["a", "b"], clip_samples=16000)
+    with pytest.raises(ValueError, match="data.validation_fraction is not a field of the synthetic source"):
+        check_config(config, source)
+    assert isinstance(config, ConfigDict)
+
+
+def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
+    saved = (reference / "config.json").read_text()
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET,
+                     f"--config.num_epochs={EPOCHS}", "--config.batch_size=16", "--config.model.num_layers=2"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert (f"{reference}: holds checkpoints of a run with another config (batch_size: 8 -> 16; model.num_layers: "
+            f"1 -> 2); give the saved settings ({reference / 'config.json'}) to resume it, or a new --workdir") in err
+    assert (reference / "config.json").read_text() == saved
 
 
 @pytest.mark.parametrize("source, message", [

@@ -7,7 +7,8 @@
 A config is a Python file whose get_config() returns an ml_collections ConfigDict (`path.py:arg` passes an
 argument, e.g. configs/speech_commands.py:runlocal). `--config.FIELD=VALUE` and `--set FIELD=VALUE` override
 any field; unknown fields are errors. The resolved config is saved as WORKDIR/config.json. Running the same
-command again in the same workdir resumes from the latest checkpoint. Several processes (hosts) train together
+command again in the same workdir resumes from the latest checkpoint (a changed config is refused). Ctrl-C or
+SIGTERM stops after the current step with a checkpoint (exit 130 or 143); a second Ctrl-C stops at once. Several processes (hosts) train together
 when each is started with --coordinator HOST:PORT --num-processes N --process-id I (or --distributed on a
 cluster that jax.distributed detects by itself).
 """
@@ -58,20 +59,27 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    if (args.num_processes is not None or args.process_id is not None) and not args.coordinator:
+        raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT (or use --distributed)")
+    if args.coordinator and (args.num_processes is None or args.process_id is None):
+        raise ValueError("--coordinator needs --num-processes and --process-id")
+    if args.coordinator and args.process_id >= args.num_processes:
+        raise ValueError(f"--process-id {args.process_id} is not below --num-processes {args.num_processes}")
+
+    from ast_jax.training.config_io import add_source_fields, apply_overrides, load_config
+    from ast_jax.training.trainer import Preempted, TrainingDiverged, train_and_evaluate
+
+    # The config is read and checked before joining other processes, so that a typo fails at once.
+    config = apply_overrides(add_source_fields(load_config(args.config), args.set), args.set)
     if args.coordinator:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     elif args.distributed:
         jax.distributed.initialize()
-
-    from ast_jax.training.config_io import apply_overrides, load_config
-    from ast_jax.training.trainer import Preempted, TrainingDiverged, train_and_evaluate
-
-    config = apply_overrides(load_config(args.config), args.set)
     try:
         train_and_evaluate(config, args.workdir)
     except Preempted as stop:
         print(f"ast-jax train: {stop}", file=sys.stderr)
-        return 143
+        return stop.exit_code
     except TrainingDiverged as error:
         print(f"ast-jax train: error: {error}", file=sys.stderr)
         return 1

@@ -10,6 +10,9 @@ Common `config.data` fields (sources add their own, with defaults):
   clip_seconds  every waveform is cut or zero-padded to this length
   sample_rate   16000
   cache_dir     where file-based sources keep their prepared (decoded) copy; default ~/.cache/ast_jax
+  prepared      False: decode the files for every batch instead of keeping a prepared copy
+  balanced      sample by the source's example weights (AudioSet recipe)
+Fields only some sources read are in SOURCE_FIELDS.
 
 Sources and the task each gives:
   demo             12-class Speech Commands subset shipped with the project (`ast_jax.data.demo`)
@@ -133,6 +136,8 @@ class SyntheticSource(DataSource):
     sample_rate: int = 16000
 
     def num_examples(self, split: str) -> int:
+        if split not in self.sizes:
+            raise ValueError(f"synthetic source: no split {split!r}; it has {', '.join(self.sizes)}")
         return self.sizes[split]
 
     def load(self, split, indices):
@@ -201,6 +206,16 @@ _SOURCES = {
     "folder": "ast_jax.data.folder",
     "manifest": "ast_jax.data.folder",
     "json": "ast_jax.data.recipe_json",
+}
+
+
+# Fields of `config.data` that only some sources read, with their defaults (the common ones are in the training
+# config's defaults). `ast-jax train` adds the chosen source's to the config, so they can be overridden.
+SOURCE_FIELDS: dict[str, dict] = {
+    "folder": dict(labels=(), validation_fraction=0.1, test_fraction=0.1),
+    "manifest": dict(labels=(), validation_fraction=0.1, test_fraction=0.1),
+    "json": dict(json={}, label_csv=""),
+    "tfds": dict(tfds_name="speech_commands"),
 }
 
 

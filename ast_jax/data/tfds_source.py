@@ -50,8 +50,14 @@ class TFDSSource(DataSource):
         if key not in self._shards:
             import tensorflow_datasets as tfds
 
-            dataset = tfds.load(self.name, split=f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]",
-                                data_dir=self.data_dir, shuffle_files=False, download=False)
+            try:
+                dataset = tfds.load(self.name, split=f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]",
+                                    data_dir=self.data_dir or None, shuffle_files=False, download=False)
+            except AssertionError:  # what tfds raises for data that was never prepared (download=False)
+                where = tfds.builder(self.name, data_dir=self.data_dir or None).data_dir
+                raise ValueError(f"{where}: no prepared TFDS {self.name} data there; prepare it once where the "
+                                 f"network is reachable (`tfds build {self.name} --data_dir DIR`) and set "
+                                 f"data.data_dir to DIR") from None
             audio, labels, lengths = [], [], []
             for example in tfds.as_numpy(dataset):
                 samples = np.asarray(example["audio"], np.int16).reshape(-1)
@@ -81,7 +87,7 @@ def from_config(data_config, clip_samples: int) -> TFDSSource:
     import tensorflow_datasets as tfds
 
     name = data_config.get("tfds_name", "speech_commands")
-    builder = tfds.builder(name, data_dir=data_config.get("data_dir"))
+    builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
     labels = list(builder.info.features["label"].names)
     sizes = {split: builder.info.splits[tfds_split].num_examples for split, tfds_split in SPLIT_NAMES.items()
              if tfds_split in builder.info.splits}

@@ -102,6 +102,24 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     return config
 
 
+def add_source_fields(config: ml_collections.ConfigDict, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Give `config.data` the fields its source reads beyond the common ones (`ast_jax.data.SOURCE_FIELDS`), at
+    their defaults where the config does not set them, so that overrides can reach them. The source is the one
+    the overrides name last, else the config's."""
+    from ast_jax.data import SOURCE_FIELDS
+
+    source = config.data.get("source")
+    for item in overrides:
+        name, _, text = item.partition("=")
+        if name.strip() == "data.source":
+            source = _parse_value(text, "", "data.source")
+    with config.data.unlocked():
+        for name, default in SOURCE_FIELDS.get(source, {}).items():
+            if name not in config.data:
+                config.data[name] = default
+    return config
+
+
 def save_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
     """Write the resolved config as JSON, atomically."""
     path = Path(path)

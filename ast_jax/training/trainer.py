@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,7 @@ import optax
 from ast_jax import features as features_lib
 from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
-from ast_jax.model import AST, ASTConfig, init_params
+from ast_jax.model import AST, ASTConfig
 from ast_jax.pretrained import from_params, load_model, save_model
 from ast_jax.training import sharding
 from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
@@ -80,6 +81,8 @@ def default_config() -> ml_collections.ConfigDict:
         clip_seconds=1.0,
         sample_rate=16000,
         balanced=False,  # sample with replacement by the source's example weights (AudioSet recipe)
+        cache_dir="",  # file sources' prepared copies ("": ~/.cache/ast_jax/prepared)
+        prepared=True,  # False: decode files for every batch
     ))
     c.augment = ml_collections.ConfigDict(dict(  # see ast_jax.augment.train_inputs
         mixup=0.5, mixup_alpha=10.0, freqm=48, timem=48, noise=True, roll=10))
@@ -111,7 +114,51 @@ class TrainingDiverged(RuntimeError):
 
 
 class Preempted(Exception):
-    """SIGTERM arrived: a checkpoint was written and the run can be resumed."""
+    """SIGTERM or Ctrl-C arrived: a checkpoint was written and the run can be resumed."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code  # 143 for SIGTERM, 130 for Ctrl-C, as if the signal had ended the program
+
+
+# Fields a resumed run may change: how it reports, validates and checkpoints, where the data lives, and (with
+# the step schedule, which does not depend on it) how long it trains. Any other change would make the saved
+# state belong to a different run.
+RESUMABLE_CHANGES = ("progress_bar", "log_every_steps", "eval_every_steps", "eval_batch_size", "test_split",
+                     "checkpoint.", "data.data_dir", "data.cache_dir", "data.prepared", "num_epochs")
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_resumable(config, workdir: Path) -> None:
+    """Refuse to resume a workdir's checkpoints under a config that trains differently from the one saved there."""
+    saved_path, checkpoints = workdir / "config.json", workdir / "checkpoints"
+    if not saved_path.is_file() or not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
+        return
+    try:
+        saved = _flat(json.loads(saved_path.read_text()))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{saved_path}: cannot read the config of the run to resume ({error})") from None
+    current = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+    fixed = lambda name: not any(name == c or (c.endswith(".") and name.startswith(c)) for c in RESUMABLE_CHANGES)
+    changed = [name for name in sorted(set(saved) | set(current))
+               if fixed(name) and saved.get(name, "<unset>") != current.get(name, "<unset>")]
+    if config.optim.lr_schedule != "multistep" and saved.get("num_epochs") != current.get("num_epochs"):
+        changed.append("num_epochs (the cosine schedule spans the whole run)")
+    if changed:
+        shown = "; ".join(f"{name}: {saved.get(name, '<unset>')!r} -> {current.get(name, '<unset>')!r}"
+                          if name in saved or name in current else name for name in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); give the "
+                         f"saved settings ({saved_path}) to resume it, or a new --workdir")
 
 
 def model_config_from(config, num_labels: int) -> ASTConfig:
@@ -126,13 +173,74 @@ def feature_config_from(config) -> features_lib.FeatureConfig:
     return features_lib.FeatureConfig(sample_rate=config.data.sample_rate, **config.features.to_dict())
 
 
+# (field, lowest allowed, whether the lowest is allowed itself) for the numbers of a training config.
+_NUMBER_RANGES = (
+    ("num_epochs", 1, True), ("batch_size", 1, True), ("eval_batch_size", 1, True), ("log_every_steps", 1, True),
+    ("eval_every_steps", 0, True), ("checkpoint.every_steps", 1, True), ("checkpoint.max_to_keep", 1, True),
+    ("data.clip_seconds", 0, False), ("data.sample_rate", 1, True), ("features.std", 0, False),
+    ("features.num_mel_bins", 1, True), ("features.target_length", 1, True), ("optim.learning_rate", 0, False),
+    ("optim.weight_decay", 0, True), ("optim.lr_decay_rate", 0, False), ("optim.lr_decay_every", 1, True),
+    ("optim.warmup_steps", 0, True), ("optim.warmup_update_every", 1, True), ("optim.min_lr_ratio", 0, True),
+    ("augment.mixup", 0, True), ("augment.mixup_alpha", 0, False), ("augment.freqm", 0, True),
+    ("augment.timem", 0, True), ("augment.roll", 0, True), ("model.num_layers", 1, True),
+    ("model.frequency_stride", 1, True), ("model.time_stride", 1, True),
+)
+_AT_MOST_ONE = ("augment.mixup", "optim.lr_decay_rate", "optim.min_lr_ratio")
+
+
+def _field(config, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+def check_numbers(config) -> None:
+    """Counts, sizes and rates out of range, as one ValueError, before any data is read."""
+    problems = []
+    for name, lowest, inclusive in _NUMBER_RANGES:
+        value = _field(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{name} must be a number, got {value!r}")
+        elif value < lowest or (value == lowest and not inclusive):
+            problems.append(f"{name} must be {'at least' if inclusive else 'above'} {lowest}, got {value}")
+        elif name in _AT_MOST_ONE and value > 1:
+            problems.append(f"{name} must be at most 1, got {value}")
+    if problems:
+        raise ValueError("bad config: " + "; ".join(problems))
+
+
+def source_name(config) -> str:
+    return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
+
+
 def check_config(config, source: DataSource) -> None:
     """Every problem that can be seen before compiling, as one ValueError."""
+    from ast_jax.data import SOURCE_FIELDS
+
     problems = []
     devices = jax.device_count()
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % devices:
             problems.append(f"{name} {config[name]} is not divisible by the {devices} devices")
+    known = set(default_config().data) | set(SOURCE_FIELDS.get(config.data.source, {}))
+    unknown = sorted(set(config.data) - known)
+    if unknown:
+        problems.append(f"data.{unknown[0]} is not a field of the {config.data.source} source (its fields: "
+                        f"{', '.join(sorted(known))})")
+    if source.num_classes < 2:
+        problems.append(f"{source_name(config)} has {source.num_classes} class "
+                        f"({', '.join(source.labels)}); a classifier needs at least two")
+    for role, split in (("train", "train"), ("validation_split", config.validation_split),
+                        ("test_split", config.test_split)):
+        if not split:
+            continue
+        try:
+            count = source.num_examples(split)
+        except ValueError as error:
+            problems.append(f"{role}: {error}")
+            continue
+        if count == 0:
+            problems.append(f"the {split!r} split of {source_name(config)} has no usable clips")
     if config.loss not in LOSSES:
         problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
     if config.best_metric not in BEST_METRICS:
@@ -153,7 +261,7 @@ def check_config(config, source: DataSource) -> None:
 def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
     """`(model config, parameters)` from `config.init.source`, moved to this run's input geometry with
     `ast_jax.load_pretrained` (position table adapted) and, unless `init.keep_head`, a new head."""
-    from ast_jax.convert import HEAD_PARAMS, load_pretrained
+    from ast_jax.convert import load_pretrained
 
     init = config.init
     pretrained = load_pretrained(
@@ -168,9 +276,6 @@ def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
         raise ValueError(f"{init.source}: a {loaded.num_layers}-layer, {loaded.hidden_size}-wide AST, but "
                          f"config.model asks for {model_config.num_layers} layers of width {model_config.hidden_size}")
     params = dict(pretrained.params)
-    if not init.keep_head:  # load_pretrained keeps a head whose size happens to match: replace it anyway
-        fresh = init_params(loaded.replace(dtype="float32"), config.seed)
-        params.update({name: fresh[name] for name in HEAD_PARAMS})
     # The source fixes the LayerNorm epsilons (1e-12 for transformers weights); the run fixes the dtypes.
     return loaded.replace(dtype=model_config.dtype, param_dtype=model_config.param_dtype), params
 
@@ -227,12 +332,16 @@ class MetricWriter:
         from tensorboardX import SummaryWriter
 
         self.path = workdir / "metrics.jsonl"
-        if self.path.exists():  # forget what was logged after the checkpoint we resume from
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        if self.path.exists():  # forget what was logged after the checkpoint we resume from, and the results
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
+            kept = [row for row in rows if row["step"] <= resume_step and not row["split"].startswith("result/")]
+            staging = self.path.with_name(".metrics.jsonl.tmp")
+            staging.write_text("".join(json.dumps(row) + "\n" for row in kept))
+            staging.replace(self.path)
         self.file = self.path.open("a")
-        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+        # TensorBoard drops the events of earlier sessions from step resume_step + 1 on, as metrics.jsonl does.
+        self.tensorboard = SummaryWriter(str(workdir / "tensorboard"),
+                                         purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.active:
@@ -264,7 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     workdir = Path(workdir).absolute()
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_numbers(config)
+    check_resumable(config, workdir)
     is_main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------------------ input
@@ -281,6 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if config.init.source:
         model_config, initial_params = load_initial_model(config, model_config, source.labels)
     activation = "softmax" if config.loss == "ce" else "sigmoid"
+    workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
         save_config(config, workdir / "config.json")
 
@@ -384,8 +495,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 f"{k} {v:.4f}" for k, v in result.items() if k in ("loss", *BEST_METRICS)))
 
     # ------------------------------------------------------------------------------------------------ loop
-    preempted = []
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+    # SIGTERM (a scheduler's preemption) and a first Ctrl-C stop the run after the current step with a checkpoint;
+    # a second Ctrl-C stops at once.
+    preempted: list[int] = []
+
+    def stop_after_step(number, frame):
+        if number == signal.SIGINT and preempted:
+            raise KeyboardInterrupt
+        preempted.append(number)
+        if number == signal.SIGINT:
+            print("\nast-jax train: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
+
+    previous_handlers = {number: signal.signal(number, stop_after_step) for number in (signal.SIGTERM, signal.SIGINT)}
     progress = None
     if is_main and config.progress_bar:
         from tqdm import tqdm
@@ -404,10 +526,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         for s, m in fetched:
             if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
                 checkpoints.wait()
+                last = checkpoints.latest_step()
+                kept = (f"The last good checkpoint (step {last}) is kept in {workdir / 'checkpoints'}"
+                        if last is not None else "No checkpoint had been written yet")
                 raise TrainingDiverged(
                     f"non-finite training loss at step {s} (loss {m['loss']}, gradient norm {m['grad_norm']}); "
-                    f"stopped. The last good checkpoint (step {checkpoints.latest_step()}) is kept in "
-                    f"{workdir / 'checkpoints'}; try a lower optim.learning_rate")
+                    f"stopped. {kept}; try a lower optim.learning_rate, or check features.mean and std")
         elapsed = time.perf_counter() - interval_start
         summary = {k: float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "grad_norm")}
         summary["learning_rate"] = fetched[-1][1]["learning_rate"]
@@ -423,6 +547,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         from jax.experimental import multihost_utils
 
         return bool(multihost_utils.process_allgather(np.int32(bool(preempted))).any())
+
+    def restore_signal_handlers() -> None:
+        for number, handler in previous_handlers.items():
+            signal.signal(number, handler)
 
     try:
         for epoch_index in range(step // steps_per_epoch, config.num_epochs):
@@ -454,8 +582,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     checkpoints.save(step, state, meta)
                 if stop:
                     checkpoints.wait()
-                    raise Preempted(f"stopped by SIGTERM at step {step}; checkpoint saved in "
-                                    f"{workdir / 'checkpoints'}; run the same command again to resume")
+                    interrupted = preempted[:1] == [signal.SIGINT]
+                    raise Preempted(f"stopped by {'Ctrl-C' if interrupted else 'SIGTERM'} at step {step}; checkpoint "
+                                    f"saved in {workdir / 'checkpoints'}; run the same command again to resume",
+                                    130 if interrupted else 143)
+        restore_signal_handlers()  # from here on, a signal stops the program as usual
         flush_metrics()
         checkpoints.wait()
         if progress is not None:
@@ -498,7 +629,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             print(format_table(results), flush=True)
         return summary
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        restore_signal_handlers()
         if progress is not None:
             progress.close()
         writer.close()
