@@ -6,7 +6,8 @@ reads its own slice of every global batch and `jax.jit` with NamedShardings does
 
 The workdir holds
   config.json        the resolved config
-  checkpoints/       Orbax checkpoints (train state + metadata); a run started again here resumes from the latest
+  checkpoints/       Orbax checkpoints (train state + metadata); a run started again here with the same config
+                     resumes from the latest (SIGTERM or Ctrl-C write one after the current step, then stop)
   metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
   tensorboard/       the same metrics for TensorBoard
   best/, final/      ast-jax model folders (usable by `ast-jax predict --model`); averaged/ with weight averaging
@@ -189,7 +190,10 @@ _AT_MOST_ONE = ("augment.mixup", "optim.lr_decay_rate", "optim.min_lr_ratio")
 
 
 def _field(config, dotted: str):
+    """The value of `a.b.c` in a ConfigDict, or None where the config has no such field."""
     for key in dotted.split("."):
+        if not isinstance(config, ml_collections.ConfigDict) or key not in config:
+            return None
         config = config[key]
     return config
 
@@ -199,6 +203,8 @@ def check_numbers(config) -> None:
     problems = []
     for name, lowest, inclusive in _NUMBER_RANGES:
         value = _field(config, name)
+        if value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             problems.append(f"{name} must be a number, got {value!r}")
         elif value < lowest or (value == lowest and not inclusive):
