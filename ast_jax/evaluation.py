@@ -2,7 +2,8 @@
 
 Data-set labels are matched to model labels by name (the released Speech Commands head is not in alphabetical
 order, and a 12-class data set can be scored with a 35-class model on the labels they share). The prediction
-is the model's best label over all its outputs, so a prediction outside the data set's labels counts as wrong.
+is the model's best label over all its outputs, so a prediction outside the data set's labels counts as wrong;
+several data-set labels may stand for one model label (merged classes), and its prediction is right for each.
 AP and AUC (`ast_jax.training.metrics`, scikit-learn's definitions) rank the examples by each data-set label's
 `ranking` value: `ast-jax evaluate` passes the sigmoid of the logits, as the original code and training do
 for every model (whatever its loss), so that a model's mAP and mAUC here equal those of its training log. For a
@@ -75,11 +76,13 @@ class Evaluation:
         return np.argmax(self.scores, axis=1)
 
     @property
-    def predicted_classes(self) -> np.ndarray:
-        """Data-set class of each prediction, or -1 where the model's best label is not a data-set label."""
-        lookup = np.full(len(self.model_labels), -1)
-        lookup[self.label_indices] = np.arange(len(self.label_indices))
-        return lookup[self.predicted_model_classes]
+    def hits(self) -> np.ndarray:
+        """(n,) whether the model's best label is the example's label (one of its labels, multi-label). Judged
+        by model label, so that several data-set labels mapped to one model label all count as right."""
+        true_model = np.zeros(self.scores.shape, bool)
+        for k, index in enumerate(self.label_indices):
+            true_model[:, index] |= self.targets[:, k] >= 0.5
+        return true_model[np.arange(len(self.scores)), self.predicted_model_classes]
 
     def per_class(self) -> list[dict]:
         """Precision, recall, support, AP and AUC of each data-set class. Single-label: the prediction is the
@@ -88,7 +91,7 @@ class Evaluation:
         if self.multilabel:
             predicted = self.mapped_scores >= 0.5
         else:
-            predicted = self.predicted_classes[:, None] == np.arange(len(self.dataset_labels))[None, :]
+            predicted = self.predicted_model_classes[:, None] == np.asarray(self.label_indices)[None, :]
         rows = []
         for k, name in enumerate(self.dataset_labels):
             true_positives = int(np.sum(predicted[:, k] & positive[:, k]))
@@ -105,40 +108,53 @@ class Evaluation:
         return rows
 
     def report(self) -> dict:
-        """examples; accuracy (best model label == the true label); mAP and mAUC over the data-set classes
-        that have positives (and negatives); and per_class (see `per_class`)."""
+        """examples; accuracy (the share of `hits`); mAP and mAUC over the data-set classes that have positives
+        (and negatives); and per_class (see `per_class`). Undefined figures (no positives, nothing predicted)
+        are None, JSON's null."""
         per_class = self.per_class()
         mean = lambda key: float(np.nanmean([row[key] for row in per_class])) if any(
             not np.isnan(row[key]) for row in per_class) else float("nan")
-        correct = self.predicted_classes == self.true_classes
-        return {"examples": int(len(self.targets)), "accuracy": float(np.mean(correct)),
-                "mAP": mean("ap"), "mAUC": mean("auc"), "per_class": per_class}
+        report = {"examples": int(len(self.targets)), "accuracy": float(np.mean(self.hits)),
+                  "mAP": mean("ap"), "mAUC": mean("auc"), "per_class": per_class}
+        return _nan_to_none(report)
 
     def confusion_matrix(self) -> tuple[np.ndarray, list[str]]:
-        """Counts (true data-set class, predicted class) and the column names; a last "(other)" column counts
-        predictions outside the data set's labels when there are any."""
-        predicted = self.predicted_classes
-        columns = list(self.dataset_labels)
-        if np.any(predicted < 0):
-            columns.append(OTHER)
-            predicted = np.where(predicted < 0, len(self.dataset_labels), predicted)
+        """Counts (true data-set class, predicted model label) and the column names: the model labels the data
+        set's labels map to (its own names where they match), then "(other)" for predictions outside them, when
+        there are any."""
+        columns_of = list(dict.fromkeys(self.label_indices))  # mapped model labels, each once, in data-set order
+        column = np.full(len(self.model_labels), len(columns_of))
+        column[columns_of] = np.arange(len(columns_of))
+        predicted = column[self.predicted_model_classes]
+        columns = [self.model_labels[i] for i in columns_of] + ([OTHER] if np.any(predicted == len(columns_of)) else [])
         matrix = np.zeros((len(self.dataset_labels), len(columns)), np.int64)
         np.add.at(matrix, (self.true_classes, predicted), 1)
         return matrix, columns
 
     def misclassified(self) -> list[dict]:
-        """Rows whose best model label is not the true label, with both labels and their scores."""
+        """Rows whose best model label is not their label (none of their labels, multi-label), with the labels
+        (joined by ";") and the scores of the prediction and of the best-scored true label."""
         rows = []
-        true, predicted = self.true_classes, self.predicted_model_classes
-        for i in np.flatnonzero(self.predicted_classes != true):
+        predicted = self.predicted_model_classes
+        for i in np.flatnonzero(~self.hits):
+            true = np.flatnonzero(self.targets[i] >= 0.5)
             rows.append({
                 "file": self.names[i],
-                "label": self.dataset_labels[true[i]],
+                "label": ";".join(self.dataset_labels[k] for k in true),
                 "predicted": self.model_labels[predicted[i]],
                 "predicted_score": float(self.scores[i, predicted[i]]),
-                "label_score": float(self.scores[i, self.label_indices[true[i]]]),
+                "label_score": max((float(self.scores[i, self.label_indices[k]]) for k in true), default=float("nan")),
             })
         return rows
+
+
+def _nan_to_none(value):
+    """`value` with every float NaN (undefined precision, AP of a class without positives) made None."""
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(item) for item in value]
+    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def plot_confusion_matrix(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: str) -> None:

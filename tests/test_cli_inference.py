@@ -272,7 +272,8 @@ def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monk
     precision = precision_score(true_names, predicted, labels=dataset_labels, average=None, zero_division=np.nan)
     recall = recall_score(true_names, predicted, labels=dataset_labels, average=None, zero_division=np.nan)
     for row, p, r in zip(metrics["per_class"], precision, recall):
-        assert row["precision"] == pytest.approx(p, nan_ok=True) and row["recall"] == pytest.approx(r)
+        assert (row["precision"] is None if np.isnan(p) else row["precision"] == pytest.approx(p))  # JSON null
+        assert row["recall"] == pytest.approx(r)
 
     wrong = list(csv.DictReader((tmp_path / "eval" / "misclassified.csv").read_text().splitlines()))
     assert sorted(row["file"] for row in wrong) == sorted(np.array(files)[predicted != true_names].tolist())
@@ -319,6 +320,32 @@ def test_evaluation_confusion_and_multilabel_precision():
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 1]]
     assert [row["file"] for row in result.misclassified()] == ["w", "y"]
     assert result.report()["accuracy"] == 0.5
+
+
+def test_evaluation_merged_labels_multilabel_hits_and_undefined_figures():
+    from ast_jax.evaluation import Evaluation
+
+    scores = np.array([[0.9, 0.1, 0.0], [0.8, 0.1, 0.1], [0.1, 0.2, 0.7], [0.1, 0.6, 0.3]])
+    # Data-set labels "bird" and "yes" both stand for the model's "yes" (index 0).
+    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]], np.float32)
+    merged = Evaluation(scores, targets, ["bird", "yes", "up"], ["yes", "no", "up"], [0, 0, 2], ["a", "b", "c", "d"])
+    report = merged.report()
+    assert report["accuracy"] == 0.75 and [r["file"] for r in merged.misclassified()] == ["d"]
+    assert [row["recall"] for row in report["per_class"]] == [1.0, 1.0, 0.5]
+    matrix, columns = merged.confusion_matrix()
+    assert columns == ["yes", "up", "(other)"] and matrix.tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
+
+    # Multi-label: right when the best label is one of the clip's labels; the row names all of them.
+    targets = np.array([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 0, 1]], np.float32)
+    multi = Evaluation(scores, targets, ["yes", "no", "up"], ["yes", "no", "up"], [0, 1, 2], list("abcd"), True)
+    assert multi.report()["accuracy"] == 0.25 and [r["file"] for r in multi.misclassified()] == ["b", "c", "d"]
+    (row,) = [r for r in multi.misclassified() if r["file"] == "b"]
+    assert row["label"] == "no;up" and row["predicted"] == "yes" and row["label_score"] == 0.1
+
+    # A label never predicted has no precision: None (JSON null), not NaN, which JSON cannot hold.
+    report = Evaluation(scores[:3], np.eye(3, dtype=np.float32), ["yes", "no", "up"],  # predicts yes, yes, up
+                        ["yes", "no", "up"], [0, 1, 2], list("abc")).report()
+    assert json.loads(json.dumps(report, allow_nan=False))["per_class"][1]["precision"] is None
 
 
 def test_embed_shapes_and_values(model_dir, clips, capsys, tmp_path):

@@ -120,8 +120,8 @@ def evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ast_jax.data import build_source
-    from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
     from ast_jax._atomic import write_atomically
+    from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
     from ast_jax.inference import Predictor, load_model_source
 
     check_output_folder(args.output_dir)
@@ -160,12 +160,13 @@ def evaluate(args: argparse.Namespace) -> int:
                         multilabel=source.multilabel, ranking=np.asarray(jax.nn.sigmoid(logits)))
     report = result.report()
     per_class = report["per_class"]
-    print(f"{args.data} [{args.split}]: {report['examples']} examples  accuracy {report['accuracy']:.4f}  "
-          f"mAP {report['mAP']:.4f}  mAUC {report['mAUC']:.4f}")
+    shown = lambda value, width=0: "n/a".rjust(width) if value is None else f"{value:{width}.4f}"
+    print(f"{args.data} [{args.split}]: {report['examples']} examples  accuracy {shown(report['accuracy'])}  "
+          f"mAP {shown(report['mAP'])}  mAUC {shown(report['mAUC'])}")
     width = max(len(row["label"]) for row in per_class)
     print(f"{'label'.ljust(width)}  precision  recall  support")
     for row in per_class:
-        print(f"{row['label'].ljust(width)}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['support']:7d}")
+        print(f"{row['label'].ljust(width)}  {shown(row['precision'], 9)}  {shown(row['recall'], 6)}  {row['support']:7d}")
 
     if args.output_dir:
         out = Path(args.output_dir)
