@@ -16,6 +16,7 @@ is reported through a callback and the rest go on.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 import glob
 import itertools
@@ -223,12 +224,24 @@ def _split_rows(keys, batch_outputs):
         yield key, jax.tree_util.tree_map(lambda a: a[row], host)
 
 
+def _numpy(array: Any) -> np.ndarray:
+    """A numpy view of an array of any library (a torch tensor is detached and moved to the host first)."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu()
+    return np.asarray(array)
+
+
 class Pipeline:
     """Audio classification with the call signature and results of transformers' audio-classification pipeline.
 
     `pipeline(inputs, top_k=5)` takes a path, the bytes of an audio file, a float waveform at the model's
-    sample rate, a dict {"array" or "raw", "sampling_rate"}, or a list of these; it returns
-    [{"score", "label"}] best first, or one such list per input for a list.
+    sample rate (numpy, or any array type numpy reads: torch, jax), a dict {"array" or "raw", "sampling_rate"},
+    a list of these, or an iterator of them; it returns [{"score", "label"}] best first, one such list per input
+    for a list, and a generator of them, classified as they come, for an iterator.
+
+    Scores are made with the activation the model was trained with, unless `function_to_apply` says otherwise.
+    transformers' pipeline uses softmax unless the config's problem_type says multi-label; for the released
+    AST checkpoints (trained with BCE, no problem_type) pass function_to_apply="softmax" to get its numbers.
     """
 
     def __init__(self, model: str | os.PathLike | Pretrained, *, batch_size: int | None = None,
@@ -257,9 +270,9 @@ class Pipeline:
             if "sampling_rate" not in source or not ("array" in source or "raw" in source):
                 raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
             array = source["array"] if source.get("array") is not None else source.get("raw")
-            waveform = load_audio(np.asarray(array), self.sample_rate, source_rate=int(source["sampling_rate"]))
-        elif isinstance(source, np.ndarray):
-            waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
+            waveform = load_audio(_numpy(array), self.sample_rate, source_rate=int(source["sampling_rate"]))
+        elif isinstance(source, np.ndarray) or hasattr(source, "__array__"):
+            waveform = load_audio(_numpy(source), self.sample_rate, source_rate=self.sample_rate)
         elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             waveform = load_audio(source, self.sample_rate)
         else:
@@ -277,11 +290,20 @@ class Pipeline:
                 self._other_activations[function_to_apply] = Predictor(
                     self.model, batch_size=predictor.batch_size, activation=function_to_apply)
             predictor = self._other_activations[function_to_apply]
+        if isinstance(inputs, collections.abc.Iterator) and not hasattr(inputs, "read"):
+            return self._classify_as_they_come(inputs, top_k, predictor)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
+        if not items:
+            return []
         scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
         results = [predictor.top_k(row, top_k) for row in scores]
         return results[0] if single else results
+
+    def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, predictor: "Predictor"):
+        examples = ((None, self.load(item)) for item in inputs)
+        for _, out in predictor.run(examples, ("scores",), read_ahead=False):
+            yield predictor.top_k(out["scores"], top_k)
 
     def predict_files(self, paths: Sequence[str], *, top_k: int | None = 5, outputs: Sequence[str] = ("scores",),
                       on_error: Callable[[str, Exception], None] | None = None,

@@ -85,6 +85,15 @@ def test_pipeline_accepts_what_transformers_accepts(classify, tmp_path):
     many = classify([clip, str(path)], top_k=None)
     assert len(many) == 2 and all(len(result) == len(LABELS) for result in many)
     assert classify(clip, top_k=100) == classify(clip, top_k=None)
+    # array types numpy reads (a torch tensor, also one that needs gradients; a jax array), an empty list, and an
+    # iterator, classified as it comes (a generator of results, as transformers gives)
+    torch = pytest.importorskip("torch")
+    for other in (classify(torch.from_numpy(clip).requires_grad_()), classify(jnp.asarray(clip)),
+                  classify({"raw": torch.from_numpy(clip), "sampling_rate": RATE})):
+        np.testing.assert_allclose([i["score"] for i in other], scores, atol=1e-6)
+    assert classify([]) == []
+    results = classify(item for item in (clip, str(path)))
+    assert not isinstance(results, list) and len(list(results)) == 2
 
 
 def test_one_compile_per_batch_shape_and_padding_is_harmless(model):
