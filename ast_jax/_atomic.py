@@ -21,10 +21,18 @@ UMASK = _current_umask()
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call `write(temporary_path)` next to `path`, then rename it into place (never a half-written file)."""
+    """Call `write(temporary_path)` next to `path`, then rename it into place (never a half-written file).
+
+    A link is written through: its target gets the new content. Failing to make the file is an OSError naming
+    `path`, not the temporary name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    if path.is_symlink():
+        path = path.resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as error:
+        raise OSError(f"{path}: cannot write there ({error.strerror or error})") from None
     os.close(handle)
     try:
         write(temporary)

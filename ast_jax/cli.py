@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     except KeyboardInterrupt:
         print("ast-jax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`ast-jax predict ... | head`): stop quietly, as command-line tools
+        # do, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (OSError, ValueError) as error:
         # User-facing failures (bad files, bad configs) are one line, not a traceback.
         print(f"ast-jax {name}: error: {error}", file=sys.stderr)

@@ -328,6 +328,17 @@ class Pipeline:
                 out["labels"] = self.predictor.top_k(out["scores"], top_k)
             yield path, out
 
+    def check_window(self, window_seconds: float, hop_seconds: float | None = None) -> None:
+        """A ValueError unless windows this long hold one analysis frame and the hop is at least a sample."""
+        features = self.model.features
+        if not (window_seconds > 0 and (hop_seconds is None or hop_seconds > 0)):
+            raise ValueError(f"window and hop must be positive, got {window_seconds} s and {hop_seconds} s")
+        if not window_seconds * features.sample_rate >= features.frame_length:
+            raise ValueError(f"window {window_seconds:g} s is shorter than one {features.frame_length_ms:g} ms "
+                             f"analysis frame")
+        if hop_seconds is not None and not round(hop_seconds * features.sample_rate) >= 1:
+            raise ValueError(f"hop {hop_seconds:g} s is shorter than one sample at {features.sample_rate} Hz")
+
     def windows(self, source: Any, window_seconds: float, hop_seconds: float | None = None, *,
                 top_k: int | None = 5) -> list[dict[str, Any]]:
         """Classify a long recording window by window (keyword spotting over a stream).
@@ -345,6 +356,7 @@ class Pipeline:
         from ast_jax.audio import iter_audio_blocks
 
         check_top_k(top_k)
+        self.check_window(window_seconds, hop_seconds)
         rate = self.sample_rate
         hop_seconds = window_seconds if hop_seconds is None else hop_seconds
         if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):

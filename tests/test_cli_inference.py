@@ -399,6 +399,9 @@ def test_explain_writes_pngs(model_dir, clips, capsys, tmp_path):
     (["predict"], "folder", "is a folder; --output takes a file name"),
     (["embed"], "folder.npz", "is a folder; --output takes a file name"),
     (["evaluate", "--data"], "file.txt", "exists and is not a folder"),
+    (["predict"], "file.txt/rows.csv", "cannot write there"),
+    (["embed"], "file.txt/e.npz", "cannot write there"),
+    (["evaluate", "--data"], "file.txt/eval", "cannot write there"),
 ])
 def test_an_unwritable_output_fails_before_any_work(model_dir, clips, capsys, tmp_path, command, output, problem):
     (tmp_path / "folder").mkdir()
@@ -407,6 +410,35 @@ def test_an_unwritable_output_fails_before_any_work(model_dir, clips, capsys, tm
     code, out, err = run_cli(capsys, *command, clips, "--model", model_dir, "-o", tmp_path / output)
     assert code == 1 and err.count("\n") == 1 and f"{tmp_path / output}: {problem}" in err, err
     assert out == "" and (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_outputs_through_links_windows_and_names_the_outputs_cannot_hold(model_dir, clips, capsys, tmp_path):
+    (tmp_path / "kept.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("kept.csv")
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "-o", tmp_path / "link.csv",
+                           "--format", "csv")
+    assert code == 0, err
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "kept.csv").read_text().count("\n") == 4
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "--window", "0.001")
+    assert code == 1 and out == "" and err == "ast-jax predict: error: window 0.001 s is shorter than one 25 ms analysis frame\n"
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "one\ntwo.wav").write_bytes((clips / "up" / "up1.wav").read_bytes())
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, tmp_path / "odd", "-o", tmp_path / "e.npy")
+    assert code == 1 and "a file name with a line break cannot be listed in" in err and err.count("\n") == 1
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_reader_that_goes_away_ends_predict_quietly(model_dir, clips):
+    """`ast-jax predict ... | head -1`: no traceback or error line when the pipe closes, and status 141."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}
+    command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--format", "jsonl",
+               "--batch-size", "1", *[str(p) for p in sorted(clips.rglob("*.wav"))] * 50]  # still writing at close
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert json.loads(process.stdout.readline())["file"]
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 141, err
+    assert "Error" not in err and "error" not in err, err
 
 
 def test_explain_names_files_apart_when_basenames_repeat(model_dir, clips, capsys, tmp_path):

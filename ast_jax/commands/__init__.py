@@ -24,13 +24,37 @@ non_negative_int = _number(int, lambda n: n >= 0, "an integer >= 0")
 positive_float = _number(float, lambda x: math.isfinite(x) and x > 0, "a positive number")
 
 
+def _check_writable(path: str, folder: str) -> None:
+    """A ValueError naming `path` unless a file can be made in `folder`, or, where it does not exist yet, in the
+    nearest folder above it (tried with a temporary file that is removed at once)."""
+    import tempfile
+
+    folder = os.path.abspath(folder)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    try:
+        if not os.path.isdir(folder):
+            raise NotADirectoryError(f"{folder} is not a folder")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"{path}: cannot write there ({error.strerror or error})") from None
+
+
 def check_output_file(path: str | None) -> None:
-    """Before any work: a ValueError naming `path` when a file cannot be written there (it is a folder)."""
-    if path is not None and os.path.isdir(path):
+    """Before any work: a ValueError naming `path` when a file cannot be written there (a folder, or a place
+    that is not writable)."""
+    if path is None:
+        return
+    if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder; --output takes a file name")
+    _check_writable(path, os.path.dirname(os.path.realpath(path)))
 
 
 def check_output_folder(path: str | None) -> None:
-    """Before any work: a ValueError naming `path` when it exists and is not a folder."""
-    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+    """Before any work: a ValueError naming `path` when it exists and is not a folder, or cannot be written."""
+    if path is None:
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{path}: exists and is not a folder")
+    _check_writable(path, path)

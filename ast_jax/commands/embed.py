@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
     check_output_file(args.output)
     files, unmatched = expand_inputs(args.inputs)
+    if args.output.endswith(".npy"):
+        lined = next((name for name in files if "\n" in name or "\r" in name), None)
+        if lined is not None:  # the list beside a .npy has one name per line
+            raise ValueError(f"{lined!r}: a file name with a line break cannot be listed in {args.output}.files.txt; "
+                             f"write a .npz, which keeps the names in an array")
     failures = Failures("embed", unmatched)
     model = pipeline(args.model, batch_size=args.batch_size, dtype=args.dtype, workers=args.workers)
     outputs = ("pooled", "tokens") if args.tokens else ("pooled",)

@@ -185,6 +185,7 @@ def run_stream(args: argparse.Namespace, failures: Failures) -> int:
     # One window per call: a batch would wait for windows that have not been recorded yet.
     classify = pipeline(args.model, batch_size=args.batch_size or 1, activation=args.activation,
                         dtype=args.dtype, workers=args.workers)
+    classify.check_window(args.window, args.hop)
     top_k = min(args.top_k, len(classify.labels))
     rows = ({"file": STDIN, **window}
             for window in classify.iter_windows(source, args.window, args.hop, top_k=top_k, live=True))
@@ -211,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     failures = Failures("predict", unmatched)
     classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
                         workers=args.workers)
+    if args.window is not None:
+        classify.check_window(args.window, args.hop)
 
     def rows():
         with progress(len(files), "predict") as bar:
