@@ -10,7 +10,7 @@ Where the cache lives:
   JAX_COMPILATION_CACHE_DIR set (JAX's own setting)   that directory, with JAX's own thresholds
   AST_JAX_COMPILATION_CACHE=off (or none, 0, false)   no cache
   AST_JAX_COMPILATION_CACHE=DIR                       DIR
-  otherwise                                           $XDG_CACHE_HOME/ast-jax/xla (~/.cache/ast-jax/xla)
+  otherwise                                           $XDG_CACHE_HOME/ast_jax/xla (~/.cache/ast_jax/xla)
 A directory that cannot be created or written means no cache, not an error: the cache only saves time.
 
 JAX bounds the cache's size (least recently used entries go first) with a "-atime" file beside each
@@ -40,7 +40,7 @@ def cache_directory(environ: Mapping[str, str]) -> Path | None:
     if setting is not None:
         return None if setting.strip().lower() in OFF or not setting.strip() else Path(setting).expanduser()
     base = environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ast-jax" / "xla"
+    return Path(base) / "ast_jax" / "xla"
 
 
 def stamp_unstamped_entries(directory: Path) -> None:

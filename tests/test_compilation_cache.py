@@ -91,8 +91,8 @@ def test_off_and_jax_own_setting(tmp_path):
 
 
 @pytest.mark.parametrize("environ, expected", [
-    ({}, Path.home() / ".cache" / "ast-jax" / "xla"),
-    ({"XDG_CACHE_HOME": "/var/cache/me"}, Path("/var/cache/me/ast-jax/xla")),
+    ({}, Path.home() / ".cache" / "ast_jax" / "xla"),
+    ({"XDG_CACHE_HOME": "/var/cache/me"}, Path("/var/cache/me/ast_jax/xla")),
     ({"AST_JAX_COMPILATION_CACHE": "/data/xla", "XDG_CACHE_HOME": "/var/cache/me"}, Path("/data/xla")),
     ({"AST_JAX_COMPILATION_CACHE": "~/xla"}, Path.home() / "xla"),
     ({"AST_JAX_COMPILATION_CACHE": "OFF"}, None),

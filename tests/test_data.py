@@ -130,6 +130,19 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
     assert "3 of 9 clips were unreadable, empty or corrupt" in caplog.text  # reported again on reuse
 
 
+def test_audio_files_follow_links_to_folders_once(tmp_path):
+    from ast_jax.data.files import audio_files
+
+    (tmp_path / "elsewhere" / "bird").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "bird" / "a.wav").write_bytes(b"")
+    (tmp_path / "root" / "car").mkdir(parents=True)
+    (tmp_path / "root" / "car" / "b.flac").write_bytes(b"")
+    (tmp_path / "root" / "bird").symlink_to(tmp_path / "elsewhere" / "bird")  # a class folder kept elsewhere
+    (tmp_path / "root" / "car" / "loop").symlink_to(tmp_path / "root")  # a link back up the tree
+    assert [p.relative_to(tmp_path / "root").as_posix() for p in audio_files(tmp_path / "root")] == [
+        "bird/a.wav", "car/b.flac"]
+
+
 def test_prepared_and_per_batch_decoding_agree(tmp_path, raw_folder):
     fields = dict(source="speech_commands", data_dir=str(raw_folder), num_classes=12)
     prepared = source(tmp_path, **fields)

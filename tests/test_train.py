@@ -96,12 +96,13 @@ def test_evaluate_reports_what_training_logged(reference, tmp_path, capsys):
     """`ast-jax evaluate` on the best model and the config's test split gives the training log's figures."""
     logged = next(r for r in json.loads((reference / "results.json").read_text())["results"]
                   if r["model"].startswith("best") and r["split"] == "test")
-    code = cli_main(["evaluate", "--model", str(reference / "best"), "--data", SMOKE, "--output-dir", str(tmp_path)])
-    assert code == 0, capsys.readouterr().err
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["examples"] == logged["examples"]
-    for name in ("accuracy", "mAP", "mAUC"):
-        assert metrics[name] == pytest.approx(logged[name], abs=1e-6), name
+    for data in (SMOKE, str(reference / "config.json")):  # the config file, or the run's own saved config
+        code = cli_main(["evaluate", "--model", str(reference / "best"), "--data", data, "--output-dir", str(tmp_path)])
+        assert code == 0, capsys.readouterr().err
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["examples"] == logged["examples"]
+        for name in ("accuracy", "mAP", "mAUC"):
+            assert metrics[name] == pytest.approx(logged[name], abs=1e-6), name
 
 
 def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
@@ -241,6 +242,21 @@ def test_a_data_field_no_source_reads_is_refused(tmp_path):
     assert isinstance(config, ConfigDict)
 
 
+def test_source_fields_and_the_json_manifest_map_from_the_command_line():
+    from ast_jax.training.config_io import add_source_fields, apply_overrides, load_config
+
+    overrides = ["data.source=json", "data.json.train=t.json", "data.json.test=x.json", "data.label_csv=l.csv"]
+    config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
+    assert config.data.json.to_dict() == {"train": "t.json", "test": "x.json"} and config.data.label_csv == "l.csv"
+    whole = ['data.json={"train": "a.json", "validation": "b.json"}']
+    assert apply_overrides(config, whole).data.json.to_dict() == {"train": "a.json", "validation": "b.json"}
+    with pytest.raises(ValueError, match="'data.json' is a group; set one of its fields .* or all of it as a dict"):
+        apply_overrides(config, ["data.json=3"])
+    overrides = ["data.source=folder", "data.validation_fraction=0.25", "data.labels=('yes', 'no')"]
+    config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
+    assert (config.data.validation_fraction, tuple(config.data.labels)) == (0.25, ("yes", "no"))
+
+
 def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     saved = (reference / "config.json").read_text()
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET,
@@ -248,8 +264,15 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err
     assert (f"{reference}: holds checkpoints of a run with another config (batch_size: 8 -> 16; model.num_layers: "
-            f"1 -> 2); give the saved settings ({reference / 'config.json'}) to resume it, or a new --workdir") in err
+            f"1 -> 2); resume it with --config {reference / 'config.json'}, or give a new --workdir") in err
     assert (reference / "config.json").read_text() == saved
+    # what the message proposes is accepted: the saved config, read back, is the run's own
+    from ast_jax.training.config_io import load_config
+    from ast_jax.training.trainer import check_resumable
+
+    check_resumable(load_config(str(reference / "config.json")), reference)
+    code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
+    assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("source, message", [

@@ -7,7 +7,8 @@ SOURCE is any source of the data layer (ast_jax.data):
   FILE.csv                  a manifest with columns path,label[,split]
   demo                      the Speech Commands demo set shipped with the project
   tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
-  CONFIG.py[:arg]           the data section of a training config
+  CONFIG.py[:arg]           the data section of a training config, or of a run's WORKDIR/config.json (the split
+                            the run held out, e.g. --split test of a folder it split by hash)
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
 Accuracy and precision/recall take the model's best label; mAP and mAUC rank the examples by the sigmoid of
 each label's logit, as the original code and `ast-jax train` do, so they equal the training log's figures.
@@ -17,7 +18,8 @@ ones are scored as they are, exactly as `ast-jax predict` scores them.
 Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv.
 
 example:
-  ast-jax evaluate --model runs/demo/model --data ../shared/data/speech_commands_test_v0.02_dev --output-dir eval/
+  ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
+  ast-jax evaluate --model runs/sc/model --data /data/speech_commands_v0.02 --output-dir eval/
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     import ml_collections
 
     path = Path(source)
-    if source.endswith(".py") or ".py:" in source:
+    if source.endswith((".py", ".json")) or ".py:" in source:
         from ast_jax.training.config_io import load_config
 
         config = load_config(source).data
@@ -70,7 +72,8 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     elif path.is_dir():
         values.update(source="folder", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
     else:
-        raise ValueError(f"{source}: not a folder, .csv manifest, config .py, 'demo' or 'tfds:speech_commands'")
+        raise ValueError(f"{source}: not a folder, .csv manifest, config .py or .json, 'demo' or "
+                         f"'tfds:speech_commands'")
     return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
 
 

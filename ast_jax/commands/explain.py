@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
     add_model_arguments(parser)
     parser.add_argument("--output", "-o", required=True,
-                        help="PNG path for one file, or a folder (one <name>.png per file)")
+                        help="PNG path for one file, or a folder (one FILE_NAME.png per file, e.g. clip.wav.png)")
     parser.add_argument("--map", choices=["both", "rollout", "last"], default="both",
                         help="which attention maps to draw (default both)")
 

@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", choices=["sigmoid", "softmax", "none"], default=None,
                         help="how scores are made from logits, none for the logits themselves (default: what "
                              "the model was trained with)")
-    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format")
+    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify each file window by window, windows this long")
@@ -191,6 +191,8 @@ def run_stream(args: argparse.Namespace, failures: Failures) -> int:
             for window in classify.iter_windows(source, args.window, args.hop, top_k=top_k, live=True))
     try:
         write_rows(rows, args, top_k, classify.labels, windowed=True, live=True)
+    except BrokenPipeError:
+        raise  # our reader went away, not the stream: the command line ends quietly
     except (OSError, ValueError) as error:
         failures(STDIN, error)
     return failures.exit_code(1)

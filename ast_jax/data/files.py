@@ -38,7 +38,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("AST_JAX_CACHE", Path.home() / ".cache" / "ast_jax")) / "prepared"
+    """$AST_JAX_CACHE/prepared, else $XDG_CACHE_HOME/ast_jax/prepared (~/.cache/ast_jax/prepared)."""
+    base = os.environ.get("AST_JAX_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ast_jax"
+    return Path(base) / "prepared"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +268,15 @@ def one_hot(label_indices: Sequence[Sequence[int]], num_classes: int) -> np.ndar
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """Audio files under `folder` (any depth), sorted; hidden files are ignored."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
+    """Audio files under `folder` (any depth, through links to folders, each real folder once), sorted; hidden
+    files are ignored."""
+    found, seen = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            folders.clear()
+            continue
+        seen.add(real)
+        found.extend(Path(root) / name for name in names
+                     if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."))
+    return sorted(path for path in found if path.is_file())

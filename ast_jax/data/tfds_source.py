@@ -84,7 +84,11 @@ class TFDSSource(DataSource):
 
 
 def from_config(data_config, clip_samples: int) -> TFDSSource:
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ValueError("the tfds source needs TensorFlow Datasets: pip install -c constraints.txt -e '.[tfds]' "
+                         "(tensorflow-cpu and tensorflow-datasets)") from None
 
     name = data_config.get("tfds_name", "speech_commands")
     builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)

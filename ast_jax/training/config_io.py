@@ -21,10 +21,14 @@ import ml_collections
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """The ConfigDict of `path.py` or `path.py:arg`."""
+    """The ConfigDict of `path.py` or `path.py:arg`, or of a resolved config a run saved (WORKDIR/config.json)."""
+    if spec.endswith(".json"):
+        return _load_saved_config(Path(spec))
     path, _, arg = spec.partition(":")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: config file not found")
+    if Path(path).suffix != ".py":
+        raise ValueError(f"{path}: a config is a Python file (.py) defining get_config(), or a run's config.json")
     module_spec = importlib.util.spec_from_file_location(f"ast_jax_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -43,6 +47,19 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
+def _load_saved_config(path: Path) -> ml_collections.ConfigDict:
+    """A config as `save_config` wrote it, for resuming or repeating that run."""
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: config file not found") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable config ({error})") from None
+    if not isinstance(values, dict) or not {"data", "model", "optim"} <= set(values):
+        raise ValueError(f"{path}: not a training config saved by a run (no data, model and optim sections)")
+    return ml_collections.ConfigDict(values)
+
+
 def _where(path: str, error: BaseException) -> str:
     """`path:line` of the innermost line of the config file in the error's traceback (`path` if none)."""
     line = next((frame.lineno for frame in reversed(traceback.extract_tb(error.__traceback__))
@@ -50,11 +67,21 @@ def _where(path: str, error: BaseException) -> str:
     return f"{path}:{line}" if line else path
 
 
-def _parse_value(text: str, current, name: str):
+# Groups whose entries are names the user picks (the json source's split -> manifest map): overrides may add
+# entries to them.
+OPEN_GROUPS = ("data.json",)
+
+
+def _literal(text: str):
+    """`text` as a Python literal where it is one, else as it is."""
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        value = text
+        return text
+
+
+def _parse_value(text: str, current, name: str):
+    value = _literal(text)
     if current is None:
         return value
     if isinstance(current, bool):
@@ -90,13 +117,23 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         path = name.split(".")
         parent = node = config
         for depth, key in enumerate(path):
+            group = ".".join(path[:depth])
+            if isinstance(node, ml_collections.ConfigDict) and key not in node and group in OPEN_GROUPS \
+                    and depth == len(path) - 1:
+                parent, node = node, ""  # a new entry of a free-form group: a text value
+                break
             if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-                where = ".".join(path[:depth]) or "the config"
                 known = ", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict) else ""
-                raise ValueError(f"unknown config field {name!r} (fields of {where}: {known})")
+                raise ValueError(f"unknown config field {name!r} (fields of {group or 'the config'}: {known})")
             parent, node = node, node[key]
         if isinstance(node, ml_collections.ConfigDict):
-            raise ValueError(f"config field {name!r} is a group; set one of its fields ({', '.join(sorted(node.keys()))})")
+            value = _literal(text)
+            if not isinstance(value, dict):
+                raise ValueError(f"config field {name!r} is a group; set one of its fields "
+                                 f"({', '.join(sorted(node.keys()))}) or all of it as a dict")
+            with parent.unlocked():
+                parent[path[-1]] = ml_collections.ConfigDict(value)
+            continue
         with parent.unlocked():
             parent[path[-1]] = _parse_value(text, node, name)
     return config

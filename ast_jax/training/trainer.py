@@ -158,8 +158,8 @@ def check_resumable(config, workdir: Path) -> None:
         shown = "; ".join(f"{name}: {saved.get(name, '<unset>')!r} -> {current.get(name, '<unset>')!r}"
                           if name in saved or name in current else name for name in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
-        raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); give the "
-                         f"saved settings ({saved_path}) to resume it, or a new --workdir")
+        raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); resume it "
+                         f"with --config {saved_path}, or give a new --workdir")
 
 
 def model_config_from(config, num_labels: int) -> ASTConfig:
