@@ -252,6 +252,8 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
     assert apply_overrides(config, whole).data.json.to_dict() == {"train": "a.json", "validation": "b.json"}
     with pytest.raises(ValueError, match="'data.json' is a group; set one of its fields .* or all of it as a dict"):
         apply_overrides(config, ["data.json=3"])
+    with pytest.raises(ValueError, match=r"'optim' is a group; set one of its fields \(b1, .*\)$"):
+        apply_overrides(config, ['optim={"learning_rate": 1.0}'])  # would drop the group's other fields
     overrides = ["data.source=folder", "data.validation_fraction=0.25", "data.labels=('yes', 'no')"]
     config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
     assert (config.data.validation_fraction, tuple(config.data.labels)) == (0.25, ("yes", "no"))

@@ -1,7 +1,8 @@
 """Training configs as Python files, and command-line overrides of their fields.
 
 A config file defines `get_config(arg=None)` returning an `ml_collections.ConfigDict`; `path.py:arg` passes
-`arg` (for example `configs/speech_commands.py:runlocal`). Overrides are `field.sub=value` strings: the value is
+`arg` (for example `configs/speech_commands.py:runlocal`); a run's saved WORKDIR/config.json is read as it is,
+to resume or repeat that run. Overrides are `field.sub=value` strings: the value is
 read as a Python literal where it parses as one (numbers, True/False, None, tuples, quoted strings) and as plain
 text otherwise, then checked against the type of the field it replaces. An unknown field is an error, so a typo
 can never be silently ignored.
@@ -128,9 +129,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             parent, node = node, node[key]
         if isinstance(node, ml_collections.ConfigDict):
             value = _literal(text)
-            if not isinstance(value, dict):
+            if name not in OPEN_GROUPS or not isinstance(value, dict):
+                whole = " or all of it as a dict" if name in OPEN_GROUPS else ""
                 raise ValueError(f"config field {name!r} is a group; set one of its fields "
-                                 f"({', '.join(sorted(node.keys()))}) or all of it as a dict")
+                                 f"({', '.join(sorted(node.keys()))}){whole}")
             with parent.unlocked():
                 parent[path[-1]] = ml_collections.ConfigDict(value)
             continue
