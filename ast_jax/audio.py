@@ -146,6 +146,8 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
     if isinstance(source, (str, os.PathLike)):
         if stat.S_ISFIFO(os.stat(source).st_mode):  # a named pipe, or a shell's <(recorder)
             return _pipe_stream(os.open(source, os.O_RDONLY), name, block_seconds, close=True)
+        if os.path.isdir(source):
+            raise AudioError(f"{name}: is a folder, not an audio file")
         if os.path.getsize(source) == 0:  # FileNotFoundError for a missing path
             raise AudioError(f"{name}: empty file (0 bytes)")
         opened: Any = os.fspath(source)
@@ -169,10 +171,39 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
         raise AudioError(_unreadable(name, opened, error)) from None
     try:
         _check_header(sound, name)
+        if sound.format == "OGG" and not _ogg_ends_cleanly(opened):
+            raise AudioError(f"{name}: truncated (the Ogg stream does not end with a complete end-of-stream page)")
     except AudioError:
         sound.close()
         raise
     return sound.samplerate, _soundfile_blocks(sound, name, block_seconds)
+
+
+def _ogg_ends_cleanly(opened: Any) -> bool:
+    """Whether the last Ogg page of a file (a path, or a seekable file object) carries the end-of-stream flag.
+
+    Ogg states no length up front, so libsndfile reads a cut file as a shorter one without a word; a complete
+    last page with that flag is what shows that the stream was written to its end."""
+    tail_bytes = 1 << 16  # Ogg pages are at most 65,307 bytes: the last one starts in the last 64 KiB
+    if isinstance(opened, str):
+        with open(opened, "rb") as file:
+            file.seek(max(0, os.path.getsize(opened) - tail_bytes))
+            tail = file.read()
+    else:
+        position = opened.tell()
+        end = opened.seek(0, io.SEEK_END)
+        opened.seek(max(0, end - tail_bytes))
+        tail = opened.read()
+        opened.seek(position)
+    start = tail.rfind(b"OggS")
+    if start < 0 or len(tail) < start + 27:
+        return False
+    # Page header: capture pattern, version, flags (0x04: end of stream), granule, serial, sequence, CRC, and the
+    # segment count; then the segment table, whose lengths add up to the page body. Complete: it ends the file.
+    segments = tail[start + 26]
+    table = tail[start + 27:start + 27 + segments]
+    complete = len(table) == segments and start + 27 + segments + sum(table) == len(tail)
+    return complete and bool(tail[start + 5] & 0x04)
 
 
 def _seekable(file: Any) -> bool:

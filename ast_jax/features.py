@@ -87,13 +87,13 @@ class FeatureConfig:
 
     @property
     def frame_length(self) -> int:
-        """Samples per frame (400 at 16 kHz)."""
-        return int(round(self.sample_rate * self.frame_length_ms / 1000))
+        """Samples per frame (400 at 16 kHz): the product truncated, as Kaldi and torchaudio do (275 at 11,025 Hz)."""
+        return int(self.sample_rate * self.frame_length_ms / 1000 + 1e-9)
 
     @property
     def frame_shift(self) -> int:
-        """Samples between frame starts (160 at 16 kHz)."""
-        return int(round(self.sample_rate * self.frame_shift_ms / 1000))
+        """Samples between frame starts (160 at 16 kHz), truncated as the frame length is."""
+        return int(self.sample_rate * self.frame_shift_ms / 1000 + 1e-9)
 
     @property
     def fft_length(self) -> int:

@@ -231,7 +231,7 @@ def test_an_mp3_with_a_tag_and_no_frames(tmp_path):
 
 def test_truncated_files(tmp_path):
     signal = noise(1.0, RATE, channels=2)
-    for container, cut in (("WAV", 0.5), ("FLAC", 0.5), ("MP3", 0.3), ("WAV", 30)):
+    for container, cut in (("WAV", 0.5), ("FLAC", 0.5), ("MP3", 0.3), ("WAV", 30), ("OGG", 0.5), ("OGG", 0.99)):
         buffer = io.BytesIO()
         sf.write(buffer, signal, RATE, format=container)
         data = buffer.getvalue()
@@ -241,6 +241,15 @@ def test_truncated_files(tmp_path):
         with pytest.raises(AudioError, match=f"cut.{container.lower()}: {expected}") as error:
             load_audio(path)
         assert_one_line(error, str(path))
+    # Ogg states no length: a cut Vorbis or Opus file decodes as a shorter one, unless its last page is checked
+    for subtype in ("VORBIS", "OPUS"):
+        buffer = io.BytesIO()
+        sf.write(buffer, signal, RATE, format="OGG", subtype=subtype)
+        data = buffer.getvalue()
+        assert len(load_audio(data)) == RATE  # whole
+        for cut in (0.9, 0.99):
+            with pytest.raises(AudioError, match=r"^bytes: truncated \(the Ogg stream does not end with a complete "):
+                load_audio(data[:int(len(data) * cut)])
 
 
 def test_non_finite_samples(tmp_path):
@@ -259,6 +268,9 @@ def test_non_finite_samples(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_audio(tmp_path / "absent.wav")
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(AudioError, match=r"folder.wav: is a folder, not an audio file$"):
+        load_audio(tmp_path / "folder.wav")
 
 
 def test_silence_and_audio_shorter_than_a_frame(tmp_path):

@@ -172,6 +172,58 @@ def test_manifest_splits_multilabel_and_errors(tmp_path, raw_folder):
         source(tmp_path, source="manifest", data_dir=str(manifest))
 
 
+def test_manifest_header_spelling_duplicates_and_path_spelling(tmp_path, raw_folder):
+    clip = "speech_commands_v0.02/yes/0cb74144_nohash_0.wav"
+    other = "speech_commands_v0.02/no/0c40e715_nohash_0.wav"
+    manifest = tmp_path / "clips.csv"
+    # a spreadsheet's "CSV UTF-8": a byte-order mark, and spaces after the commas of the header
+    manifest.write_bytes(f"\ufeffpath, label\n{clip},yes\n{other},no\n".encode("utf-8"))
+    src = source(tmp_path, source="manifest", data_dir=str(manifest), validation_fraction=0.5, test_fraction=0.0)
+    splits = {s: src.num_examples(s) for s in ("train", "validation")}
+    assert sum(splits.values()) == 2
+    # "./x" and "x" are one path, with one place in the hash split
+    manifest.write_text(f"path,label\n./{clip},yes\n./{other},no\n")
+    again = source(tmp_path, source="manifest", data_dir=str(manifest), validation_fraction=0.5, test_fraction=0.0)
+    assert {s: again.num_examples(s) for s in ("train", "validation")} == splits
+    manifest.write_text(f"path,label\n{clip},yes\n./{clip},no\n")
+    with pytest.raises(ValueError, match=r"clips.csv:3: '\./speech_commands_v0.02/yes/0cb74144_nohash_0.wav' is "
+                                         r"listed again \(first at line 2\)"):
+        source(tmp_path, source="manifest", data_dir=str(manifest))
+    manifest.write_bytes("path,label\nyes/é.wav,yes\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"clips.csv: not a UTF-8 CSV manifest"):
+        source(tmp_path, source="manifest", data_dir=str(manifest))
+
+
+def test_split_folders_with_audio_beside_them_are_refused(tmp_path):
+    root = tmp_path / "mine"
+    make_user_folder(root / "train")
+    make_user_folder(root / "val")  # misnamed: would have been left out without a word
+    with pytest.raises(ValueError, match=r"mine: has split folders \(train/\) and audio beside them \(val\); put "
+                                         r"every clip under train/validation/test/<label>/"):
+        source(tmp_path, source="folder", data_dir=str(root))
+
+
+def test_per_batch_decoding_serves_bad_clips_as_padding_and_full_scale_is_reported(tmp_path, caplog):
+    root = tmp_path / "mine"
+    make_user_folder(root)
+    soundfile.write(root / "car" / "loud.wav", 3.0 * np.sin(np.arange(12000) / 5.0), 16000, subtype="FLOAT")
+    caplog.set_level(logging.WARNING, logger="ast_jax.data")
+    src = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0,
+                 prepared=False)
+    assert src.num_examples("train") == 10
+    batches = list(src.batches("train", batch_size=4))
+    valid = np.concatenate([b["valid"] for b in batches])
+    assert valid.sum() == 7 and (np.concatenate([b["length"] for b in batches])[~valid] == 0).all()
+    for bad in ("empty.wav", "corrupt.wav", "silent.wav"):
+        assert caplog.text.count(bad) == 1, caplog.text  # once, though every epoch meets it
+    list(src.batches("train", batch_size=4))
+    assert caplog.text.count("corrupt.wav") == 1
+    caplog.clear()
+    prepared = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
+    assert prepared.num_examples("train") == 7
+    assert "1 clips have samples beyond full scale" in caplog.text and "loud.wav" in caplog.text
+
+
 def test_recipe_json_multilabel_and_balanced_weights(tmp_path, raw_folder):
     label_csv = tmp_path / "labels.csv"
     label_csv.write_text('index,mid,display_name\n0,/m/a,"Speech"\n1,/m/b,"Noise"\n2,/m/c,"Music"\n')

@@ -214,6 +214,17 @@ def kaldi_native_fbank(waveform: np.ndarray, config: FeatureConfig) -> np.ndarra
     return np.stack([computer.get_frame(i) for i in range(computer.num_frames_ready)])
 
 
+@pytest.mark.parametrize("rate", [11025, 22050, 8000])
+def test_frame_sizes_truncate_as_kaldi_does(rate):
+    """At 11,025 Hz 25 ms is 275.6 samples: Kaldi (and torchaudio) take 275, and so must the frames here."""
+    config = FeatureConfig(sample_rate=rate, num_mel_bins=40, target_length=200)
+    waveform = np.concatenate(speech_clips()[:2])[:rate]
+    reference = kaldi_native_fbank(waveform, config)
+    ours = np.asarray(fbank(waveform[None], config))[0]
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() <= 2e-3  # kaldi-native-fbank's float32 arithmetic
+
+
 def test_80_bins_equal_kaldi_native_fbank():
     """kaldi-native-fbank refuses 128 bins with a 512-point FFT (the empty filter), so compare at 80."""
     config = AUDIOSET.replace(num_mel_bins=80)

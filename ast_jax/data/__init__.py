@@ -55,7 +55,8 @@ class DataSource:
 
     def load(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, ...]:
         """Waveforms `(n, clip_samples)` float32 in [-1, 1] and targets `(n, num_classes)` float32, and
-        optionally each clip's true length in samples `(n,)` before zero padding (default: all full)."""
+        optionally each clip's true length in samples `(n,)` before zero padding (default: all full; -1 for a
+        clip that could not be read, which `batches` serves as a padding row)."""
         raise NotImplementedError
 
     def example_weights(self, split: str) -> np.ndarray | None:
@@ -124,6 +125,10 @@ class DataSource:
                 loaded = self.load(split, mine[valid])
                 audio[valid], targets[valid] = loaded[:2]
                 lengths[valid] = loaded[2] if len(loaded) > 2 else self.clip_samples
+                unreadable = lengths < 0  # a clip `load` could not read: a padding row from here on
+                if unreadable.any():
+                    valid &= ~unreadable
+                    audio[unreadable], targets[unreadable], lengths[unreadable] = 0.0, 0.0, 0
             yield {"audio": audio, "targets": targets, "valid": valid, "index": mine.astype(np.int64),
                    "length": lengths}
 

@@ -34,7 +34,11 @@ log = logging.getLogger("ast_jax.data")
 # Bump when the prepared layout or the decoding changes, so old copies are not reused.
 PREPARED_VERSION = 2
 INT16_SCALE = 32768.0
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif", ".opus")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", ".aif", ".aifc", ".au", ".caf", ".w64")
+
+
+# What decoding a bad clip raises: AudioError (a ValueError), OSError, and the decoders' own RuntimeError/EOFError.
+DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 
 def default_cache_dir() -> Path:
@@ -143,6 +147,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         ok = np.zeros(len(clips), bool)
         lengths = np.zeros(len(clips), np.int32)
         problems: dict[int, str] = {}
+        beyond_full_scale: list[int] = []  # list.append is atomic across the decoding threads
 
         # Clips cut from one long file come in runs; each worker takes whole runs so it decodes each file once.
         runs: list[list[int]] = []
@@ -157,10 +162,12 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
             for i in run:
                 try:
                     samples = reader.read(clips[i])
+                    if len(samples) and np.abs(samples).max() > 1.0:
+                        beyond_full_scale.append(i)
                     audio[i] = to_int16(fit_length(samples, clip_samples))
                     lengths[i] = min(len(samples), clip_samples)
                     ok[i] = True
-                except (OSError, ValueError, RuntimeError, EOFError) as error:
+                except DECODE_ERRORS as error:
                     problems[i] = str(error)
 
         from tqdm.auto import tqdm
@@ -171,6 +178,10 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         for i in sorted(problems):
             log.warning("%s (skipped)", problems[i] if clips[i].path in problems[i] else
                         f"{clips[i].describe()}: {problems[i]}")
+        if beyond_full_scale:  # float files may hold samples beyond +-1, which 16 bits cannot
+            log.warning("%s: %d clips have samples beyond full scale (the first: %s); the prepared 16-bit copy "
+                        "clips them at +-1 (data.prepared=False decodes the files for every batch and keeps them)",
+                        name, len(beyond_full_scale), clips[min(beyond_full_scale)].describe())
         kept = np.flatnonzero(ok)
         if len(kept) < len(clips):
             # Compact the good rows to the front, then keep only those.
@@ -213,6 +224,7 @@ class FileSource(DataSource):
 
     def __post_init__(self):
         self._prepared: dict[str, Prepared] = {}
+        self._reported: set[str] = set()  # clips found unreadable while decoding per batch, logged once each
 
     def split_files(self, split: str) -> SplitFiles:
         if split not in self.splits:
@@ -250,12 +262,23 @@ class FileSource(DataSource):
         files = self.split_files(split)
 
         def decode(i):
-            return ClipReader(self.sample_rate).read(files.clips[i])
+            try:
+                return ClipReader(self.sample_rate).read(files.clips[i])
+            except DECODE_ERRORS as error:
+                clip = files.clips[i].describe()
+                if clip not in self._reported:
+                    self._reported.add(clip)
+                    log.warning("%s: %s; left out of every batch", clip, str(error).removeprefix(clip + ": "))
+                return None
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
             decoded = list(pool.map(decode, indices))
-        audio = np.stack([fit_length(samples, self.clip_samples) for samples in decoded]).astype(np.float32)
-        lengths = np.array([min(len(samples), self.clip_samples) for samples in decoded], np.int32)
+        silence = np.zeros(0, np.float32)
+        audio = np.stack([fit_length(silence if samples is None else samples, self.clip_samples)
+                          for samples in decoded]).astype(np.float32)
+        # -1: unreadable, which `batches` turns into a padding row (valid False), as the prepared copy leaves it out.
+        lengths = np.array([-1 if samples is None else min(len(samples), self.clip_samples) for samples in decoded],
+                           np.int32)
         return audio, files.targets[indices], lengths
 
 

@@ -15,11 +15,13 @@ error). An unknown split value, an empty folder or a clip with no label is an er
 from __future__ import annotations
 
 import csv
+import os
+import unicodedata
 import zlib
 from pathlib import Path
 from typing import Sequence
 
-from ast_jax.data.files import Clip, FileSource, SplitFiles, audio_files, one_hot
+from ast_jax.data.files import AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot
 
 SPLITS = ("train", "validation", "test")
 
@@ -56,6 +58,15 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: audio folder not found")
     has_splits = any((root / split).is_dir() for split in SPLITS)
+    if has_splits:  # every clip must be under a split folder: anything beside them would be silently left out
+        beside = sorted(p.name for p in root.iterdir()
+                        if p.name not in SPLITS and not p.name.startswith(".")
+                        and (audio_files(p) if p.is_dir() else p.suffix.lower() in AUDIO_EXTENSIONS))
+        if beside:
+            present = ", ".join(f"{split}/" for split in SPLITS if (root / split).is_dir())
+            raise ValueError(f"{root}: has split folders ({present}) and audio beside them "
+                             f"({', '.join(beside[:5])}{', ...' if len(beside) > 5 else ''}); put every clip under "
+                             f"{'/'.join(SPLITS)}/<label>/, or use no split folders (then clips are split by a hash)")
     entries = []
     for split in (SPLITS if has_splits else (None,)):
         base = root / split if split else root
@@ -65,28 +76,45 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
             relative = path.relative_to(base)
             if len(relative.parts) < 2:
                 raise ValueError(f"{path}: audio directly in {base}; put each clip in a folder named by its label")
-            entries.append((str(path), [relative.parts[0]], split, relative.as_posix()))
+            entries.append((str(path), [relative.parts[0]], split, unicodedata.normalize("NFC", relative.as_posix())))
     return entries
 
 
 def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, str]]:
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: manifest not found")
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{manifest}: manifest needs columns path,label[,split]; missing {', '.join(sorted(missing))}")
-        entries = []
-        for line, row in enumerate(reader, start=2):
-            names = [name.strip() for name in (row["label"] or "").split(";") if name.strip()]
-            if not names:
-                raise ValueError(f"{manifest}:{line}: no label for {row['path']!r}")
-            split = (row.get("split") or "").strip() or None
-            if split is not None and split not in SPLITS:
-                raise ValueError(f"{manifest}:{line}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
-            path = Path(row["path"])
-            entries.append((str(path if path.is_absolute() else manifest.parent / path), names, split, row["path"]))
+    try:  # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark before the header
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{manifest}: not a UTF-8 CSV manifest ({error})") from None
+    header = [name.strip().lower() for name in rows[0]] if rows else []
+    missing = {"path", "label"} - set(header)
+    if missing:
+        raise ValueError(f"{manifest}: manifest needs columns path,label[,split]; missing {', '.join(sorted(missing))}")
+    entries, first_row = [], {}
+    for line, values in enumerate(rows[1:], start=2):
+        if not any(value.strip() for value in values):
+            continue  # a blank line
+        row = dict(zip(header, (value.strip() for value in values)))
+        if not row.get("path"):
+            raise ValueError(f"{manifest}:{line}: no path")
+        names = [name.strip() for name in (row.get("label") or "").split(";") if name.strip()]
+        if not names:
+            raise ValueError(f"{manifest}:{line}: no label for {row['path']!r}")
+        split = row.get("split") or None
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"{manifest}:{line}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        path = Path(row["path"])
+        resolved = path if path.is_absolute() else manifest.parent / path
+        # The split hash reads the path as the manifest names it, spelled one way: "./a/x.wav" and "a/x.wav",
+        # NFC and NFD forms of the same name, are one clip.
+        key = unicodedata.normalize("NFC", os.path.normpath(row["path"])).replace(os.sep, "/")
+        if key in first_row:
+            raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line {first_row[key]}); "
+                             f"give each clip one row, with all its labels joined by ';'")
+        first_row[key] = line
+        entries.append((str(resolved), names, split, key))
     return entries
 
 
