@@ -179,6 +179,28 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     assert len(results(interrupted)) == len(results(reference)) == 3
 
 
+def test_stop_requests_stop_at_once_outside_the_steps_and_after_the_step_inside(capsys):
+    from ast_jax.training.trainer import StopRequests
+
+    previous = signal.getsignal(signal.SIGINT)
+    with StopRequests() as stops:
+        with pytest.raises(KeyboardInterrupt):  # reading data or compiling: at once, as usual
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        with pytest.raises(KeyboardInterrupt):  # and again at the next check, should that exception have been lost
+            stops.check()
+        stops.signals.clear()
+        stops.after_step = True
+        os.kill(os.getpid(), signal.SIGINT)  # in the loop: only recorded
+        time.sleep(0.1)
+        assert stops.signals == [signal.SIGINT] and stops.by_ctrl_c
+        assert "stopping after this step with a checkpoint" in capsys.readouterr().err
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C: at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     workdir = tmp_path / "diverged"
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(workdir), *QUIET,
@@ -218,6 +240,8 @@ def no_jit(monkeypatch):
      "unknown config field 'data.validaton_fraction' (fields of data: balanced, cache_dir, clip_seconds, data_dir, "
      "labels, num_classes, prepared, sample_rate, source, test_fraction, validation_fraction)"),
     (["--num-processes", "2", "--process-id", "1"], "--num-processes and --process-id need --coordinator"),
+    (["--config.data.source=folder", "--config.data.validation_fraction=0.6", "--config.data.test_fraction=0.5"],
+     "data.validation_fraction and data.test_fraction add up to 1.1, leaving nothing to train on"),
 ])
 def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
@@ -254,9 +278,10 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
         apply_overrides(config, ["data.json=3"])
     with pytest.raises(ValueError, match=r"'optim' is a group; set one of its fields \(b1, .*\)$"):
         apply_overrides(config, ['optim={"learning_rate": 1.0}'])  # would drop the group's other fields
-    overrides = ["data.source=folder", "data.validation_fraction=0.25", "data.labels=('yes', 'no')"]
-    config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
-    assert (config.data.validation_fraction, tuple(config.data.labels)) == (0.25, ("yes", "no"))
+    for labels in ("('yes', 'no')", "yes, no", '["yes", "no"]'):
+        overrides = ["data.source=folder", "data.validation_fraction=0.25", f"data.labels={labels}"]
+        config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
+        assert (config.data.validation_fraction, tuple(config.data.labels)) == (0.25, ("yes", "no")), labels
 
 
 def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):

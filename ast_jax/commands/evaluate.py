@@ -10,8 +10,10 @@ SOURCE is any source of the data layer (ast_jax.data):
   CONFIG.py[:arg]           the data section of a training config, or of a run's WORKDIR/config.json (the split
                             the run held out, e.g. --split test of a folder it split by hash)
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
-Accuracy and precision/recall take the model's best label; mAP and mAUC rank the examples by the sigmoid of
-each label's logit, as the original code and `ast-jax train` do, so they equal the training log's figures.
+Accuracy takes the model's best label (right when it is the clip's label, or one of them for multi-label data);
+per-class precision and recall take the best label too for single-label data, and every label scoring at least
+0.5 for multi-label data. mAP and mAUC rank the examples by the sigmoid of each label's logit, as the original
+code and `ast-jax train` do, so they equal the training log's figures.
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
@@ -187,5 +189,6 @@ def evaluate(args: argparse.Namespace) -> int:
             written.append("confusion_matrix.png")
         print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
     if skipped:
-        print(f"ast-jax evaluate: {len(skipped)} files could not be read and were left out", file=sys.stderr)
+        print(f"ast-jax evaluate: {len(skipped)} file{'s' * (len(skipped) != 1)} could not be read and "
+              f"{'were' if len(skipped) != 1 else 'was'} left out", file=sys.stderr)
     return 1 if skipped else 0

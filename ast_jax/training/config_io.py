@@ -101,7 +101,9 @@ def _parse_value(text: str, current, name: str):
     elif isinstance(current, (tuple, list)):
         if isinstance(value, (tuple, list)):
             return type(current)(value)
-        if isinstance(value, (int, float, str)):
+        if isinstance(value, str):  # yes,no,up: the items, as a shell user writes a list
+            return type(current)(item.strip() for item in value.split(",") if item.strip())
+        if isinstance(value, (int, float)):
             return type(current)([value])
     elif isinstance(value, type(current)):
         return value

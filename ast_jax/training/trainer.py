@@ -185,8 +185,10 @@ _NUMBER_RANGES = (
     ("augment.mixup", 0, True), ("augment.mixup_alpha", 0, False), ("augment.freqm", 0, True),
     ("augment.timem", 0, True), ("augment.roll", 0, True), ("model.num_layers", 1, True),
     ("model.frequency_stride", 1, True), ("model.time_stride", 1, True),
+    ("data.validation_fraction", 0, True), ("data.test_fraction", 0, True),  # folder and manifest sources
 )
-_AT_MOST_ONE = ("augment.mixup", "optim.lr_decay_rate", "optim.min_lr_ratio")
+_AT_MOST_ONE = ("augment.mixup", "optim.lr_decay_rate", "optim.min_lr_ratio", "data.validation_fraction",
+                "data.test_fraction")
 
 
 def _field(config, dotted: str):
@@ -211,6 +213,10 @@ def check_numbers(config) -> None:
             problems.append(f"{name} must be {'at least' if inclusive else 'above'} {lowest}, got {value}")
         elif name in _AT_MOST_ONE and value > 1:
             problems.append(f"{name} must be at most 1, got {value}")
+    held_out = [_field(config, f"data.{name}_fraction") for name in ("validation", "test")]
+    if all(isinstance(f, (int, float)) for f in held_out) and sum(held_out) >= 1:
+        problems.append(f"data.validation_fraction and data.test_fraction add up to {sum(held_out):g}, "
+                        f"leaving nothing to train on")
     if problems:
         raise ValueError("bad config: " + "; ".join(problems))
 
@@ -374,8 +380,68 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
+class StopRequests:
+    """SIGTERM and Ctrl-C during a run, as a context manager that installs their handlers (main thread only).
+
+    While `after_step` is set (the training loop), the first one is only recorded: the loop stops after the
+    current step with a checkpoint (a second Ctrl-C stops at once). Elsewhere (reading data, compiling, the final
+    evaluations) they stop the run at once, as usual, and are recorded as well: Python drops an exception raised
+    inside a garbage-collection callback, so `check` stops a run whose interrupt was lost that way.
+    """
+
+    def __init__(self):
+        self.signals: list[int] = []
+        self.after_step = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        self.signals.append(number)
+        if self.after_step and not (number == signal.SIGINT and self.signals.count(signal.SIGINT) > 1):
+            if number == signal.SIGINT:
+                print("\nast-jax train: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
+                      file=sys.stderr, flush=True)
+            return
+        self._stop_now(number, frame)
+
+    def _stop_now(self, number, frame) -> None:
+        previous = self._previous.get(number)
+        if number == signal.SIGTERM and callable(previous):
+            previous(number, frame)  # e.g. the ast-jax command's, which stops it with status 143
+        if number == signal.SIGTERM:
+            raise SystemExit(143)
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Stop now if a signal came while stopping at once was due (its exception may have been dropped)."""
+        if self.signals and not self.after_step:
+            self._stop_now(self.signals[0], None)
+
+    @property
+    def by_ctrl_c(self) -> bool:
+        return self.signals[:1] == [signal.SIGINT]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train per `config`, resuming from `workdir` if it holds checkpoints; returns the results summary."""
+    """Train per `config`, resuming from `workdir` if it holds checkpoints; returns the results summary.
+
+    SIGTERM or Ctrl-C during the training steps stop the run after the current step with a checkpoint
+    (`Preempted`); elsewhere they stop it at once (see `StopRequests`)."""
+    with StopRequests() as stops:
+        return _train_and_evaluate(config, workdir, stops)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, stops: StopRequests) -> dict[str, Any]:
     workdir = Path(workdir).absolute()
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
@@ -503,17 +569,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     # ------------------------------------------------------------------------------------------------ loop
     # SIGTERM (a scheduler's preemption) and a first Ctrl-C stop the run after the current step with a checkpoint;
     # a second Ctrl-C stops at once.
-    preempted: list[int] = []
-
-    def stop_after_step(number, frame):
-        if number == signal.SIGINT and preempted:
-            raise KeyboardInterrupt
-        preempted.append(number)
-        if number == signal.SIGINT:
-            print("\nast-jax train: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
-                  file=sys.stderr, flush=True)
-
-    previous_handlers = {number: signal.signal(number, stop_after_step) for number in (signal.SIGTERM, signal.SIGINT)}
+    stops.check()
+    stops.after_step = True
     progress = None
     if is_main and config.progress_bar:
         from tqdm import tqdm
@@ -549,14 +606,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     def stop_requested() -> bool:
         if jax.process_count() == 1:
-            return bool(preempted)
+            return bool(stops.signals)
         from jax.experimental import multihost_utils
 
-        return bool(multihost_utils.process_allgather(np.int32(bool(preempted))).any())
+        return bool(multihost_utils.process_allgather(np.int32(bool(stops.signals))).any())
 
-    def restore_signal_handlers() -> None:
-        for number, handler in previous_handlers.items():
-            signal.signal(number, handler)
+    def preempted() -> Preempted:
+        checkpoints.wait()
+        return Preempted(f"stopped by {'Ctrl-C' if stops.by_ctrl_c else 'SIGTERM'} at step {step}; checkpoint saved in "
+                         f"{workdir / 'checkpoints'}; run the same command again to resume",
+                         130 if stops.by_ctrl_c else 143)
 
     try:
         for epoch_index in range(step // steps_per_epoch, config.num_epochs):
@@ -587,12 +646,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 if epoch_done or evaluate_now or periodic or stop or step == total_steps:
                     checkpoints.save(step, state, meta)
                 if stop:
-                    checkpoints.wait()
-                    interrupted = preempted[:1] == [signal.SIGINT]
-                    raise Preempted(f"stopped by {'Ctrl-C' if interrupted else 'SIGTERM'} at step {step}; checkpoint "
-                                    f"saved in {workdir / 'checkpoints'}; run the same command again to resume",
-                                    130 if interrupted else 143)
-        restore_signal_handlers()  # from here on, a signal stops the program as usual
+                    raise preempted()
+        if stop_requested():  # it came during the last step's validation or checkpoint, all saved now
+            raise preempted()
+        stops.after_step = False  # from here on, a signal stops the run at once
         flush_metrics()
         checkpoints.wait()
         if progress is not None:
@@ -619,6 +676,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             for split in dict.fromkeys([config.validation_split, config.test_split]):
                 if split:
                     results.append({"model": "averaged", "split": split, **evaluate(averaged, split)})
+        stops.check()  # an interrupt of the final evaluations that Python dropped: no results from a stopped run
         for row in results:
             writer.write(step, f"result/{row['model']}/{row['split']}",
                          {k: v for k, v in row.items() if k not in ("model", "split", "step", "epoch")})
@@ -635,7 +693,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             print(format_table(results), flush=True)
         return summary
     finally:
-        restore_signal_handlers()
         if progress is not None:
             progress.close()
         writer.close()
