@@ -1,6 +1,7 @@
 """Two processes with four CPU devices each, joined by jax.distributed, train like one process.
 
 Each process reads its own half of every global batch; the losses it logs must equal a single-process run's.
+Processes that do not share the workdir, or run different configs, stop at once with one line.
 """
 
 import json
@@ -50,3 +51,31 @@ def test_two_processes_match_one(tmp_path):
     np.testing.assert_allclose([ours[k] for k in sorted(ours)], [expected[k] for k in sorted(ours)], rtol=2e-5)
     results = json.loads((workdir / "results.json").read_text())
     assert any(r["split"] == "test" for r in results["results"])
+
+
+def run_two(workdirs, extra=((), ()), devices="2"):
+    """Both processes of a 2-process run to their end: [(exit status, stderr)]."""
+    port = free_port()
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": devices, "JAX_PLATFORMS": "cpu"}
+    processes = [subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdirs[i]), *QUIET,
+         *extra[i], "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    results = []
+    for process in processes:
+        _, err = process.communicate(timeout=200)
+        results.append((process.returncode, err))
+    return results
+
+
+def test_processes_must_share_the_workdir_and_the_config(tmp_path):
+    """Separate workdirs made Orbax wait forever at the first checkpoint, and a config that differs on one process
+    trained a wrong run or failed in a collective: both are one line on every process, before anything is written."""
+    for (status, err), i in zip(run_two([tmp_path / "a", tmp_path / "b"]), range(2)):
+        assert status == 1, err[-2000:]
+        assert f"{tmp_path / ('a', 'b')[i]}: process 1 cannot see process 0's workdir" in err, err[-2000:]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    shared = tmp_path / "shared"
+    for status, err in run_two([shared, shared], extra=((), ("--config.seed=1",))):
+        assert status == 1 and "process 1 runs another config than process 0" in err, err[-2000:]
+    assert not shared.exists()

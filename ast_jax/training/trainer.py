@@ -221,6 +221,46 @@ def check_numbers(config) -> None:
         raise ValueError("bad config: " + "; ".join(problems))
 
 
+def check_processes_agree(config, workdir: Path) -> None:
+    """With several processes: the same config on every one (else each would train a different run, silently or
+    until a collective fails), and one workdir that all of them see (Orbax writes each checkpoint into it
+    together; separate folders make it wait forever). One line on every process, before anything is written."""
+    if jax.process_count() == 1:
+        return
+    import zlib
+
+    from jax.experimental import multihost_utils
+
+    text = json.dumps(json.loads(json.dumps(config.to_dict(), default=str)), sort_keys=True)
+    digests = np.asarray(multihost_utils.process_allgather(np.int32(zlib.crc32(text.encode()) % 2 ** 31))).ravel()
+    differ = [i for i, digest in enumerate(digests) if digest != digests[0]]
+    if differ:
+        raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
+                         f"{'run' if len(differ) > 1 else 'runs'} another config than process 0; start every process "
+                         f"with the same config and overrides")
+    token = int(multihost_utils.broadcast_one_to_all(np.int32(np.random.randint(1, 2 ** 31 - 1))))
+    marker, created = workdir / ".ast_jax_shared_check", not workdir.exists()
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(token))
+    multihost_utils.sync_global_devices("ast_jax: workdir marker written")
+    try:
+        seen = marker.read_text().strip() == str(token)
+    except OSError:
+        seen = False
+    seen_by = np.asarray(multihost_utils.process_allgather(np.int32(seen))).ravel()
+    multihost_utils.sync_global_devices("ast_jax: workdir marker read")
+    if jax.process_index() == 0:
+        marker.unlink(missing_ok=True)
+    blind = [i for i, ok in enumerate(seen_by) if not ok]
+    if blind:
+        if created and jax.process_index() == 0:
+            workdir.rmdir()
+        raise ValueError(f"{workdir}: process{'es' if len(blind) > 1 else ''} {', '.join(map(str, blind))} cannot "
+                         f"see process 0's workdir; give every process one folder they all share (a network "
+                         f"filesystem): checkpoints are written into it by all of them together")
+
+
 def source_name(config) -> str:
     return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
 
@@ -454,6 +494,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         raise FileNotFoundError(f"{config.data.data_dir}: data.data_dir does not exist")
     source = build_source(config.data)
     check_config(config, source)
+    check_processes_agree(config, workdir)
     num_train = source.num_examples("train")
     steps_per_epoch = -(-num_train // config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
@@ -613,7 +654,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
 
     def preempted() -> Preempted:
         checkpoints.wait()
-        return Preempted(f"stopped by {'Ctrl-C' if stops.by_ctrl_c else 'SIGTERM'} at step {step}; checkpoint saved in "
+        cause = "Ctrl-C" if stops.by_ctrl_c else "SIGTERM" if stops.signals else "a signal to another process"
+        return Preempted(f"stopped by {cause} at step {step}; checkpoint saved in "
                          f"{workdir / 'checkpoints'}; run the same command again to resume",
                          130 if stops.by_ctrl_c else 143)
 
