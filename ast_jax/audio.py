@@ -30,9 +30,9 @@ Long recordings. `stream_audio` yields the same samples as `load_audio` block by
 whatever the length.
 
 Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
-path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the header's length is not checked (a
-recorder cannot know it). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files
-(or bytes). Other non-seekable file objects are read whole first.
+path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the
+header's length is not checked (a recorder cannot know it). libsndfile streams WAV, AIFF and AU from a pipe;
+other formats must be files (or bytes). Other non-seekable file objects are read whole first.
 """
 
 from __future__ import annotations
@@ -184,17 +184,7 @@ def _ogg_ends_cleanly(opened: Any) -> bool:
 
     Ogg states no length up front, so libsndfile reads a cut file as a shorter one without a word; a complete
     last page with that flag is what shows that the stream was written to its end."""
-    tail_bytes = 1 << 16  # Ogg pages are at most 65,307 bytes: the last one starts in the last 64 KiB
-    if isinstance(opened, str):
-        with open(opened, "rb") as file:
-            file.seek(max(0, os.path.getsize(opened) - tail_bytes))
-            tail = file.read()
-    else:
-        position = opened.tell()
-        end = opened.seek(0, io.SEEK_END)
-        opened.seek(max(0, end - tail_bytes))
-        tail = opened.read()
-        opened.seek(position)
+    tail = _peek(opened, -(1 << 16), 1 << 16)  # Ogg pages are at most 65,307 bytes: the last starts in here
     start = tail.rfind(b"OggS")
     if start < 0 or len(tail) < start + 27:
         return False
@@ -204,6 +194,24 @@ def _ogg_ends_cleanly(opened: Any) -> bool:
     table = tail[start + 27:start + 27 + segments]
     complete = len(table) == segments and start + 27 + segments + sum(table) == len(tail)
     return complete and bool(tail[start + 5] & 0x04)
+
+
+def _peek(opened: Any, start: int, size: int) -> bytes:
+    """Up to `size` bytes from `start` (counted from the end where negative) of a path or seekable file object,
+    which is left where it was."""
+    def read(file) -> bytes:
+        end = file.seek(0, io.SEEK_END)
+        file.seek(max(0, end + start) if start < 0 else start)
+        return file.read(size)
+
+    if isinstance(opened, str):
+        with open(opened, "rb") as file:
+            return read(file)
+    position = opened.tell()
+    try:
+        return read(opened)
+    finally:
+        opened.seek(position)
 
 
 def _seekable(file: Any) -> bool:
@@ -243,14 +251,7 @@ def _remaining_bytes(file: Any) -> int:
 
 def _unreadable(name: str, opened: Any, error: sf.LibsndfileError) -> str:
     """'not an audio file' or, for a file that starts like one, 'truncated or corrupt'."""
-    if isinstance(opened, str):
-        with open(opened, "rb") as file:
-            head = file.read(12)
-    else:
-        position = opened.tell()
-        opened.seek(0)
-        head = opened.read(12)
-        opened.seek(position)
+    head = _peek(opened, 0, 12)
     detail = error.error_string.strip().rstrip(".")
     if detail.startswith("File does not exist"):  # libsndfile's words when its MPEG decoder finds no frames
         detail = "no audio frames found"

@@ -124,7 +124,8 @@ class FeatureConfig:
         """`name=value` of each setting away from its default that transformers' ASTFeatureExtractor has no
         option for (it always frames and filters as the defaults do)."""
         defaults = FeatureConfig()
-        return [f"{name}={getattr(self, name)!r}" for name in _HF_FIXED if getattr(self, name) != getattr(defaults, name)]
+        return [f"{name}={getattr(self, name)!r}" for name in _HF_FIXED
+                if getattr(self, name) != getattr(defaults, name)]
 
     def to_hf_preprocessor_config(self) -> dict[str, Any]:
         """The `preprocessor_config.json` of transformers' ASTFeatureExtractor for these settings."""

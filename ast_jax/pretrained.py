@@ -132,10 +132,10 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
         features = FeatureConfig.from_dict(meta["features"])
         if dtype is not None:
             config = config.replace(dtype=dtype)
-        labels = list(meta.get("labels") or _default_labels(config.num_labels))
         # Checks labels, activation and feature geometry against the config before any weights are read.
-        Pretrained(config=config, params=None, features=features, labels=labels,
-                   activation=meta.get("activation", "sigmoid"))
+        model = Pretrained(config=config, params=None, features=features,
+                           labels=list(meta.get("labels") or _default_labels(config.num_labels)),
+                           activation=meta.get("activation", "sigmoid"), source=meta.get("source", str(directory)))
     except KeyError as error:
         raise ValueError(f"{config_path}: no {error.args[0]!r} entry") from None
     except (TypeError, ValueError, AttributeError) as error:
@@ -149,8 +149,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     except Exception as error:  # orbax raises many types; report one line naming the folder
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{directory / PARAMS_DIR}: cannot restore parameters ({message})") from None
-    return Pretrained(config=config, params=params, features=features, labels=labels,
-                      activation=meta.get("activation", "sigmoid"), source=meta.get("source", str(directory)))
+    return dataclasses.replace(model, params=params)
 
 
 def _parameter_shapes_cached(config: ASTConfig):

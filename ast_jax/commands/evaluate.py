@@ -171,7 +171,8 @@ def evaluate(args: argparse.Namespace) -> int:
     width = max(len(row["label"]) for row in per_class)
     print(f"{'label'.ljust(width)}  precision  recall  support")
     for row in per_class:
-        print(f"{row['label'].ljust(width)}  {shown(row['precision'], 9)}  {shown(row['recall'], 6)}  {row['support']:7d}")
+        print(f"{row['label'].ljust(width)}  {shown(row['precision'], 9)}  {shown(row['recall'], 6)}  "
+              f"{row['support']:7d}")
 
     if args.output_dir:
         out = Path(args.output_dir)

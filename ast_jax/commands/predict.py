@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", choices=["sigmoid", "softmax", "none"], default=None,
                         help="how scores are made from logits, none for the logits themselves (default: what "
                              "the model was trained with)")
-    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table", help="output format (default table)")
+    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",
+                        help="output format (default table)")
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify each file window by window, windows this long")

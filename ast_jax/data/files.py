@@ -43,8 +43,8 @@ DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 def default_cache_dir() -> Path:
     """$AST_JAX_CACHE/prepared, else $XDG_CACHE_HOME/ast_jax/prepared (~/.cache/ast_jax/prepared)."""
-    base = os.environ.get("AST_JAX_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ast_jax"
-    return Path(base) / "prepared"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("AST_JAX_CACHE") or Path(cache_home, "ast_jax")) / "prepared"
 
 
 @dataclasses.dataclass(frozen=True)

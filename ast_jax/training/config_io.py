@@ -161,9 +161,14 @@ def add_source_fields(config: ml_collections.ConfigDict, overrides: Iterable[str
     return config
 
 
+def config_values(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON values: what `save_config` writes and a saved config.json reads back as."""
+    return json.loads(json.dumps(config.to_dict(), default=str))
+
+
 def save_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
     """Write the resolved config as JSON, atomically."""
     path = Path(path)
     staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    staging.write_text(json.dumps(config_values(config), indent=2, sort_keys=True) + "\n")
     os.replace(staging, path)

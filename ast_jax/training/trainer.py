@@ -38,7 +38,7 @@ from ast_jax.model import AST, ASTConfig
 from ast_jax.pretrained import from_params, load_model, save_model
 from ast_jax.training import sharding
 from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
-from ast_jax.training.config_io import save_config
+from ast_jax.training.config_io import config_values, save_config
 from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
 from ast_jax.training.metrics import classification_metrics
 from ast_jax.training.optim import make_optimizer
@@ -148,7 +148,7 @@ def check_resumable(config, workdir: Path) -> None:
         saved = _flat(json.loads(saved_path.read_text()))
     except (OSError, ValueError) as error:
         raise ValueError(f"{saved_path}: cannot read the config of the run to resume ({error})") from None
-    current = _flat(json.loads(json.dumps(config.to_dict(), default=str)))
+    current = _flat(config_values(config))
     fixed = lambda name: not any(name == c or (c.endswith(".") and name.startswith(c)) for c in RESUMABLE_CHANGES)
     changed = [name for name in sorted(set(saved) | set(current))
                if fixed(name) and saved.get(name, "<unset>") != current.get(name, "<unset>")]
@@ -231,7 +231,7 @@ def check_processes_agree(config, workdir: Path) -> None:
 
     from jax.experimental import multihost_utils
 
-    text = json.dumps(json.loads(json.dumps(config.to_dict(), default=str)), sort_keys=True)
+    text = json.dumps(config_values(config), sort_keys=True)
     digests = np.asarray(multihost_utils.process_allgather(np.int32(zlib.crc32(text.encode()) % 2 ** 31))).ravel()
     differ = [i for i, digest in enumerate(digests) if digest != digests[0]]
     if differ:
