@@ -373,3 +373,33 @@ def test_balanced_sampling_draws_by_example_weights():
 
     with pytest.raises(ValueError, match="gives no example weights"):
         next(SyntheticSource(labels=["a"], clip_samples=400).batches("train", batch_size=4, balanced=True))
+
+
+def test_hash_split_keeps_each_speaker_on_one_side(tmp_path):
+    """`<speaker>_nohash_<n>` clips of one speaker, in any word folder, share a split (as Speech Commands' own
+    split does), and so do a manifest's rows with one `group`; other clips are split one by one."""
+    from ast_jax.data.folder import _build, folder_entries, manifest_entries
+
+    root = tmp_path / "words"
+    speakers = [f"{i:08x}" for i in range(40)]
+    for word in ("yes", "no"):
+        (root / word).mkdir(parents=True)
+        for speaker in speakers:
+            for n in range(2):
+                soundfile.write(root / word / f"{speaker}_nohash_{n}.wav", np.zeros(160), 16000)
+    _, splits, _ = _build(folder_entries(root), str(root), None, 0.25, 0.25)
+    side = {}
+    for split, files in splits.items():
+        for clip in files.clips:
+            side.setdefault(Path(clip.path).name.split("_nohash_")[0], set()).add(split)
+    assert len(side) == 40 and all(len(sides) == 1 for sides in side.values())
+    assert {next(iter(s)) for s in side.values()} == {"train", "validation", "test"}
+
+    manifest = tmp_path / "clips.csv"
+    rows = [f"clip{n}.wav,{'ab'[n % 2]},speaker{n // 4}" for n in range(80)] + [f"solo{n}.wav,a," for n in range(40)]
+    manifest.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    _, splits, _ = _build(manifest_entries(manifest), str(manifest), None, 0.25, 0.25)
+    where = {Path(clip.path).name: split for split, files in splits.items() for clip in files.clips}
+    for speaker in range(20):
+        assert len({where[f"clip{n}.wav"] for n in range(4 * speaker, 4 * speaker + 4)}) == 1
+    assert len({where[f"solo{n}.wav"] for n in range(40)}) == 3  # no group: each clip on its own

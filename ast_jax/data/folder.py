@@ -2,12 +2,15 @@
 
 Folder (`source="folder"`, data_dir = the root): `<root>/<label>/**/*.wav` (also flac, ogg, mp3, ...), or
 `<root>/{train,validation,test}/<label>/...` when the root holds split folders.
-Manifest (`source="manifest"`, data_dir = the CSV file): columns `path,label[,split]`; paths are relative to
-the CSV's folder (or absolute); several labels of one clip are separated by ";" (a multi-label task).
+Manifest (`source="manifest"`, data_dir = the CSV file): columns `path,label[,split][,group]`; paths are relative
+to the CSV's folder (or absolute); several labels of one clip are separated by ";" (a multi-label task).
 
 Any sample rate and channel count: clips are decoded, mixed to mono and resampled to `sample_rate`.
-Without split folders or a split column, clips are assigned to validation and test by a hash of their path
-(`validation_fraction`, `test_fraction`, default 0.1 each), so the split never changes between runs.
+Without split folders or a split column, clips are assigned to validation and test by a hash
+(`validation_fraction`, `test_fraction`, default 0.1 each), so the split never changes between runs. The hash
+reads a clip's group, so that one speaker's clips are never on both sides: the manifest's `group` column where
+it has one; else, for a file named `<speaker>_nohash_<n>.wav` (the Speech Commands convention), the speaker,
+as Speech Commands' own split does; else the clip's path (each clip its own group).
 Labels are the sorted folder names or label values, unless `labels` lists them (then any other label is an
 error). An unknown split value, an empty folder or a clip with no label is an error before training starts.
 """
@@ -31,6 +34,13 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
     if position < test_fraction:
         return "test"
     return "validation" if position < test_fraction + validation_fraction else "train"
+
+
+def _group_key(path: str) -> str:
+    """The hash key of a clip without a group column: the speaker of a `<speaker>_nohash_<n>` file name, or the
+    path itself (already spelled one way by the caller)."""
+    name = path.rsplit("/", 1)[-1]
+    return "speaker:" + name.split("_nohash_", 1)[0] if "_nohash_" in name else path
 
 
 def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, labels: Sequence[str] | None,
@@ -76,7 +86,8 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
             relative = path.relative_to(base)
             if len(relative.parts) < 2:
                 raise ValueError(f"{path}: audio directly in {base}; put each clip in a folder named by its label")
-            entries.append((str(path), [relative.parts[0]], split, unicodedata.normalize("NFC", relative.as_posix())))
+            key = _group_key(unicodedata.normalize("NFC", relative.as_posix()))
+            entries.append((str(path), [relative.parts[0]], split, key))
     return entries
 
 
@@ -91,7 +102,8 @@ def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, s
     header = [name.strip().lower() for name in rows[0]] if rows else []
     missing = {"path", "label"} - set(header)
     if missing:
-        raise ValueError(f"{manifest}: manifest needs columns path,label[,split]; missing {', '.join(sorted(missing))}")
+        raise ValueError(f"{manifest}: manifest needs columns path,label[,split][,group]; missing "
+                         f"{', '.join(sorted(missing))}")
     entries, first_row = [], {}
     for line, values in enumerate(rows[1:], start=2):
         if not any(value.strip() for value in values):
@@ -107,14 +119,15 @@ def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, s
             raise ValueError(f"{manifest}:{line}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
         path = Path(row["path"])
         resolved = path if path.is_absolute() else manifest.parent / path
-        # The split hash reads the path as the manifest names it, spelled one way: "./a/x.wav" and "a/x.wav",
-        # NFC and NFD forms of the same name, are one clip.
-        key = unicodedata.normalize("NFC", os.path.normpath(row["path"])).replace(os.sep, "/")
-        if key in first_row:
-            raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line {first_row[key]}); "
+        # A path as the manifest names it, spelled one way: "./a/x.wav" and "a/x.wav", NFC and NFD forms of the
+        # same name, are one clip.
+        spelled = unicodedata.normalize("NFC", os.path.normpath(row["path"])).replace(os.sep, "/")
+        if spelled in first_row:
+            raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line {first_row[spelled]}); "
                              f"give each clip one row, with all its labels joined by ';'")
-        first_row[key] = line
-        entries.append((str(resolved), names, split, key))
+        first_row[spelled] = line
+        group = unicodedata.normalize("NFC", row.get("group") or "")
+        entries.append((str(resolved), names, split, "group:" + group if group else _group_key(spelled)))
     return entries
 
 
