@@ -6,7 +6,8 @@ Decoding. soundfile (libsndfile) reads first: WAV (8-bit unsigned and 16/24/32-b
 scaled exactly, by 1 / 2^(bits - 1), to [-1, 1); float files keep their values (a float file may hold
 samples beyond +-1; clipping them would distort, so they are passed on as they are). A path that libsndfile
 cannot open goes to audioread, librosa's fallback, which decodes with ffmpeg, GStreamer or Core Audio where
-one is installed (AAC, M4A, WMA...).
+one is installed (AAC, M4A, WMA...); without one, such a file is "cannot decode this format here", with what to
+install.
 
 Mono. Channels are averaged: mono = mean over channels, as `librosa.to_mono`. (Taking one channel loses
 whatever is only in the others; the mean keeps both sides of a stereo recording.)
@@ -252,6 +253,10 @@ def _remaining_bytes(file: Any) -> int:
 def _unreadable(name: str, opened: Any, error: sf.LibsndfileError) -> str:
     """'not an audio file' or, for a file that starts like one, 'truncated or corrupt'."""
     head = _peek(opened, 0, 12)
+    if _needs_ffmpeg(opened, head) and not _has_ffmpeg():
+        return (f"{name}: cannot decode this format here: libsndfile does not read MP4/AAC/WMA/WebM audio, and "
+                f"neither ffmpeg nor GStreamer is installed for audioread to use (install ffmpeg, or convert the "
+                f"file to WAV or FLAC)")
     detail = error.error_string.strip().rstrip(".")
     if detail.startswith("File does not exist"):  # libsndfile's words when its MPEG decoder finds no frames
         detail = "no audio frames found"
@@ -259,6 +264,25 @@ def _unreadable(name: str, opened: Any, error: sf.LibsndfileError) -> str:
     if head.startswith(_AUDIO_MAGIC) or mpeg_sync:
         return f"{name}: truncated or corrupt audio file ({detail})"
     return f"{name}: not an audio file ({detail})"
+
+
+# Containers libsndfile cannot open and audioread decodes only through ffmpeg or GStreamer.
+_FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".m4b", ".aac", ".wma", ".webm", ".mka", ".3gp", ".amr")
+
+
+def _needs_ffmpeg(opened: Any, head: bytes) -> bool:
+    """Whether the file is one only ffmpeg-backed decoders read: by its extension, or an MP4 ('ftyp' box), ASF
+    (WMA), Matroska/WebM or ADTS AAC header."""
+    if isinstance(opened, str) and opened.lower().endswith(_FFMPEG_EXTENSIONS):
+        return True
+    adts = len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
+    return head[4:8] == b"ftyp" or head.startswith((b"\x30\x26\xb2\x75", b"\x1a\x45\xdf\xa3")) or adts
+
+
+def _has_ffmpeg() -> bool:
+    import audioread
+
+    return any(backend.__name__ != "RawAudioFile" for backend in audioread.available_backends())
 
 
 def _check_header(sound: sf.SoundFile, name: str) -> None:

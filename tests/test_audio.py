@@ -220,6 +220,24 @@ def test_not_audio(tmp_path):
     assert_one_line(error, str(path))
 
 
+def test_formats_only_ffmpeg_reads_say_so_without_it(tmp_path, monkeypatch):
+    import ast_jax.audio
+
+    monkeypatch.setattr(ast_jax.audio, "_has_ffmpeg", lambda: False)
+    mp4 = b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(200)
+    for name, data in (("voice.m4a", mp4), ("voice.bin", mp4), ("song.wma", bytes(300))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(AudioError, match=rf"{name}: cannot decode this format here: .* \(install ffmpeg, or "
+                                             r"convert the file to WAV or FLAC\)") as error:
+            load_audio(path)
+        assert_one_line(error, str(path))
+    path = tmp_path / "notes.m4a.txt"  # neither the name nor the bytes of such a container
+    path.write_text("these are my notes\n" * 20)
+    with pytest.raises(AudioError, match="not an audio file"):
+        load_audio(path)
+
+
 def test_an_mp3_with_a_tag_and_no_frames(tmp_path):
     path = tmp_path / "tag_only.mp3"
     path.write_bytes(b"ID3" + bytes(100))
