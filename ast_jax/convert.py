@@ -403,9 +403,10 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
     """Read `source` and, where asked, adapt it to another input geometry or label set.
 
     max_length, num_mel_bins, frequency_stride, time_stride: the geometry of the model to return. Where it
-      differs from the source's, the position table is adapted as the original code does. For an original .pth,
-      whose frames and strides its tensors do not reveal, these first tell the checkpoint's own geometry when
-      they fit its position table; otherwise it is taken to be the released geometry with that many patches.
+      differs from the source's, the position table is adapted as the original code does. An original .pth
+      does not reveal its frames and strides: it is read as the released geometry with as many patches as its
+      position table (its feature statistics and labels with it), and otherwise as the geometry these describe
+      (a checkpoint trained on another input: give its own geometry).
     num_labels: a new, freshly initialised head with this many outputs (from parameters seeded by `seed`),
       also where the source's head has as many.
     labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
@@ -479,22 +480,38 @@ def _model_size(width: int, grid: int | None = None) -> str:
     return ASTConfig.model_size
 
 
+def _grid(geometry: Geometry, patch_size: int) -> tuple[int, int]:
+    return ((geometry.num_mel_bins - patch_size) // geometry.frequency_stride + 1,
+            (geometry.max_length - patch_size) // geometry.time_stride + 1)
+
+
 def _patches(geometry: Geometry, patch_size: int) -> int:
-    return (((geometry.num_mel_bins - patch_size) // geometry.frequency_stride + 1)
-            * ((geometry.max_length - patch_size) // geometry.time_stride + 1))
+    frequency, time = _grid(geometry, patch_size)
+    return frequency * time
 
 
-def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: str) -> Geometry:
-    """The input geometry an original checkpoint was trained on, from its position table's length."""
+def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: str) -> tuple[Geometry, str | None]:
+    """The input geometry an original checkpoint was trained on, from its position table's length: the released
+    geometry with that many patches, else the one the hints describe if it fits. Also a note when the hints fit
+    as well but with another patch grid (the table is then read as the released one and adapted)."""
+    hinted = None
     if hints["max_length"] is not None:
         stride = hints["frequency_stride"] or hints["time_stride"] or 10
         hinted = Geometry(hints["num_mel_bins"] or 128, hints["max_length"], hints["frequency_stride"] or stride,
                           hints["time_stride"] or stride)
-        if _patches(hinted, patch_size) == num_patches:
-            return hinted
-    for known in KNOWN_GEOMETRIES:
-        if _patches(Geometry(*known), patch_size) == num_patches:
-            return Geometry(*known)
+        if _patches(hinted, patch_size) != num_patches:
+            hinted = None
+    for known, recipe in KNOWN_GEOMETRIES.items():
+        released = Geometry(*known)
+        if _patches(released, patch_size) == num_patches:
+            note = None
+            if hinted is not None and _grid(hinted, patch_size) != _grid(released, patch_size):
+                note = (f"its {num_patches}-patch position table was read as the released {recipe} geometry's "
+                        f"({released.max_length} frames, strides {released.frequency_stride}/{released.time_stride}"
+                        f"); a checkpoint trained on the requested grid itself cannot be told apart from its tensors")
+            return released, note
+    if hinted is not None:
+        return hinted, None
     raise ValueError(f"{where}: a position table of {num_patches} patches matches no released geometry; give the "
                      f"checkpoint's --max-length, --frequency-stride, --time-stride and --num-mel-bins")
 
@@ -507,7 +524,7 @@ def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
     table = state["v.pos_embed"]
     if table.ndim != 3 or table.shape[0] != 1 or table.shape[1] < 3:
         raise ValueError(f"{where}: tensor v.pos_embed has shape {table.shape}, not (1, patches + 2, width)")
-    geometry = _original_geometry(table.shape[1] - 2, shape["patch_size"], hints, where)
+    geometry, note = _original_geometry(table.shape[1] - 2, shape["patch_size"], hints, where)
     num_labels = state["mlp_head.1.weight"].shape[0]
     config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels, layer_norm_eps=1e-6,
                        head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"]))
@@ -520,7 +537,9 @@ def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
     else:
         labels = [f"LABEL_{i}" for i in range(num_labels)]
     model = Pretrained(config, params, features, labels, "sigmoid", source=str(path.absolute()))
-    return Conversion(model, "original", dropped=sorted(set(state) & set(_FORMATS["original"][4])))
+    conversion = Conversion(model, "original", dropped=sorted(set(state) & set(_FORMATS["original"][4])))
+    conversion.notes.extend([note] if note else [])
+    return conversion
 
 
 def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, seed: int) -> Conversion:
@@ -683,8 +702,9 @@ def _adapt(conversion: Conversion, hints: dict, num_labels: int | None, labels: 
         target_grid = (config.frequency_patches, config.time_patches)
         params["pos_embed"] = adapt_position_table(np.asarray(params["pos_embed"]), source_grid, target_grid)
         features = features.replace(num_mel_bins=target.num_mel_bins, target_length=target.max_length)
-        conversion.notes.append(f"position table adapted from a {source_grid[0]}x{source_grid[1]} to a "
-                                f"{target_grid[0]}x{target_grid[1]} patch grid")
+        if target_grid != source_grid:
+            conversion.notes.append(f"position table adapted from a {source_grid[0]}x{source_grid[1]} to a "
+                                    f"{target_grid[0]}x{target_grid[1]} patch grid")
     new_labels = model.labels
     if num_labels is not None and conversion.source_format != "deit":  # a DeiT source was given its head above
         config = config.replace(num_labels=num_labels)

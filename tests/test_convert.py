@@ -209,6 +209,29 @@ def test_partly_prefixed_state_dict_converts(tmp_path, randomize_torch, spectrog
                                   np.asarray(load_pretrained(tmp_path / "sc.pth").apply(x)[0]))
 
 
+def test_original_geometry_from_its_table_and_the_hints(tmp_path, randomize_torch):
+    """A table with a released geometry's patch count is read as that geometry (labels and statistics too) and
+    then adapted to what was asked, even where the request has as many patches on another grid; a table of no
+    released geometry is read as the hints describe it."""
+    reference = original_pth(tmp_path / "sc.pth", randomize_torch)
+    table = reference.state_dict()["v.pos_embed"].numpy()
+    conversion = convert_source(tmp_path / "sc.pth", max_length=186, frequency_stride=16, time_stride=10)
+    model = conversion.model  # 8 x 18 = 144 patches, as the released 12 x 12
+    assert model.labels == list(SPEECH_COMMANDS_LABELS) and model.features.mean == -6.845978
+    np.testing.assert_allclose(model.params["pos_embed"], original_adaptation(table, (12, 12), (8, 18)), atol=1e-6)
+    assert any("read as the released speech_commands geometry" in note for note in conversion.notes)
+    model = load_pretrained(tmp_path / "sc.pth", max_length=130)  # the same 12 x 12 grid, longer input
+    assert model.labels[0] == "backward" and (model.features.mean, model.features.target_length) == (-6.845978, 130)
+    np.testing.assert_array_equal(model.params["pos_embed"], table)
+
+    reference = original_pth(tmp_path / "own.pth", randomize_torch, labels=3, frames=200, stride=12)  # 10 x 16
+    model = load_pretrained(tmp_path / "own.pth", max_length=200, frequency_stride=12, time_stride=12)
+    assert (model.config.max_length, model.config.frequency_patches, model.config.time_patches) == (200, 10, 16)
+    np.testing.assert_array_equal(model.params["pos_embed"], reference.state_dict()["v.pos_embed"].numpy())
+    with pytest.raises(ValueError, match="a position table of 160 patches matches no released geometry"):
+        load_pretrained(tmp_path / "own.pth")
+
+
 # ---- adaptation, as the original code does it ---------------------------------------------------------------------
 def original_adaptation(table, source_grid, target_grid):
     """The original AST's position-table move, re-stated in torch: time axis then frequency axis, middle crop
