@@ -39,6 +39,7 @@ other formats must be files (or bytes). Other non-seekable file objects are read
 from __future__ import annotations
 
 import io
+import numbers
 import os
 import re
 import stat
@@ -67,8 +68,9 @@ class AudioError(ValueError):
 def load_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: int | None = None) -> np.ndarray:
     """`source` as float32 mono at `sample_rate`: shape `(samples,)`, integer formats in [-1, 1).
 
-    `source` is a path, the bytes of a file, a binary file object, or a numpy array with its `source_rate`
-    (1-D mono or `(frames, channels)` as soundfile returns; integer arrays are scaled as integer PCM).
+    `source` is a path, the bytes of a file, a binary file object, or an array (numpy, or any array numpy reads:
+    torch, jax) with its `source_rate` (1-D mono or `(frames, channels)` as soundfile returns; integer arrays
+    are scaled as integer PCM, bfloat16 and float16 read as float32).
     """
     blocks = list(stream_audio(source, sample_rate, source_rate=source_rate))
     return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
@@ -82,9 +84,14 @@ def stream_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: 
     resampling everything at once), so memory does not grow with the recording's length. Problems found
     when opening raise here; damage further into the file raises when the iteration reaches it.
     """
+    _check_rate("sample_rate", sample_rate)
+    if source_rate is not None:
+        _check_rate("source_rate", source_rate)
+    if isinstance(source, np.ndarray) or _is_array_like(source):
+        source = as_numpy(source)
     name = _describe(source)
     rate, channel_blocks = _decode(source, name, source_rate, block_seconds)
-    return _resample_blocks(_mono_blocks(channel_blocks, name, rate), rate, sample_rate)
+    return _resample_blocks(_mono_blocks(channel_blocks, name, rate), rate, int(sample_rate))
 
 
 def iter_audio_blocks(source: AudioSource, block_seconds: float, hop_seconds: float, sample_rate: int = 16000,
@@ -113,6 +120,28 @@ def iter_audio_blocks(source: AudioSource, block_seconds: float, hop_seconds: fl
     end = offset + len(pending)
     if start == 0 or start + window - hop < end:  # no window yet, or the last one stopped short of the end
         yield start / sample_rate, pending[start - offset:].copy()
+
+
+def as_numpy(array: Any) -> np.ndarray:
+    """A numpy array of an array of any library: a torch tensor is detached and moved to the host first, and
+    floats numpy has no arithmetic for (bfloat16) become float32."""
+    if hasattr(array, "detach"):
+        array = array.detach().cpu()
+        if str(array.dtype) == "torch.bfloat16":
+            array = array.float()
+    array = np.asarray(array)
+    return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+
+
+def _is_array_like(source: Any) -> bool:
+    return not isinstance(source, (np.ndarray, str, bytes, bytearray, memoryview, os.PathLike)) and (
+        hasattr(source, "__array__") or hasattr(source, "__dlpack__"))
+
+
+def _check_rate(name: str, rate: Any) -> None:
+    if isinstance(rate, bool) or not (isinstance(rate, numbers.Integral) or
+                                      (isinstance(rate, float) and rate.is_integer())) or rate < 1:
+        raise ValueError(f"{name} must be a positive whole number of Hz, got {rate!r}")
 
 
 def resample(waveform: np.ndarray, source_rate: int, sample_rate: int) -> np.ndarray:
@@ -154,13 +183,15 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
         opened: Any = os.fspath(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         opened = io.BytesIO(bytes(source))
+    elif isinstance(source, io.TextIOBase):
+        raise TypeError(f"{name}: a file opened in text mode; open audio in binary mode, open(path, 'rb')")
     elif hasattr(source, "read") and not _seekable(source) and _is_pipe(source):
         return _pipe_stream(source.fileno(), name, block_seconds, close=False)
     elif hasattr(source, "read"):
         opened = source if _seekable(source) else io.BytesIO(source.read())
     else:
-        raise TypeError(f"cannot read audio from a {type(source).__name__}: give a path, bytes, a binary file "
-                        "object or a numpy array")
+        raise TypeError(f"cannot read audio from an object of type {type(source).__name__}: give a path, bytes, "
+                        "a binary file object or an array")
     if not isinstance(opened, str) and _remaining_bytes(opened) == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
     try:

@@ -8,10 +8,12 @@ subcommand runs, so `ast-jax --help` is instant and torch is never imported unle
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import signal
 import sys
+import warnings
 
 from ast_jax import _compilation_cache, _host_memory
 
@@ -62,6 +64,17 @@ def _raise_terminated(number, frame):
     raise Terminated
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _show_warning(prefix, default, message, category, filename, lineno, file=None, line=None):
+    """ast-jax's own warnings as one line, "ast-jax convert: warning: ..."; other libraries' as they print them."""
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep) and issubclass(category, UserWarning):
+        print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     """Run one subcommand. As a program (no `argv`, or `program=True`) it first re-runs itself with huge pages
     for XLA's CPU buffers where that helps (ast_jax/_host_memory.py), and keeps compiled functions on disk for
@@ -90,7 +103,9 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     # A subcommand may read arguments argparse cannot express (train's `--config.FIELD=VALUE`).
     args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
     try:
-        return int(module.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, f"ast-jax {name}", warnings.showwarning)
+            return int(module.run(args) or 0)
     except Terminated:
         print("ast-jax: terminated", file=sys.stderr)
         return 143

@@ -411,7 +411,7 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
       also where the source's head has as many.
     labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
       number must match the head's.
-    dtype: compute dtype of the returned model ("float32" or "bfloat16"; parameters stay float32).
+    dtype: compute dtype of the returned model ("float32", "bfloat16" or "float16"; parameters stay float32).
     """
     hints = dict(num_mel_bins=num_mel_bins, max_length=max_length, frequency_stride=frequency_stride,
                  time_stride=time_stride)
@@ -588,6 +588,9 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
             raise ValueError(f"{preprocessor}: {error}") from None
     else:
         features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
+        warnings.warn(f"{folder}: no {HF_PREPROCESSOR}; the features use ASTFeatureExtractor's defaults (AudioSet's "
+                      f"mean {features.mean} and std {features.std}), which are wrong for a model trained on other "
+                      f"data: put the model's {HF_PREPROCESSOR} beside its config.json", stacklevel=2)
     id2label = hf.get("id2label") or {}
     labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(config.num_labels)]
     # transformers records single- or multi-label training in problem_type (its pipeline scores with softmax

@@ -20,6 +20,7 @@ import collections.abc
 import dataclasses
 import glob
 import itertools
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,8 +110,9 @@ class Predictor:
 
     def __init__(self, model: Pretrained, *, batch_size: int | None = None, activation: str | None = None):
         batch_size = default_batch_size() if batch_size is None else batch_size
-        if batch_size < 1:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
         self.model = model
         self.batch_size = batch_size
         self.activation = activation or model.activation
@@ -213,8 +215,8 @@ class Predictor:
 
 def check_top_k(k: int | None) -> int | None:
     """`k` itself when it is None (every label) or positive, else a ValueError."""
-    if k is not None and k < 1:
-        raise ValueError(f"top_k must be positive (or None for every label), got {k}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+        raise ValueError(f"top_k must be a positive integer (or None for every label), got {k!r}")
     return k
 
 
@@ -222,13 +224,6 @@ def _split_rows(keys, batch_outputs):
     host = jax.tree_util.tree_map(np.asarray, batch_outputs)  # waits for the device
     for row, key in enumerate(keys):
         yield key, jax.tree_util.tree_map(lambda a: a[row], host)
-
-
-def _numpy(array: Any) -> np.ndarray:
-    """A numpy view of an array of any library (a torch tensor is detached and moved to the host first)."""
-    if hasattr(array, "detach"):
-        array = array.detach().cpu()
-    return np.asarray(array)
 
 
 class Pipeline:
@@ -242,10 +237,18 @@ class Pipeline:
     Scores are made with the activation the model was trained with, unless `function_to_apply` says otherwise.
     transformers' pipeline uses softmax unless the config's problem_type says multi-label; for the released
     AST checkpoints (trained with BCE, no problem_type) pass function_to_apply="softmax" to get its numbers.
+
+    Constructor: `model` is an ast-jax model folder, an original .pth, a Hugging Face folder, "hf:<repo id>" or
+    a `Pretrained`; `batch_size` the clips per jitted call (default 6 on CPU, 64 on an accelerator; a
+    shorter request uses the next power of two); `activation` "sigmoid", "softmax" or "none" (logits; default:
+    the model's); `dtype` the compute dtype ("bfloat16" for fast accelerator inference; default the model's);
+    `workers` the threads that decode files while the device computes (default 4).
     """
 
     def __init__(self, model: str | os.PathLike | Pretrained, *, batch_size: int | None = None,
                  activation: str | None = None, dtype: str | None = None, workers: int = 4):
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
         self.model = load_model_source(model, dtype)
         self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
         self.workers = workers
@@ -263,16 +266,16 @@ class Pipeline:
         """One input as float32 mono at the model's sample rate, or an AudioError/OSError naming it.
 
         A bare array is taken to be at the model's rate already, as transformers' pipeline takes it."""
-        from ast_jax.audio import AudioError, load_audio
+        from ast_jax.audio import AudioError, as_numpy, load_audio
 
         name = str(source) if isinstance(source, (str, os.PathLike)) else None
         if isinstance(source, dict):
             if "sampling_rate" not in source or not ("array" in source or "raw" in source):
                 raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
             array = source["array"] if source.get("array") is not None else source.get("raw")
-            waveform = load_audio(_numpy(array), self.sample_rate, source_rate=int(source["sampling_rate"]))
-        elif isinstance(source, np.ndarray) or hasattr(source, "__array__"):
-            waveform = load_audio(_numpy(source), self.sample_rate, source_rate=self.sample_rate)
+            waveform = load_audio(as_numpy(array), self.sample_rate, source_rate=source["sampling_rate"])
+        elif isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "__dlpack__"):
+            waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
         elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             waveform = load_audio(source, self.sample_rate)
         else:
@@ -283,6 +286,9 @@ class Pipeline:
         return waveform
 
     def __call__(self, inputs: Any, top_k: int | None = 5, function_to_apply: str | None = None):
+        """`[{"score", "label"}]`, the `top_k` best (every label for None), for one input; a list of those for a
+        list or tuple of inputs; a generator of them for an iterator. `function_to_apply`: "sigmoid",
+        "softmax" or "none" instead of the model's activation."""
         check_top_k(top_k)
         predictor = self.predictor
         if function_to_apply is not None and function_to_apply != predictor.activation:
@@ -309,9 +315,12 @@ class Pipeline:
                       on_error: Callable[[str, Exception], None] | None = None,
                       ) -> Iterator[tuple[str, dict[str, Any]]]:
         """`(path, outputs)` for each readable file, in order, with "samples" (the decoded length) and, when
-        scores are asked for, "labels" (top-k). Files are decoded in background threads; unreadable ones go
-        to `on_error` and are skipped (without `on_error`, the first one raises)."""
+        scores are asked for, "labels" (top-k). `paths` is a list of paths (or one path). Files are decoded in
+        background threads; unreadable ones go to `on_error` and are skipped (without `on_error`, the first one
+        raises)."""
         check_top_k(top_k)
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
 
         def readable():
             for path, waveform, error in decode_in_background(paths, self.load, workers=self.workers):
@@ -371,7 +380,13 @@ class Pipeline:
 
 def pipeline(model: str | os.PathLike | Pretrained, **kwargs: Any) -> Pipeline:
     """An audio-classification `Pipeline` for `model` (an ast-jax folder, .pth, Hugging Face folder, hf:repo,
-    or a `Pretrained`). Keyword arguments: batch_size, activation, dtype, workers."""
+    or a `Pretrained`). Keyword arguments, all optional: batch_size (clips per jitted call; 6 on CPU, 64 on an
+    accelerator), activation ("sigmoid", "softmax", "none"; the model's by default), dtype ("bfloat16" for
+    accelerators), workers (file-decoding threads, 4); see `Pipeline`.
+
+        classify = ast_jax.pipeline("models/sc")
+        classify("yes.wav", top_k=3)  # [{"score": 0.98, "label": "yes"}, ...]
+    """
     return Pipeline(model, **kwargs)
 
 

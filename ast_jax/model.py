@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -58,6 +59,13 @@ class ASTConfig:
     param_dtype: str = "float32"  # storage dtype of parameters
 
     def __post_init__(self):
+        sizes = ("hidden_size", "num_layers", "num_heads", "mlp_ratio", "patch_size", "frequency_stride",
+                 "time_stride", "num_mel_bins", "max_length", "num_labels")
+        not_positive = [f"{name}={getattr(self, name)!r}" for name in sizes
+                        if not (isinstance(getattr(self, name), numbers.Integral)
+                                and not isinstance(getattr(self, name), bool) and getattr(self, name) >= 1)]
+        if not_positive:  # the checks below would fail on these with Python's own errors
+            raise ValueError(f"invalid ASTConfig: sizes must be positive integers, got {', '.join(not_positive)}")
         problems = []
         if self.hidden_size % self.num_heads:
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -65,8 +73,10 @@ class ASTConfig:
             problems.append(
                 f"input {self.max_length} frames x {self.num_mel_bins} mel bins is smaller than one "
                 f"{self.patch_size}x{self.patch_size} patch")
-        if min(self.frequency_stride, self.time_stride, self.num_labels, self.num_layers) < 1:
-            problems.append("strides, num_labels and num_layers must be positive")
+        for field in ("layer_norm_eps", "head_layer_norm_eps"):
+            value = getattr(self, field)
+            if not (isinstance(value, numbers.Real) and 0 < value < float("inf")):
+                problems.append(f"{field} must be a positive number, got {value!r}")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in _DTYPES:
                 problems.append(f"{field} must be one of {sorted(_DTYPES)}, got {getattr(self, field)!r}")
@@ -365,11 +375,12 @@ class AST(nn.Module):
     def __call__(self, spectrogram, *, return_intermediates: bool = False, return_attention: bool = False,
                  return_tokens: bool = True):
         cfg = self.config
-        batch, frames, bins = spectrogram.shape
-        if (frames, bins) != (cfg.max_length, cfg.num_mel_bins):
+        shape = getattr(spectrogram, "shape", None)
+        if shape is None or len(shape) != 3 or tuple(shape[1:]) != (cfg.max_length, cfg.num_mel_bins):
             raise ValueError(
                 f"AST expects input (batch, {cfg.max_length} frames, {cfg.num_mel_bins} mel bins), "
-                f"got {tuple(spectrogram.shape)}")
+                f"got {'a ' + type(spectrogram).__name__ if shape is None else tuple(shape)}")
+        batch = shape[0]
         init = nn.initializers.truncated_normal(0.02)
 
         # Frequency is the image height, time the width: (B, T, F) -> NHWC (B, F, T, 1).

@@ -30,15 +30,26 @@ FORMAT_VERSION = 1
 ACTIVATIONS = ("sigmoid", "softmax")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class Pretrained:
-    """An AST with its parameters, the features it expects and the names of its outputs."""
+    """An AST with its parameters, the features it expects and the names of its outputs.
+
+    config: the architecture (`ASTConfig`); params: the Flax parameter tree; features: the `FeatureConfig`
+    that makes its input from audio; labels: one name per output; activation: "sigmoid" or "softmax", how
+    scores are made from logits (what the model was trained with); source: where it came from.
+
+    `apply` runs eagerly; for speed jit it with the parameters as an argument (not closed over, which would
+    compile them into the program as constants):
+
+        forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x)[0])
+        logits = forward(model.params, input_values)
+    """
 
     config: ASTConfig
     params: Any
     features: FeatureConfig
     labels: list[str]
-    activation: str = "sigmoid"  # how scores are made from logits: what the model was trained with
+    activation: str = "sigmoid"
     source: str = ""
 
     def __post_init__(self):
@@ -61,10 +72,22 @@ class Pretrained:
         return self.model.apply({"params": self.params}, input_values, **kwargs)
 
     def scores(self, logits):
+        """Scores from logits with the model's activation (sigmoid, or softmax over the last axis)."""
         return jax.nn.sigmoid(logits) if self.activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        return save_model(directory, self)
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the model as an ast-jax model folder (see `save_model`); returns its absolute path."""
+        return save_model(directory, self, overwrite=overwrite)
+
+    def __repr__(self) -> str:
+        from ast_jax.model import count_parameters
+
+        cfg = self.config
+        parameters = "no parameters" if self.params is None else f"{count_parameters(self.params):,} parameters"
+        labels = ", ".join(self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
+        return (f"Pretrained({cfg.num_layers} blocks, width {cfg.hidden_size}, {parameters}, {cfg.max_length} frames "
+                f"x {cfg.num_mel_bins} mel bins, {len(self.labels)} labels [{labels}], {self.activation}, "
+                f"dtype {cfg.dtype}, source {self.source!r})")
 
 
 def _default_labels(n: int) -> list[str]:
@@ -83,7 +106,11 @@ def _local_checkpointer():
 
 
 def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bool = False) -> Path:
-    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename)."""
+    """Write `model` as an ast-jax model folder, atomically (temporary sibling, then rename); an existing
+    folder is refused unless `overwrite`. Returns the folder's absolute path."""
+    if not isinstance(model, Pretrained):
+        raise TypeError(f"save_model(directory, model) takes the folder first, then a Pretrained; got a "
+                        f"{type(model).__name__} as the model")
     with staged_directory(directory, overwrite=overwrite) as staging:
         params = jax.tree_util.tree_map(np.asarray, model.params)
         with interrupts_deferred(), _local_checkpointer() as checkpointer:

@@ -200,6 +200,21 @@ def test_num_labels_always_gives_a_new_head(tmp_path, randomize_torch):
                                   fresh.params["block0"]["mlp"]["fc1"]["kernel"])
 
 
+def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_torch, capsys):
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    (tmp_path / "hf" / "preprocessor_config.json").unlink(missing_ok=True)
+    with pytest.warns(UserWarning, match=r"hf: no preprocessor_config.json; the features use ASTFeatureExtractor's "
+                                         r"defaults \(AudioSet's mean -4.2677393"):
+        model = load_pretrained(tmp_path / "hf")
+    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "out")]) == 0
+    assert "ast-jax convert: warning: " in capsys.readouterr().err  # one line, not Python's warning format
+    assert repr(model).startswith("Pretrained(2 blocks, width 64, 126,339 parameters") and len(repr(model)) < 300
+    from ast_jax.pretrained import save_model
+
+    with pytest.raises(TypeError, match=r"takes the folder first"):
+        save_model(model, tmp_path / "reversed")
+
+
 def test_partly_prefixed_state_dict_converts(tmp_path, randomize_torch, spectrogram):
     reference = original_pth(tmp_path / "sc.pth", randomize_torch, prefix="")
     state = reference.state_dict()

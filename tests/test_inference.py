@@ -94,6 +94,12 @@ def test_pipeline_accepts_what_transformers_accepts(classify, tmp_path):
     assert classify([]) == []
     results = classify(item for item in (clip, str(path)))
     assert not isinstance(results, list) and len(list(results)) == 2
+    # bfloat16 samples (jax, torch) are read as float32; predict_files takes one path as well as a list
+    for low in (jnp.asarray(clip, jnp.bfloat16), torch.from_numpy(clip).bfloat16()):
+        expected = classify(np.asarray(jnp.asarray(clip, jnp.bfloat16), np.float32))
+        assert classify(low) == expected
+    [(name, out)] = list(classify.predict_files(str(path)))
+    assert name == str(path) and out["labels"] == classify(str(path))
 
 
 def test_one_compile_per_batch_shape_and_padding_is_harmless(model):
@@ -139,6 +145,19 @@ def test_bad_inputs_are_named(classify):
         classify("missing.wav")
     with pytest.raises(TypeError, match="cannot classify a int"):
         classify(3)
+    clip = waveform(0.3)
+    for bad in (2.5, "3", True, 0):
+        with pytest.raises(ValueError, match=f"top_k must be a positive integer .*got {bad!r}"):
+            classify(clip, top_k=bad)
+    for rate in ("16000", 16000.5, 0):
+        with pytest.raises(ValueError, match=f"source_rate must be a positive whole number of Hz, got {rate!r}"):
+            classify({"array": clip, "sampling_rate": rate})
+    with pytest.raises(TypeError, match="opened in text mode"):
+        classify(open(__file__))
+    with pytest.raises(ValueError, match="batch size must be a positive integer, got 2.5"):
+        pipeline(classify.model, batch_size=2.5)
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        pipeline(classify.model, workers=0)
 
 
 def test_expand_inputs(tmp_path):

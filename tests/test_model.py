@@ -258,3 +258,16 @@ def test_fused_attention_path_agrees(tiny_params, spectrogram, monkeypatch):
 def test_wrong_input_shape_is_refused(tiny_params, spectrogram):
     with pytest.raises(ValueError, match="64 frames, 128 mel bins"):
         AST(TINY).apply({"params": tiny_params}, spectrogram(1, 65))
+    one = spectrogram(1, 64)
+    for bad, described in ((one[0], r"\(64, 128\)"), (one[None], r"\(1, 1, 64, 128\)"), (one.tolist(), "a list")):
+        with pytest.raises(ValueError, match=rf"expects input \(batch, 64 frames, 128 mel bins\), got {described}"):
+            AST(TINY).apply({"params": tiny_params}, bad)
+
+
+@pytest.mark.parametrize("field, value", [("num_heads", 0), ("patch_size", 0), ("hidden_size", -12),
+                                          ("mlp_ratio", 0), ("num_layers", 2.5), ("max_length", "128")])
+def test_bad_sizes_are_one_line_errors(field, value):
+    with pytest.raises(ValueError, match=rf"invalid ASTConfig: sizes must be positive integers, got {field}="):
+        ASTConfig(**{field: value})
+    with pytest.raises(ValueError, match="invalid ASTConfig: layer_norm_eps must be a positive number"):
+        ASTConfig(layer_norm_eps=0.0)
