@@ -392,8 +392,10 @@ def _mono_blocks(blocks: Iterable[np.ndarray], name: str, rate: int) -> Iterator
     for block in blocks:
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
-            first = position + int(np.argmin(finite))
-            raise AudioError(f"{name}: contains NaN or Inf samples (first at {first / rate:.3f} s)")
+            clean = int(np.argmin(finite))
+            if clean:  # what comes before the damage, so that a reader window by window keeps its windows
+                yield block[:clean, 0] if block.shape[1] == 1 else block[:clean].mean(axis=1)
+            raise AudioError(f"{name}: contains NaN or Inf samples (first at {(position + clean) / rate:.3f} s)")
         position += len(block)
         yield block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
 

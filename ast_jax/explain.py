@@ -76,8 +76,9 @@ def plot_explanation(input_values: np.ndarray, maps: dict[str, np.ndarray], path
     figure, axes = plt.subplots(len(maps) + 1, 1, figsize=(max(6.0, min(16.0, frames / 25)), 2.6 * (len(maps) + 1)),
                                 sharex=True, squeeze=False)
     axes = axes[:, 0]
-    axes[0].imshow(spectrogram, origin="lower", aspect="auto", cmap="magma", extent=extent)
+    image = axes[0].imshow(spectrogram, origin="lower", aspect="auto", cmap="magma", extent=extent)
     axes[0].set_title(title or "log-mel spectrogram (normalised)")
+    figure.colorbar(image, ax=axes[0], fraction=0.03)  # as the maps below have: the panels keep one time axis
     for ax, (name, heat) in zip(axes[1:], maps.items()):
         ax.imshow(spectrogram, origin="lower", aspect="auto", cmap="gray", extent=extent)
         shown = ax.imshow(np.asarray(heat)[:, :frames], origin="lower", aspect="auto", cmap="inferno", alpha=0.6,

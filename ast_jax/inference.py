@@ -338,13 +338,19 @@ class Pipeline:
             yield path, out
 
     def check_window(self, window_seconds: float, hop_seconds: float | None = None) -> None:
-        """A ValueError unless windows this long hold one analysis frame and the hop is at least a sample."""
+        """A ValueError unless windows this long hold one analysis frame and fit in the model's input, and the
+        hop is at least a sample."""
         features = self.model.features
         if not (window_seconds > 0 and (hop_seconds is None or hop_seconds > 0)):
             raise ValueError(f"window and hop must be positive, got {window_seconds} s and {hop_seconds} s")
         if not window_seconds * features.sample_rate >= features.frame_length:
             raise ValueError(f"window {window_seconds:g} s is shorter than one {features.frame_length_ms:g} ms "
                              f"analysis frame")
+        span = self.predictor.clip_samples / features.sample_rate
+        if round(window_seconds * features.sample_rate) > self.predictor.clip_samples:
+            raise ValueError(f"window {window_seconds:g} s is longer than the model's input ({span:g} s, "
+                             f"{features.target_length} frames), which would see only its first {span:g} s; "
+                             f"use a window of at most {span:g} s")
         if hop_seconds is not None and not round(hop_seconds * features.sample_rate) >= 1:
             raise ValueError(f"hop {hop_seconds:g} s is shorter than one sample at {features.sample_rate} Hz")
 
@@ -352,7 +358,10 @@ class Pipeline:
                 top_k: int | None = 5) -> list[dict[str, Any]]:
         """Classify a long recording window by window (keyword spotting over a stream).
 
-        Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window.
+        Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window. Windows
+        start every `hop_seconds` (default: the window) up to the first that reaches the end of the recording,
+        which holds what is left (left out if shorter than one 25 ms analysis frame). A window may be at most
+        the model's input long (about 1.3 s for the Speech Commands geometry, 10.2 s for AudioSet's).
         Files are read block by block, so a recording need not fit in memory.
         """
         return list(self.iter_windows(source, window_seconds, hop_seconds, top_k=top_k))
@@ -362,7 +371,7 @@ class Pipeline:
         """`windows`, one window at a time. A path or file object is read as it is classified, a pipe as its
         audio arrives; with `live`, each window's result comes as soon as it is computed (no read-ahead; a
         pipeline of batch size 1 then answers every window without waiting for the next ones)."""
-        from ast_jax.audio import iter_audio_blocks
+        from ast_jax.audio import AudioError, iter_audio_blocks
 
         check_top_k(top_k)
         self.check_window(window_seconds, hop_seconds)
@@ -372,10 +381,27 @@ class Pipeline:
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
         else:
             pieces = iter_audio_blocks(self.load(source), window_seconds, hop_seconds, rate, source_rate=rate)
-        examples = (((int(round(start * rate)), len(piece)), piece) for start, piece in pieces)
-        for (start, length), out in self.predictor.run(examples, ("scores",), read_ahead=not live):
+        damage: list[Exception] = []
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "input")
+
+        def examples():
+            # A problem further into the recording (damage, NaN samples) ends the windows; those before it are
+            # classified and given first, then the problem is raised.
+            try:
+                for start, piece in pieces:
+                    if not len(piece):
+                        raise AudioError(f"{name}: no audio samples")
+                    if start > 0 and len(piece) < self.model.features.frame_length:
+                        continue  # a last window shorter than one analysis frame: nothing to classify
+                    yield (int(round(start * rate)), len(piece)), piece
+            except (OSError, ValueError) as error:
+                damage.append(error)
+
+        for (start, length), out in self.predictor.run(examples(), ("scores",), read_ahead=not live):
             yield {"start": start / rate, "end": (start + length) / rate,
                    "labels": self.predictor.top_k(out["scores"], top_k)}
+        if damage:
+            raise damage[0]
 
 
 def pipeline(model: str | os.PathLike | Pretrained, **kwargs: Any) -> Pipeline:

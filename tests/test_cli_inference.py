@@ -81,12 +81,12 @@ def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
 
 def test_predict_windows(model_dir, capsys, tmp_path):
     path = tmp_path / "long.wav"
-    sf.write(path, waveform(2.2, 3), RATE, subtype="PCM_16")
-    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--window", 1.0, "--hop", 0.5,
+    sf.write(path, waveform(1.1, 3), RATE, subtype="PCM_16")
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--window", 0.4, "--hop", 0.25,
                              "--format", "jsonl", "--top-k", 2, path)
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
-    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.2)]
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 0.4), (0.25, 0.65), (0.5, 0.9), (0.75, 1.1)]
     assert all(len(r["labels"]) == 2 and r["file"] == str(path) for r in rows)
 
 
@@ -97,7 +97,7 @@ def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
     sf.write(tmp_path / "same.wav", audio, RATE, subtype="PCM_16")
     stream = as_recorded((tmp_path / "same.wav").read_bytes())
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}
-    command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--window", "0.5", "--hop",
+    command = [sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--window", "0.4", "--hop",
                "0.25", "--format", "jsonl", "--top-k", "2", "-"]
     with subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as process:
@@ -107,13 +107,13 @@ def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
         ready, _, _ = select.select([process.stdout], [], [], 120)
         assert ready, "no row while the stream is open"
         first = json.loads(process.stdout.readline())
-        assert first["file"] == "-" and (first["start"], first["end"]) == (0.0, 0.5)
+        assert first["file"] == "-" and (first["start"], first["end"]) == (0.0, 0.4)
         process.stdin.write(stream[first_second:])
         process.stdin.close()
         rest, err = process.stdout.read(), process.stderr.read()
         assert process.wait(timeout=120) == 0, err
     rows = [first] + [json.loads(line) for line in rest.splitlines()]
-    expected = pipeline(model_dir).windows(str(tmp_path / "same.wav"), 0.5, 0.25, top_k=2)
+    expected = pipeline(model_dir).windows(str(tmp_path / "same.wav"), 0.4, 0.25, top_k=2)
     assert [(r["start"], r["end"]) for r in rows] == [(w["start"], w["end"]) for w in expected]
     for row, window in zip(rows, expected):
         assert [i["label"] for i in row["labels"]] == [i["label"] for i in window["labels"]]
@@ -224,7 +224,7 @@ def test_top_k_and_hop_must_be_positive_in_python(model_dir):
     with pytest.raises(ValueError, match="activation must be one of softmax, sigmoid, none"):
         classify(audio, function_to_apply="relu")
     assert len(classify(audio, top_k=100)) == len(LABELS) == len(classify(audio, top_k=None))
-    with pytest.raises(ValueError, match="top_k must be positive"):
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
         classify(audio, top_k=0)
     with pytest.raises(ValueError, match="must be positive"):
         classify.windows(audio, 0.5, 0.0)
@@ -421,6 +421,11 @@ def test_outputs_through_links_windows_and_names_the_outputs_cannot_hold(model_d
     assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "kept.csv").read_text().count("\n") == 4
     code, out, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "--window", "0.001")
     assert code == 1 and out == "" and err == "ast-jax predict: error: window 0.001 s is shorter than one 25 ms analysis frame\n"
+    up = clips / "up" / "up1.wav"
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, up, "-o", up)
+    assert code == 1 and err == f"ast-jax predict: error: {up}: is one of the inputs; the results would overwrite it\n"
+    code, out, err = run_cli(capsys, "explain", "--model", model_dir, up, up, "-o", tmp_path / "maps")
+    assert code == 0 and sorted(os.listdir(tmp_path / "maps")) == ["up1.wav.png"]
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "one\ntwo.wav").write_bytes((clips / "up" / "up1.wav").read_bytes())
     code, _, err = run_cli(capsys, "embed", "--model", model_dir, tmp_path / "odd", "-o", tmp_path / "e.npy")

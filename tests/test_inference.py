@@ -114,11 +114,11 @@ def test_one_compile_per_batch_shape_and_padding_is_harmless(model):
 
 
 def test_windows_cover_the_recording_and_equal_the_cut_windows(classify, tmp_path):
-    recording = waveform(3.3, 7, frequency=300.0)
-    recording[RATE:2 * RATE] = waveform(1.0, 8, frequency=1200.0)
-    windows = classify.windows(recording, 1.0, 0.5, top_k=3)
+    recording = waveform(1.3, 7, frequency=300.0)  # windows of 0.4 s: the tiny model's input is 0.495 s
+    recording[RATE // 2:RATE] = waveform(0.5, 8, frequency=1200.0)
+    windows = classify.windows(recording, 0.4, 0.2, top_k=3)
     assert [(w["start"], w["end"]) for w in windows] == [
-        (0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5), (2.0, 3.0), (2.5, 3.3)]
+        (0.0, 0.4), (0.2, 0.6), (0.4, 0.8), (0.6, 1.0), (0.8, 1.2), (1.0, 1.3)]
     for w in windows:
         alone = classify(recording[int(w["start"] * RATE):int(w["end"] * RATE)], top_k=3)
         assert [i["label"] for i in w["labels"]] == [i["label"] for i in alone]
@@ -126,12 +126,32 @@ def test_windows_cover_the_recording_and_equal_the_cut_windows(classify, tmp_pat
     # a file is read block by block and gives the same windows
     path = tmp_path / "long.wav"
     sf.write(path, recording, RATE, subtype="FLOAT")
-    from_file = classify.windows(str(path), 1.0, 0.5, top_k=3)
+    from_file = classify.windows(str(path), 0.4, 0.2, top_k=3)
     assert [(w["start"], w["end"]) for w in from_file] == [(w["start"], w["end"]) for w in windows]
     for a, b in zip(from_file, windows):
         np.testing.assert_allclose([i["score"] for i in a["labels"]], [i["score"] for i in b["labels"]], atol=1e-5)
     # a recording shorter than one window is one window
-    assert [(w["start"], w["end"]) for w in classify.windows(recording[:4000], 1.0)] == [(0.0, 0.25)]
+    assert [(w["start"], w["end"]) for w in classify.windows(recording[:4000], 0.4)] == [(0.0, 0.25)]
+    # a last window shorter than one 25 ms frame (here 1 sample) has nothing to classify and is left out
+    assert [(w["start"], w["end"]) for w in classify.windows(recording[:12801], 0.4)] == [(0.0, 0.4), (0.4, 0.8)]
+
+
+def test_windows_longer_than_the_input_empty_and_damaged_recordings(classify, tmp_path):
+    with pytest.raises(ValueError, match=r"window 1 s is longer than the model's input \(0.495 s, 48 frames\)"):
+        classify.windows(waveform(2.0), 1.0)
+    assert len(classify.windows(waveform(2.0), 0.495)) == 4  # exactly the input; the 20 ms tail is left out
+    sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), RATE)
+    with pytest.raises(ValueError, match="zero.wav: no audio samples"):
+        classify.windows(str(tmp_path / "zero.wav"), 0.4)
+    # NaN at 3.0 s of a 5 s file: the windows before it are all given, then the error
+    recording = waveform(5.0, 3)
+    recording[3 * RATE] = np.nan
+    sf.write(tmp_path / "nan.wav", recording, RATE, subtype="FLOAT")
+    given = []
+    with pytest.raises(ValueError, match=r"nan.wav: contains NaN or Inf samples \(first at 3.000 s\)"):
+        for window in classify.iter_windows(str(tmp_path / "nan.wav"), 0.25, 0.25):
+            given.append(window["end"])
+    assert given == [0.25 * (k + 1) for k in range(12)]
 
 
 def test_bad_inputs_are_named(classify):

@@ -51,6 +51,15 @@ def check_output_file(path: str | None) -> None:
     _check_writable(path, os.path.dirname(os.path.realpath(path)))
 
 
+def check_not_an_input(output: str | None, inputs: list) -> None:
+    """A ValueError when the output file is one of the input files (the results would overwrite it)."""
+    if output is None or not os.path.isfile(output):
+        return
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)) and os.path.isfile(item) and os.path.samefile(output, item):
+            raise ValueError(f"{output}: is one of the inputs; the results would overwrite it")
+
+
 def check_output_folder(path: str | None) -> None:
     """Before any work: a ValueError naming `path` when it exists and is not a folder, or cannot be written."""
     if path is None:

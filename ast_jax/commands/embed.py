@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ast_jax.commands import check_output_file
+from ast_jax.commands import check_not_an_input, check_output_file
 from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
     check_output_file(args.output)
     files, unmatched = expand_inputs(args.inputs)
+    check_not_an_input(args.output, files)
     if args.output.endswith(".npy"):
         lined = next((name for name in files if "\n" in name or "\r" in name), None)
         if lined is not None:  # the list beside a .npy has one name per line

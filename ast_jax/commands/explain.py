@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ast_jax.commands import check_output_file, check_output_folder
+from ast_jax.commands import check_not_an_input, check_output_file, check_output_folder
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
@@ -47,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline
 
     files, unmatched = expand_inputs(args.inputs)
+    # One PNG per file: a file named twice (or by overlapping globs) is drawn once.
+    unique: dict[str, str] = {}
+    for name in files:
+        unique.setdefault(os.path.realpath(name), name)
+    files = list(unique.values())
+    check_not_an_input(args.output, files)
     failures = Failures("explain", unmatched)
     one_png = args.output.lower().endswith(".png") and not os.path.isdir(args.output)
     if one_png and len(files) > 1:
