@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import numbers
 from typing import Any, Iterable, Iterator, Mapping
 
 import jax
@@ -75,6 +76,29 @@ class FeatureConfig:
     mean: float = DATASET_STATS["audioset"][0]
     std: float = DATASET_STATS["audioset"][1]
     do_normalize: bool = True
+
+    def __post_init__(self):
+        def whole(value):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+        def number(value):
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}"
+                    for name in ("sample_rate", "num_mel_bins", "target_length") if not whole(getattr(self, name))]
+        for name in ("frame_length_ms", "frame_shift_ms", "std", "log_floor"):
+            if not (number(getattr(self, name)) and getattr(self, name) > 0):
+                problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for name in ("low_freq", "high_freq", "preemphasis", "mean"):
+            if not number(getattr(self, name)):
+                problems.append(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.window not in WINDOWS:
+            problems.append(f"window must be one of Kaldi's {', '.join(WINDOWS)}, got {self.window!r}")
+        if not problems and not (self.frame_length >= 1 and self.frame_shift >= 1):
+            problems.append(f"frames of {self.frame_length_ms:g} ms every {self.frame_shift_ms:g} ms are shorter "
+                            f"than a sample at {self.sample_rate} Hz")
+        if problems:
+            raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> "FeatureConfig":

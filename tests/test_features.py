@@ -271,8 +271,14 @@ def test_non_finite_samples_give_non_finite_features():
 def test_bad_inputs_and_settings_raise():
     with pytest.raises(TypeError, match="float waveforms"):
         fbank(np.zeros((1, RATE), np.int16), SC)
-    with pytest.raises(ValueError, match="unknown window"):
+    with pytest.raises(ValueError, match="invalid FeatureConfig: window must be one of Kaldi's hanning, hamming"):
         fbank(np.zeros((1, RATE), np.float32), SC.replace(window="kaiser"))
+    for field, value, problem in (("std", 0.0, "std must be a positive number"),
+                                  ("sample_rate", 0, "sample_rate must be a positive integer"),
+                                  ("mean", float("nan"), "mean must be a finite number"),
+                                  ("frame_shift_ms", 0.01, "frames of 25 ms every 0.01 ms are shorter than a sample at 16000 Hz")):
+        with pytest.raises(ValueError, match=f"invalid FeatureConfig: {problem}"):
+            SC.replace(**{field: value})
     with pytest.raises(ValueError, match="high_freq"):
         fbank(np.zeros((1, RATE), np.float32), SC.replace(high_freq=9000))
     with pytest.raises(ValueError, match="spectrum_dtype"):
