@@ -99,6 +99,10 @@ class FeatureConfig:
                             f"than a sample at {self.sample_rate} Hz")
         if problems:
             raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
+        casts = {"int": int, "float": float, "bool": bool}
+        for field in dataclasses.fields(self):  # numpy scalars as Python ones: the config is written as JSON
+            if field.type in casts:
+                object.__setattr__(self, field.name, casts[field.type](getattr(self, field.name)))
 
     @classmethod
     def for_dataset(cls, dataset: str, **overrides: Any) -> "FeatureConfig":

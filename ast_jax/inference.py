@@ -279,8 +279,8 @@ class Pipeline:
         elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             waveform = load_audio(source, self.sample_rate)
         else:
-            raise TypeError(f"cannot classify a {type(source).__name__}: give a path, bytes, a binary file "
-                            "object, an array or a dict")
+            raise TypeError(f"cannot classify an object of type {type(source).__name__}: give a path, bytes, a "
+                            "binary file object, an array or a dict")
         if not len(waveform):
             raise AudioError(f"{name or 'input'}: no audio samples")
         return waveform
@@ -377,8 +377,11 @@ class Pipeline:
         self.check_window(window_seconds, hop_seconds)
         rate = self.sample_rate
         hop_seconds = window_seconds if hop_seconds is None else hop_seconds
-        if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
+        if isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
+        elif isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "__dlpack__"):
+            # an array at the model's rate, read as a stream is: NaN samples end the windows where they start
+            pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate, source_rate=rate)
         else:
             pieces = iter_audio_blocks(self.load(source), window_seconds, hop_seconds, rate, source_rate=rate)
         damage: list[Exception] = []

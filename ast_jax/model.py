@@ -66,6 +66,8 @@ class ASTConfig:
                                 and not isinstance(getattr(self, name), bool) and getattr(self, name) >= 1)]
         if not_positive:  # the checks below would fail on these with Python's own errors
             raise ValueError(f"invalid ASTConfig: sizes must be positive integers, got {', '.join(not_positive)}")
+        for name in sizes:  # numpy integers as Python ones: the config is written as JSON
+            object.__setattr__(self, name, int(getattr(self, name)))
         problems = []
         if self.hidden_size % self.num_heads:
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")

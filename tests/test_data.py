@@ -403,3 +403,9 @@ def test_hash_split_keeps_each_speaker_on_one_side(tmp_path):
     for speaker in range(20):
         assert len({where[f"clip{n}.wav"] for n in range(4 * speaker, 4 * speaker + 4)}) == 1
     assert len({where[f"solo{n}.wav"] for n in range(40)}) == 3  # no group: each clip on its own
+    # a group given on some rows only: a blank row's file-name speaker is the same group
+    rows = [f"x/{s}_nohash_{n},a,{s if n == 0 else ''}" for s in speakers for n in range(2)]
+    manifest.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    _, splits, _ = _build(manifest_entries(manifest), str(manifest), None, 0.25, 0.25)
+    where = {Path(clip.path).name: split for split, files in splits.items() for clip in files.clips}
+    assert all(where[f"{s}_nohash_0"] == where[f"{s}_nohash_1"] for s in speakers)

@@ -152,6 +152,11 @@ def test_windows_longer_than_the_input_empty_and_damaged_recordings(classify, tm
         for window in classify.iter_windows(str(tmp_path / "nan.wav"), 0.25, 0.25):
             given.append(window["end"])
     assert given == [0.25 * (k + 1) for k in range(12)]
+    given = []
+    with pytest.raises(ValueError, match=r"array: contains NaN or Inf samples \(first at 3.000 s\)"):
+        for window in classify.iter_windows(recording, 0.25, 0.25):  # an array, likewise
+            given.append(window["end"])
+    assert given == [0.25 * (k + 1) for k in range(12)]
 
 
 def test_bad_inputs_are_named(classify):
@@ -163,7 +168,7 @@ def test_bad_inputs_are_named(classify):
         classify({"array": np.zeros(0, np.float32), "sampling_rate": RATE})
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         classify("missing.wav")
-    with pytest.raises(TypeError, match="cannot classify a int"):
+    with pytest.raises(TypeError, match="cannot classify an object of type int"):
         classify(3)
     clip = waveform(0.3)
     for bad in (2.5, "3", True, 0):

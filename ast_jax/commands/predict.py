@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify each file window by window, windows this long (at most the model's "
-                             "input: about 1.3 s for Speech Commands models, 10.2 s for AudioSet's); the last window "
-                             "holds what is left, if at least one 25 ms frame")
+                             "input: 1.295 s for the released Speech Commands geometry, 10.255 s for AudioSet's); the "
+                             "last window holds what is left, if at least one 25 ms frame")
     parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                         help="step between windows (default: the window length)")
 

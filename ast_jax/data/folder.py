@@ -37,10 +37,12 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
 
 
 def _group_key(path: str) -> str:
-    """The hash key of a clip without a group column: the speaker of a `<speaker>_nohash_<n>` file name, or the
-    path itself (already spelled one way by the caller)."""
+    """The hash key of a clip without a group value: the speaker of a `<speaker>_nohash_<n>` file name, keyed
+    as a group column's value would be (so a manifest may give the group on some rows only), or the path itself
+    (already spelled one way by the caller)."""
     name = path.rsplit("/", 1)[-1]
-    return "speaker:" + name.split("_nohash_", 1)[0] if "_nohash_" in name else path
+    speaker = name.split("_nohash_", 1)[0] if "_nohash_" in name else ""
+    return "group:" + speaker if speaker else path
 
 
 def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, labels: Sequence[str] | None,

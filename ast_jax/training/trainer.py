@@ -22,6 +22,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -316,10 +317,12 @@ def load_initial_model(config, model_config: ASTConfig, labels: list[str]):
     from ast_jax.convert import load_pretrained
 
     init = config.init
-    pretrained = load_pretrained(
-        init.source, max_length=model_config.max_length, num_mel_bins=model_config.num_mel_bins,
-        frequency_stride=model_config.frequency_stride, time_stride=model_config.time_stride,
-        num_labels=None if init.keep_head else len(labels), seed=config.seed)
+    with warnings.catch_warnings():  # the run computes features its own way: the source's do not matter
+        warnings.filterwarnings("ignore", message=".*no preprocessor_config.json")
+        pretrained = load_pretrained(
+            init.source, max_length=model_config.max_length, num_mel_bins=model_config.num_mel_bins,
+            frequency_stride=model_config.frequency_stride, time_stride=model_config.time_stride,
+            num_labels=None if init.keep_head else len(labels), seed=config.seed)
     if init.keep_head and list(pretrained.labels) != list(labels):
         raise ValueError(f"{init.source}: its {len(pretrained.labels)} labels are not the data set's "
                          f"{len(labels)} labels; set init.keep_head=False to train a new head")
