@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
+    if not 1 <= args.batch_size <= args.clips or args.seconds <= 0:
+        parser.error(f"need 1 <= --batch-size <= --clips and --seconds > 0 (got batch {args.batch_size}, "
+                     f"{args.clips} clips, {args.seconds} s): an epoch keeps only whole batches")
 
     work = Path(tempfile.mkdtemp(prefix="ast_jax_bench_"))
     try:

@@ -18,7 +18,11 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads (cores) for both frameworks")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per framework and batch")
-    return parser.parse_args()
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    if not 1 <= args.threads <= cores:  # more would give torch threads that XLA, pinned to the cores, cannot have
+        parser.error(f"--threads must be between 1 and the {cores} cores this process may use, got {args.threads}")
+    return args
 
 
 args = parse_args()

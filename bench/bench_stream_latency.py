@@ -68,22 +68,26 @@ def main() -> int:
         header, samples = recorder_stream(args.seconds)
         command = [sys.executable, "-m", "ast_jax", "predict", "--model", str(model), "--window", str(args.window),
                    "--hop", str(args.hop), "--format", "jsonl", "-"]
+        errors = open(Path(folder) / "predict.stderr", "w+")
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env={**os.environ, "AST_JAX_COMPILATION_CACHE": "off"})
+                                   stderr=errors, env={**os.environ, "AST_JAX_COMPILATION_CACHE": "off"})
         written = {}  # seconds of audio written -> when
 
         def play():
-            process.stdin.write(header)
-            process.stdin.flush()
-            start = time.perf_counter()
-            step = int(PIECE * RATE) * 2
-            for begin in range(0, len(samples), step):
-                end = begin + step
-                time.sleep(max(0.0, start + end / 2 / RATE - time.perf_counter()))  # recorded by then
-                written[round(min(end, len(samples)) / 2 / RATE, 6)] = time.perf_counter()
-                process.stdin.write(samples[begin:end])
+            try:
+                process.stdin.write(header)
                 process.stdin.flush()
-            process.stdin.close()
+                start = time.perf_counter()
+                step = int(PIECE * RATE) * 2
+                for begin in range(0, len(samples), step):
+                    end = begin + step
+                    time.sleep(max(0.0, start + end / 2 / RATE - time.perf_counter()))  # recorded by then
+                    written[round(min(end, len(samples)) / 2 / RATE, 6)] = time.perf_counter()
+                    process.stdin.write(samples[begin:end])
+                    process.stdin.flush()
+                process.stdin.close()
+            except BrokenPipeError:  # predict stopped early: its exit status and message are reported below
+                pass
 
         player = threading.Thread(target=play)
         player.start()
@@ -96,7 +100,10 @@ def main() -> int:
             delays.append(arrived - when)
         player.join()
         if process.wait() != 0:
-            raise SystemExit(f"ast-jax predict failed (exit status {process.returncode})")
+            errors.seek(0)
+            last = (errors.read().strip().splitlines() or ["no message"])[-1]
+            raise SystemExit(f"ast-jax predict failed (exit status {process.returncode}): {last}")
+        errors.close()
 
     delays = np.array(delays) * 1e3
     steady = delays[len(delays) // 2:]  # the first window's compilation caught up
