@@ -13,6 +13,7 @@ import os
 import select
 import subprocess
 import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -290,9 +291,29 @@ def test_evaluate_reports_each_unreadable_clip_once(model_dir, clips, capsys, ca
     shutil.copytree(clips, data)
     (data / "up" / "broken.wav").write_text("not audio")
     code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", data)
-    assert code == 1 and "12 examples" in out
+    assert code == 1 and f"{data} [all clips]: 12 examples" in out
     assert err.count("broken.wav") == 1 and f"{data / 'up' / 'broken.wav'}: not an audio file" in err, err
     assert not [r for r in caplog.records if r.name == "ast_jax.data" and r.levelno >= 30]
+    assert not (tmp_path / "cache").exists()  # decoded into a temporary folder, not left in the cache
+
+
+def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--split", "test")
+    assert code == 1 and out == "" and err == (
+        f"ast-jax evaluate: error: {clips}: has no split folders, so it is scored whole; leave out --split, or "
+        f"give the training run's WORKDIR/config.json as --data to score the split it held out\n")
+    from ast_jax.training.config_io import add_source_fields, load_config, save_config
+
+    (tmp_path / "run").mkdir()
+    config = tmp_path / "run" / "config.json"  # a run's saved config whose data folder was given relative
+    saved = add_source_fields(load_config(str(Path(__file__).parents[1] / "configs" / "smoke.py")),
+                              ["data.source=folder"])
+    saved.data.update(source="folder", data_dir="clips-elsewhere")
+    save_config(saved, config)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", config, "--split", "test")
+    assert code == 1 and "data_dir 'clips-elsewhere' is relative and not found from the current folder" in err, err
 
 
 def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monkeypatch):

@@ -83,7 +83,10 @@ def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
     splits = {(r["model"].split(" ")[0], r["split"]) for r in results["results"]}
     assert {("final", "validation"), ("best", "validation"), ("best", "test")} <= splits
     assert 1 <= results["best_epoch"] <= EPOCHS
-    assert "best (epoch" in (reference / "stdout.txt").read_text()  # the results table
+    printed = (reference / "stdout.txt").read_text()
+    assert "best (epoch" in printed  # the results table
+    # without a progress bar the log lines are printed: each logged step and each validation
+    assert printed.count("learning rate") == 8 * EPOCHS and printed.count("): validation ") == EPOCHS
     assert json.loads((reference / "config.json").read_text())["log_every_steps"] == 1
     assert any((reference / "tensorboard").iterdir())
 

@@ -4,11 +4,12 @@ matrix PNG and a CSV of the misclassified files.
 SOURCE is any source of the data layer (ast_jax.data):
   FOLDER                    <root>/<label>/*.wav (a folder without train/validation/test folders is scored whole);
                             a raw Speech Commands v0.02 folder (with testing_list.txt) gives its test split
-  FILE.csv                  a manifest with columns path,label[,split]
+  FILE.csv                  a manifest with columns path,label[,split][,group] (scored whole without a split column)
   demo                      the Speech Commands demo set shipped with the project
   tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
   CONFIG.py[:arg]           the data section of a training config, or of a run's WORKDIR/config.json (the split
-                            the run held out, e.g. --split test of a folder it split by hash)
+                            the run held out, e.g. --split test of a folder it split by hash; relative paths in
+                            it are read from the current folder)
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
 Accuracy takes the model's best label (right when it is the clip's label, or one of them for multi-label data);
 per-class precision and recall take the best label too for single-label data, and every label scoring at least
@@ -17,7 +18,9 @@ code and `ast-jax train` do, so they equal the training log's figures.
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
-Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv.
+Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder or CSV
+given directly is decoded into a temporary folder that is removed at the end (a training config's data keeps its
+prepared copies in its cache_dir, as training does).
 
 example:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
@@ -27,8 +30,11 @@ example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ast_jax.commands import check_output_folder, positive_float
@@ -38,7 +44,8 @@ from ast_jax.commands.predict import add_model_arguments, progress
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, workers=False)  # the data layer reads the clips
     parser.add_argument("--data", required=True, metavar="SOURCE", help="data set to score (see above)")
-    parser.add_argument("--split", default="test", help="split to score (default test)")
+    parser.add_argument("--split", default=None,
+                        help="split to score (default test; a folder or CSV without splits is scored whole)")
     parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
     parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
                         help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
@@ -50,17 +57,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how scores are made from logits (default: what the model was trained with)")
 
 
+def is_config_file(source: str) -> bool:
+    return source.endswith((".py", ".json")) or ".py:" in source
+
+
+def without_splits(source: str) -> bool:
+    """Whether `source` is a folder without split folders or a CSV manifest without a split column: data that
+    evaluate scores whole."""
+    import csv
+
+    path = Path(source)
+    if path.is_dir():
+        speech_commands = (path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()
+        return not speech_commands and not any((path / split).is_dir() for split in ("train", "validation", "test"))
+    if path.suffix.lower() == ".csv" and path.is_file():
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), [])
+        except (UnicodeDecodeError, csv.Error):
+            return False  # the data layer names the problem
+        return "split" not in {name.strip().lower() for name in header}
+    return False
+
+
 def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data_dir: str | None):
     """The data layer's ConfigDict for SOURCE (see the module docstring)."""
     import ml_collections
 
     path = Path(source)
-    if source.endswith((".py", ".json")) or ".py:" in source:
+    if is_config_file(source):
         from ast_jax.training.config_io import load_config
 
         config = load_config(source).data
         if "clip_seconds" not in config:
             config.clip_seconds = clip_seconds
+        data_dir = config.get("data_dir")
+        if data_dir and not os.path.isabs(data_dir) and not os.path.exists(data_dir):
+            raise FileNotFoundError(f"{source}: data_dir {data_dir!r} is relative and not found from the current "
+                                    f"folder ({os.getcwd()}); run evaluate from where the training ran, or give an "
+                                    f"absolute path with --data FOLDER")
         return config
     values = {"clip_seconds": clip_seconds, "sample_rate": 16000}
     if source == "demo":
@@ -121,12 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    import jax
-    import numpy as np
-
     from ast_jax.data import build_source
-    from ast_jax._atomic import write_atomically
-    from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
     from ast_jax.inference import Predictor, load_model_source
 
     check_output_folder(args.output_dir)
@@ -134,22 +164,43 @@ def evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0
     num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
-    source = build_source(data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
-                                      tfds_data_dir=args.tfds_data_dir))
+    config = data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
+                         tfds_data_dir=args.tfds_data_dir)
+    whole = without_splits(args.data)
+    if whole and args.split is not None:
+        raise ValueError(f"{args.data}: has no split {'column' if args.data.lower().endswith('.csv') else 'folders'}"
+                         f", so it is scored whole; leave out --split, or give the training run's "
+                         f"WORKDIR/config.json as --data to score the split it held out")
+    split = args.split or "test"  # data scored whole is all in its test split
+    with contextlib.ExitStack() as scratch:
+        if config.source in ("folder", "manifest") and not is_config_file(args.data):
+            # Decoded once for this run: the prepared copy goes to a temporary folder, not the shared cache.
+            config.cache_dir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="ast-jax-evaluate-"))
+        return score(args, model, predictor, build_source(config), split, "all clips" if whole else split)
+
+
+def score(args: argparse.Namespace, model, predictor, source, split: str, shown_split: str) -> int:
+    """Score `model` on `split` of `source`, print the report and write the output files; the exit status."""
+    import jax
+    import numpy as np
+
+    from ast_jax._atomic import write_atomically
+    from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
+
     label_indices = map_labels(source.labels, model.labels, parse_label_map(args.label_map))
 
-    names, skipped = example_names(source, args.split)
+    names, skipped = example_names(source, split)
     for clip, problem in skipped:
         print(problem if problem.startswith(clip) else f"{clip}: {problem}", file=sys.stderr)
-    total = source.num_examples(args.split)
+    total = source.num_examples(split)
     if total == 0:
-        raise ValueError(f"{args.data}: split {args.split!r} has no examples")
+        raise ValueError(f"{args.data}: split {split!r} has no examples")
     scores = np.zeros((total, len(model.labels)), np.float32)
     logits = np.zeros_like(scores)
     targets = np.zeros((total, source.num_classes), np.float32)
 
     def examples():
-        for batch in source.batches(args.split, batch_size=predictor.batch_size):
+        for batch in source.batches(split, batch_size=predictor.batch_size):
             for row in np.flatnonzero(batch["valid"]):
                 index = int(batch["index"][row])
                 targets[index] = batch["targets"][row]
@@ -166,7 +217,7 @@ def evaluate(args: argparse.Namespace) -> int:
     report = result.report()
     per_class = report["per_class"]
     shown = lambda value, width=0: "n/a".rjust(width) if value is None else f"{value:{width}.4f}"
-    print(f"{args.data} [{args.split}]: {report['examples']} examples  accuracy {shown(report['accuracy'])}  "
+    print(f"{args.data} [{shown_split}]: {report['examples']} examples  accuracy {shown(report['accuracy'])}  "
           f"mAP {shown(report['mAP'])}  mAUC {shown(report['mAUC'])}")
     width = max(len(row["label"]) for row in per_class)
     print(f"{'label'.ljust(width)}  precision  recall  support")

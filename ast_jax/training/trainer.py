@@ -293,7 +293,10 @@ def check_config(config, source: DataSource) -> None:
             problems.append(f"{role}: {error}")
             continue
         if count == 0:
-            problems.append(f"the {split!r} split of {source_name(config)} has no usable clips")
+            hashed = config.data.source in ("folder", "manifest")
+            problems.append(f"the {split!r} split of {source_name(config)} has no usable clips" + (
+                " (none found, none readable, or, split by hash, no speaker or group fell into it: more speakers "
+                "or a larger data.validation_fraction / data.test_fraction help)" if hashed else ""))
     if config.loss not in LOSSES:
         problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
     if config.best_metric not in BEST_METRICS:
@@ -606,9 +609,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         if meta["best"] is None or result[config.best_metric] > meta["best"]:
             meta.update(best=result[config.best_metric], best_step=step, best_epoch=epoch)
             export(state["params"], "best", f"best validation {config.best_metric} at step {step}")
-        if progress is not None:
-            progress.write(f"step {step} (epoch {epoch}): validation " + ", ".join(
-                f"{k} {v:.4f}" for k, v in result.items() if k in ("loss", *BEST_METRICS)))
+        say(f"step {step} (epoch {epoch}): validation " + ", ".join(
+            f"{k} {v:.4f}" for k, v in result.items() if k in ("loss", *BEST_METRICS)))
 
     # ------------------------------------------------------------------------------------------------ loop
     # SIGTERM (a scheduler's preemption) and a first Ctrl-C stop the run after the current step with a checkpoint;
@@ -620,6 +622,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         from tqdm import tqdm
 
         progress = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, desc="train")
+
+    def say(line: str) -> None:
+        """A line of the training log on the main process: above the progress bar, or printed without one."""
+        if progress is not None:
+            progress.write(line)
+        elif is_main:
+            print(line, flush=True)
     pending: list[tuple[int, dict]] = []
     interval_start, interval_steps = time.perf_counter(), 0
 
@@ -646,6 +655,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         writer.write(fetched[-1][0], "train", summary)
         if progress is not None:
             progress.set_postfix(loss=f"{summary['loss']:.4f}", lr=f"{summary['learning_rate']:.3g}")
+        else:  # logs of runs without a bar (batch jobs) still show the training going
+            say(f"step {fetched[-1][0]}/{total_steps}: loss {summary['loss']:.4f}, learning rate "
+                f"{summary['learning_rate']:.3g}, {summary['clips_per_second']:.1f} clips/s")
         interval_start, interval_steps = time.perf_counter(), 0
 
     def stop_requested() -> bool:
