@@ -294,7 +294,7 @@ def test_evaluate_reports_each_unreadable_clip_once(model_dir, clips, capsys, ca
     assert code == 1 and f"{data} [all clips]: 12 examples" in out
     assert err.count("broken.wav") == 1 and f"{data / 'up' / 'broken.wav'}: not an audio file" in err, err
     assert not [r for r in caplog.records if r.name == "ast_jax.data" and r.levelno >= 30]
-    assert not (tmp_path / "cache").exists()  # decoded into a temporary folder, not left in the cache
+    assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
 
 
 def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_path, monkeypatch):

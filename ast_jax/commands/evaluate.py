@@ -19,8 +19,8 @@ Clips longer than --clip-seconds are cut (default: the model's input length, 1.2
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
 Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder or CSV
-given directly is decoded into a temporary folder that is removed at the end (a training config's data keeps its
-prepared copies in its cache_dir, as training does).
+given directly is decoded into a temporary folder in the prepared-copy cache, removed at the end (a training
+config's data keeps its prepared copies in its cache_dir, as training does).
 
 example:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
@@ -174,8 +174,13 @@ def evaluate(args: argparse.Namespace) -> int:
     split = args.split or "test"  # data scored whole is all in its test split
     with contextlib.ExitStack() as scratch:
         if config.source in ("folder", "manifest") and not is_config_file(args.data):
-            # Decoded once for this run: the prepared copy goes to a temporary folder, not the shared cache.
-            config.cache_dir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="ast-jax-evaluate-"))
+            # Decoded once for this run: the prepared copy goes to a temporary folder beside the shared cache (on
+            # the same disk, which may hold more than /tmp), removed at the end.
+            from ast_jax.data.files import default_cache_dir
+
+            parent = default_cache_dir()
+            parent.mkdir(parents=True, exist_ok=True)
+            config.cache_dir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="evaluate-", dir=parent))
         return score(args, model, predictor, build_source(config), split, "all clips" if whole else split)
 
 
