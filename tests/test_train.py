@@ -379,3 +379,19 @@ def test_bfloat16_compute_keeps_float32_parameters():
         assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state["params"])} == {jnp.dtype("float32")}
         losses[dtype] = float(metrics["loss"])
     assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=2e-2)
+
+
+def test_ast_base_from_random_weights_warns(tmp_path, capsys, monkeypatch):
+    """A recipe-sized model without config.init.source trains from scratch: the run says so in one line."""
+    import ast_jax.training.trainer as trainer
+
+    def stop(*args, **kwargs):
+        raise OSError("stopped after the start-up checks")
+
+    monkeypatch.setattr(trainer, "save_config", stop)
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "run"), *QUIET,
+                     "--config.model.num_layers=12", "--config.model.model_size=base384"])
+    err = capsys.readouterr().err
+    assert code == 1 and "stopped after the start-up checks" in err
+    assert ("ast-jax train: warning: a 12-layer, 768-wide AST starts from random weights (config.init.source is "
+            "empty)") in err and err.count("\n") == 2, err

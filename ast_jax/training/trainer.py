@@ -509,6 +509,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     initial_params = None
     if config.init.source:
         model_config, initial_params = load_initial_model(config, model_config, source.labels)
+    elif model_config.num_layers >= 12 and model_config.hidden_size >= 768:
+        warnings.warn(f"a {model_config.num_layers}-layer, {model_config.hidden_size}-wide AST starts from random "
+                      f"weights (config.init.source is empty); the released recipes fine-tune an ImageNet DeiT or "
+                      f"AudioSet checkpoint and reach their published accuracy only from one: set "
+                      f"--config.init.source=PATH")
     activation = "softmax" if config.loss == "ce" else "sigmoid"
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
