@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -393,6 +394,11 @@ def load_pretrained(source: str | os.PathLike, **options: Any) -> Pretrained:
         load_pretrained("audioset_10_10_0.4593.pth", labels="class_labels_indices.csv")
         load_pretrained("audioset_10_10_0.4593.pth", max_length=512, num_labels=50)  # ESC-50 fine-tuning start
     """
+    known = inspect.signature(convert_source).parameters
+    unknown = [name for name in options if name not in known or name == "source"]
+    if unknown:
+        raise TypeError(f"load_pretrained() got an unexpected keyword argument {unknown[0]!r}; its options are "
+                        f"{', '.join(name for name in known if name != 'source')}")
     return convert_source(source, **options).model
 
 

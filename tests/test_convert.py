@@ -213,6 +213,9 @@ def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_
 
     with pytest.raises(TypeError, match=r"takes the folder first"):
         save_model(model, tmp_path / "reversed")
+    with pytest.raises(TypeError, match=r"load_pretrained\(\) got an unexpected keyword argument 'max_lenght'; its "
+                                        r"options are max_length, num_mel_bins"):
+        load_pretrained(tmp_path / "hf", max_lenght=3)
 
 
 def test_partly_prefixed_state_dict_converts(tmp_path, randomize_torch, spectrogram):

@@ -236,6 +236,8 @@ def no_jit(monkeypatch):
     (["--config.num_epochs=-2", "--config.augment.mixup=3.0", "--config.features.std=0.0"],
      "num_epochs must be at least 1, got -2; features.std must be above 0, got 0.0; augment.mixup must be at most 1"),
     (["--config.data.clip_seconds=0"], "data.clip_seconds must be above 0, got 0.0"),
+    (["--config.optim.lr_schedule=cosine", "--config.optim.warmup_steps=1000"],
+     "optim.warmup_steps (1000) must be below the 16 training steps (num_epochs x steps per epoch): lower"),
     (["--config.checkpoint.every_steps=0"], "checkpoint.every_steps must be at least 1, got 0"),
     (["--config.test_split=tset"], "test_split: synthetic source: no split 'tset'; it has train, validation, test"),
     (["--config.data.num_classes=1"], "the synthetic source has 1 class (tone0); a classifier needs at least two"),

@@ -35,7 +35,8 @@ def make_schedule(optim_config, steps_per_epoch: int, total_steps: int = 0) -> o
         raise ValueError(f"optim.lr_schedule must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}")
     if cfg.lr_schedule == "cosine":
         if total_steps <= cfg.warmup_steps:
-            raise ValueError(f"optim.warmup_steps ({cfg.warmup_steps}) must be below the {total_steps} training steps")
+            raise ValueError(f"optim.warmup_steps ({cfg.warmup_steps}) must be below the {total_steps} training steps "
+                             f"(num_epochs x steps per epoch): lower optim.warmup_steps, or train for more epochs")
         cosine = optax.cosine_decay_schedule(cfg.learning_rate, total_steps - cfg.warmup_steps, alpha=cfg.min_lr_ratio)
         decay = lambda count: cosine(jnp.maximum(count - cfg.warmup_steps, 0))  # noqa: E731
     elif cfg.lr_decay_start < cfg.lr_decay_every:

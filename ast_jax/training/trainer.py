@@ -515,6 +515,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                       f"AudioSet checkpoint and reach their published accuracy only from one: set "
                       f"--config.init.source=PATH")
     activation = "softmax" if config.loss == "ce" else "sigmoid"
+    optimizer, schedule = make_optimizer(config, steps_per_epoch)  # checks the schedule against the run's length
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
         save_config(config, workdir / "config.json")
@@ -526,7 +527,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
 
     # ------------------------------------------------------------------------------------------------ model
     model = AST(model_config)
-    optimizer, schedule = make_optimizer(config, steps_per_epoch)
     averaging = bool(config.weight_averaging.start_epoch)
     rng = jax.random.PRNGKey(config.seed)
     init_rng, train_rng = jax.random.split(rng)
