@@ -318,6 +318,8 @@ class Pipeline:
         scores are asked for, "labels" (top-k). `paths` is a list of paths (or one path). Files are decoded in
         background threads; unreadable ones go to `on_error` and are skipped (without `on_error`, the first one
         raises)."""
+        from ast_jax.audio import AudioError
+
         check_top_k(top_k)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
@@ -332,6 +334,14 @@ class Pipeline:
                     raise error
 
         for (path, samples), out in self.predictor.run(readable(), outputs, count=len(paths)):
+            if not all(np.isfinite(value).all() for value in out.values()):
+                # finite samples so large (about 1e19) that the filterbank's power overflows
+                error = AudioError(f"{getattr(path, 'name', path)}: the features are not finite (samples far "
+                                   f"beyond full scale?)")
+                if on_error is None:
+                    raise error
+                on_error(path, error)
+                continue
             out["samples"] = samples
             if "scores" in out:
                 out["labels"] = self.predictor.top_k(out["scores"], top_k)

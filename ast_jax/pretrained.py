@@ -176,6 +176,14 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     except Exception as error:  # orbax raises many types; report one line naming the folder
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"{directory / PARAMS_DIR}: cannot restore parameters ({message})") from None
+    # Orbax restores what was saved whatever shapes it is asked for: a config that does not describe the saved
+    # weights (an edited ast_jax.json) would fail only inside the model, with a traceback.
+    for (path, stored), (_, wanted) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                           jax.tree_util.tree_flatten_with_path(expected)[0]):
+        if tuple(stored.shape) != tuple(wanted.shape):
+            name = "/".join(str(getattr(key, "key", key)) for key in path)
+            raise ValueError(f"{directory / PARAMS_DIR}: parameter {name} has shape {tuple(stored.shape)}, but "
+                             f"{CONFIG_FILE} describes a model whose {name} is {tuple(wanted.shape)}")
     return dataclasses.replace(model, params=params)
 
 

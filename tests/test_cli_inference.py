@@ -476,3 +476,28 @@ def test_explain_names_files_apart_when_basenames_repeat(model_dir, clips, capsy
                            "--map", "last")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["up__take.wav.png", "yes__take.wav.png"]
+
+
+def test_a_failed_run_keeps_the_output_file_and_overflowing_audio_is_named(model_dir, clips, capsys, tmp_path,
+                                                                          monkeypatch):
+    from ast_jax.inference import Pipeline
+
+    kept = tmp_path / "results.csv"
+    kept.write_text("earlier results\n")
+    real = Pipeline.predict_files
+
+    def fails_after_one(self, paths, **kwargs):
+        yield next(real(self, paths, **kwargs))
+        raise RuntimeError("a bug after the first file")
+
+    monkeypatch.setattr(Pipeline, "predict_files", fails_after_one)
+    with pytest.raises(RuntimeError, match="a bug after the first file"):
+        main(["predict", "--model", model_dir, str(clips / "up"), "--format", "csv", "-o", str(kept)])
+    assert kept.read_text() == "earlier results\n"  # only Ctrl-C or SIGTERM write what was done
+    monkeypatch.undo()
+
+    loud = tmp_path / "loud.wav"  # finite float samples so large that the filterbank overflows
+    sf.write(loud, waveform(0.3) * 1e20, RATE, subtype="FLOAT")
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, loud, clips / "up" / "up0.wav", "--format", "csv")
+    assert code == 1 and "up0.wav" in out and "loud.wav" not in out
+    assert f"{loud}: the features are not finite (samples far beyond full scale?)" in err

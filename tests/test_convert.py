@@ -213,6 +213,13 @@ def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_
 
     with pytest.raises(TypeError, match=r"takes the folder first"):
         save_model(model, tmp_path / "reversed")
+    save_model(tmp_path / "edited", model)  # an ast_jax.json that no longer describes the saved weights
+    meta = json.loads((tmp_path / "edited" / "ast_jax.json").read_text())
+    meta["model"]["hidden_size"] = 128
+    (tmp_path / "edited" / "ast_jax.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"edited/params: parameter .* has shape \(64,\), but ast_jax.json "
+                                         r"describes a model whose .* is \(128,\)"):
+        load_model(tmp_path / "edited")
     with pytest.raises(TypeError, match=r"load_pretrained\(\) got an unexpected keyword argument 'max_lenght'; its "
                                         r"options are max_length, num_mel_bins"):
         load_pretrained(tmp_path / "hf", max_lenght=3)

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_atomically(args.output, write_npy)
         write_atomically(args.output + ".files.txt", write_list)
-    print(f"ast-jax embed: {len(names)} files -> {args.output}", file=sys.stderr)
+    print(f"ast-jax embed: {len(names)} file{'s' * (len(names) != 1)} -> {args.output}", file=sys.stderr)
     if interrupted:
         raise interrupted
     return failures.exit_code(len(files) + len(unmatched))

@@ -175,8 +175,10 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     kept = []
     try:
         kept.extend(rows)
-    finally:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done; any other failure writes nothing
         write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
+        raise
+    write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
 
 def run_stream(args: argparse.Namespace, failures: Failures) -> int:
