@@ -94,6 +94,15 @@ def _default_labels(n: int) -> list[str]:
     return [f"LABEL_{i}" for i in range(n)]
 
 
+def _labels(value: Any, count: int) -> list[str]:
+    """The labels entry of an ast_jax.json: a list of names (absent: LABEL_i)."""
+    if value is None:
+        return _default_labels(count)
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"labels must be a list of names, got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
 def _local_checkpointer():
     """An Orbax checkpointer for this process alone. A model folder holds host numpy arrays that one process
     writes or reads by itself; in a multi-process job (training on several hosts) the others take no part, so
@@ -161,7 +170,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
             config = config.replace(dtype=dtype)
         # Checks labels, activation and feature geometry against the config before any weights are read.
         model = Pretrained(config=config, params=None, features=features,
-                           labels=list(meta.get("labels") or _default_labels(config.num_labels)),
+                           labels=_labels(meta.get("labels"), config.num_labels),
                            activation=meta.get("activation", "sigmoid"), source=meta.get("source", str(directory)))
     except KeyError as error:
         raise ValueError(f"{config_path}: no {error.args[0]!r} entry") from None

@@ -220,6 +220,10 @@ def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_
     with pytest.raises(ValueError, match=r"edited/params: parameter .* has shape \(64,\), but ast_jax.json "
                                          r"describes a model whose .* is \(128,\)"):
         load_model(tmp_path / "edited")
+    meta["model"]["hidden_size"], meta["labels"] = 64, "LABEL_0"
+    (tmp_path / "edited" / "ast_jax.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"ast_jax.json: labels must be a list of names, got str 'LABEL_0'"):
+        load_model(tmp_path / "edited")
     with pytest.raises(TypeError, match=r"load_pretrained\(\) got an unexpected keyword argument 'max_lenght'; its "
                                         r"options are max_length, num_mel_bins"):
         load_pretrained(tmp_path / "hf", max_lenght=3)
