@@ -57,8 +57,13 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         raise FileExistsError(f"{directory}: exists and is not a folder")
     if directory.exists() and not overwrite and any(directory.iterdir()):
         raise FileExistsError(f"{directory}: output folder exists and is not empty")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as error:  # a parent that is a file, a read-only or special file system
+        blocking = next((p for p in directory.parents if p.exists() and not p.is_dir()), None)
+        reason = f"{blocking} is a file" if blocking else error.strerror or str(error)
+        raise OSError(f"{directory}: cannot be written ({reason})") from None
     try:
         os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes the folder private; give it a normal folder's mode
         yield staging

@@ -536,3 +536,15 @@ def test_published_speech_commands_logits():
     logits, _ = model.apply(x)
     np.testing.assert_allclose(np.asarray(logits)[0, :3], [6.1589, -8.0566, -8.7984], atol=1e-4)
     assert model.labels[int(np.argmax(logits[0]))] == "backward"
+
+
+def test_an_output_under_a_file_is_one_line(tmp_path, randomize_torch, capsys):
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    transformers.ASTFeatureExtractor(max_length=128).save_pretrained(tmp_path / "hf")
+    (tmp_path / "afile").write_text("mine")
+    capsys.readouterr()  # transformers' own progress output while saving
+    for command in (["convert", str(tmp_path / "hf")], ["export-hf", str(tmp_path / "hf")]):
+        assert main([*command, str(tmp_path / "afile" / "out")]) == 1
+        err = capsys.readouterr().err
+        assert err.endswith(f"{tmp_path / 'afile' / 'out'}: cannot be written ({tmp_path / 'afile'} is a file)\n")
+        assert err.count("\n") == 1 and (tmp_path / "afile").read_text() == "mine"

@@ -327,6 +327,10 @@ def test_a_workdir_that_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and f"{tmp_path / 'runs'}: workdir exists and is not a folder" in err and err.count("\n") == 1
     assert (tmp_path / "runs").read_text() == "mine"
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "runs" / "one"), *QUIET])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (f"ast-jax train: error: {tmp_path / 'runs' / 'one'}: workdir cannot be made "
+                                 f"({tmp_path / 'runs'} is a file)\n")
 
 
 def test_labels_must_match_a_kept_head(reference, tmp_path, capsys, no_jit):

@@ -491,6 +491,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     workdir = Path(workdir).absolute()
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
+    blocking = next((p for p in workdir.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"{workdir}: workdir cannot be made ({blocking} is a file)")
     check_numbers(config)
     check_resumable(config, workdir)
     is_main = jax.process_index() == 0
