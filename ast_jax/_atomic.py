@@ -61,7 +61,7 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     except OSError as error:  # a parent that is a file, a read-only or special file system
-        blocking = next((p for p in directory.parents if p.exists() and not p.is_dir()), None)
+        blocking = file_in_the_way(directory.parent)
         reason = f"{blocking} is a file" if blocking else error.strerror or str(error)
         raise OSError(f"{directory}: cannot be written ({reason})") from None
     try:
@@ -73,6 +73,11 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of `folder` and its parents that exists and is not a folder (so `folder` cannot be made)."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
 
 
 @contextlib.contextmanager

@@ -87,7 +87,7 @@ def stream_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: 
     _check_rate("sample_rate", sample_rate)
     if source_rate is not None:
         _check_rate("source_rate", source_rate)
-    if isinstance(source, np.ndarray) or _is_array_like(source):
+    if is_array(source):
         source = as_numpy(source)
     name = _describe(source)
     rate, channel_blocks = _decode(source, name, source_rate, block_seconds)
@@ -133,9 +133,11 @@ def as_numpy(array: Any) -> np.ndarray:
     return array.astype(np.float32) if array.dtype.name == "bfloat16" else array
 
 
-def _is_array_like(source: Any) -> bool:
-    return not isinstance(source, (np.ndarray, str, bytes, bytearray, memoryview, os.PathLike)) and (
-        hasattr(source, "__array__") or hasattr(source, "__dlpack__"))
+def is_array(source: Any) -> bool:
+    """Whether `source` is an array: numpy, or one numpy reads (torch, jax), not a path or bytes."""
+    return isinstance(source, np.ndarray) or (
+        not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike))
+        and (hasattr(source, "__array__") or hasattr(source, "__dlpack__")))
 
 
 def _check_rate(name: str, rate: Any) -> None:

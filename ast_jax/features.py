@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ast_jax._checks import is_positive_int
+
 # Kaldi's log floor: float32 machine epsilon.
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
@@ -78,14 +80,12 @@ class FeatureConfig:
     do_normalize: bool = True
 
     def __post_init__(self):
-        def whole(value):
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
         def number(value):
             return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
         problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}"
-                    for name in ("sample_rate", "num_mel_bins", "target_length") if not whole(getattr(self, name))]
+                    for name in ("sample_rate", "num_mel_bins", "target_length")
+                    if not is_positive_int(getattr(self, name))]
         for name in ("frame_length_ms", "frame_shift_ms", "std", "log_floor"):
             if not (number(getattr(self, name)) and getattr(self, name) > 0):
                 problems.append(f"{name} must be a positive number, got {getattr(self, name)!r}")

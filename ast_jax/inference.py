@@ -20,7 +20,6 @@ import collections.abc
 import dataclasses
 import glob
 import itertools
-import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ast_jax import features as features_lib
+from ast_jax._checks import is_positive_int
 from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files
 from ast_jax.pretrained import Pretrained
 
@@ -110,7 +110,7 @@ class Predictor:
 
     def __init__(self, model: Pretrained, *, batch_size: int | None = None, activation: str | None = None):
         batch_size = default_batch_size() if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if not is_positive_int(batch_size):
             raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)
         self.model = model
@@ -215,7 +215,7 @@ class Predictor:
 
 def check_top_k(k: int | None) -> int | None:
     """`k` itself when it is None (every label) or positive, else a ValueError."""
-    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+    if k is not None and not is_positive_int(k):
         raise ValueError(f"top_k must be a positive integer (or None for every label), got {k!r}")
     return k
 
@@ -247,7 +247,7 @@ class Pipeline:
 
     def __init__(self, model: str | os.PathLike | Pretrained, *, batch_size: int | None = None,
                  activation: str | None = None, dtype: str | None = None, workers: int = 4):
-        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        if not is_positive_int(workers):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         self.model = load_model_source(model, dtype)
         self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
@@ -266,7 +266,7 @@ class Pipeline:
         """One input as float32 mono at the model's sample rate, or an AudioError/OSError naming it.
 
         A bare array is taken to be at the model's rate already, as transformers' pipeline takes it."""
-        from ast_jax.audio import AudioError, as_numpy, load_audio
+        from ast_jax.audio import AudioError, as_numpy, is_array, load_audio
 
         name = str(source) if isinstance(source, (str, os.PathLike)) else None
         if isinstance(source, dict):
@@ -274,7 +274,7 @@ class Pipeline:
                 raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
             array = source["array"] if source.get("array") is not None else source.get("raw")
             waveform = load_audio(as_numpy(array), self.sample_rate, source_rate=source["sampling_rate"])
-        elif isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "__dlpack__"):
+        elif is_array(source):
             waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
         elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             waveform = load_audio(source, self.sample_rate)
@@ -381,7 +381,7 @@ class Pipeline:
         """`windows`, one window at a time. A path or file object is read as it is classified, a pipe as its
         audio arrives; with `live`, each window's result comes as soon as it is computed (no read-ahead; a
         pipeline of batch size 1 then answers every window without waiting for the next ones)."""
-        from ast_jax.audio import AudioError, iter_audio_blocks
+        from ast_jax.audio import AudioError, is_array, iter_audio_blocks
 
         check_top_k(top_k)
         self.check_window(window_seconds, hop_seconds)
@@ -389,7 +389,7 @@ class Pipeline:
         hop_seconds = window_seconds if hop_seconds is None else hop_seconds
         if isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate)
-        elif isinstance(source, np.ndarray) or hasattr(source, "__array__") or hasattr(source, "__dlpack__"):
+        elif is_array(source):
             # an array at the model's rate, read as a stream is: NaN samples end the windows where they start
             pieces = iter_audio_blocks(source, window_seconds, hop_seconds, rate, source_rate=rate)
         else:

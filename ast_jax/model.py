@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ast_jax._checks import is_positive_int
+
 # Width, heads and ImageNet position grid of the DeiT backbones AST starts from.
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "tiny224": dict(hidden_size=192, num_heads=3, imagenet_grid=14),
@@ -61,9 +63,7 @@ class ASTConfig:
     def __post_init__(self):
         sizes = ("hidden_size", "num_layers", "num_heads", "mlp_ratio", "patch_size", "frequency_stride",
                  "time_stride", "num_mel_bins", "max_length", "num_labels")
-        not_positive = [f"{name}={getattr(self, name)!r}" for name in sizes
-                        if not (isinstance(getattr(self, name), numbers.Integral)
-                                and not isinstance(getattr(self, name), bool) and getattr(self, name) >= 1)]
+        not_positive = [f"{name}={getattr(self, name)!r}" for name in sizes if not is_positive_int(getattr(self, name))]
         if not_positive:  # the checks below would fail on these with Python's own errors
             raise ValueError(f"invalid ASTConfig: sizes must be positive integers, got {', '.join(not_positive)}")
         for name in sizes:  # numpy integers as Python ones: the config is written as JSON

@@ -66,10 +66,12 @@ def without_splits(source: str) -> bool:
     evaluate scores whole."""
     import csv
 
+    from ast_jax.data.folder import SPLITS
+
     path = Path(source)
     if path.is_dir():
         speech_commands = (path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()
-        return not speech_commands and not any((path / split).is_dir() for split in ("train", "validation", "test"))
+        return not speech_commands and not any((path / split).is_dir() for split in SPLITS)
     if path.suffix.lower() == ".csv" and path.is_file():
         try:
             with open(path, newline="", encoding="utf-8-sig") as handle:

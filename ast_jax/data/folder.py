@@ -36,13 +36,13 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
     return "validation" if position < test_fraction + validation_fraction else "train"
 
 
-def _group_key(path: str) -> str:
-    """The hash key of a clip without a group value: the speaker of a `<speaker>_nohash_<n>` file name, keyed
-    as a group column's value would be (so a manifest may give the group on some rows only), or the path itself
-    (already spelled one way by the caller)."""
+def _group_key(path: str, group: str = "") -> str:
+    """The hash key of a clip: its group (a manifest's group column), else the speaker of a
+    `<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows only), else
+    the path itself (already spelled one way by the caller)."""
     name = path.rsplit("/", 1)[-1]
-    speaker = name.split("_nohash_", 1)[0] if "_nohash_" in name else ""
-    return "group:" + speaker if speaker else path
+    group = group or (name.split("_nohash_", 1)[0] if "_nohash_" in name else "")
+    return "group:" + group if group else path
 
 
 def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, labels: Sequence[str] | None,
@@ -125,11 +125,11 @@ def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, s
         # same name, are one clip.
         spelled = unicodedata.normalize("NFC", os.path.normpath(row["path"])).replace(os.sep, "/")
         if spelled in first_row:
-            raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line {first_row[spelled]}); "
-                             f"give each clip one row, with all its labels joined by ';'")
+            raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line "
+                             f"{first_row[spelled]}); give each clip one row, with all its labels joined by ';'")
         first_row[spelled] = line
-        group = unicodedata.normalize("NFC", row.get("group") or "")
-        entries.append((str(resolved), names, split, "group:" + group if group else _group_key(spelled)))
+        entries.append((str(resolved), names, split,
+                        _group_key(spelled, unicodedata.normalize("NFC", row.get("group") or ""))))
     return entries
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from ast_jax import features as features_lib
+from ast_jax._atomic import file_in_the_way
 from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig
@@ -489,9 +490,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, stops: StopRequests) -> dict[str, Any]:
     workdir = Path(workdir).absolute()
-    if workdir.exists() and not workdir.is_dir():
+    blocking = file_in_the_way(workdir)
+    if blocking == workdir:
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
-    blocking = next((p for p in workdir.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise ValueError(f"{workdir}: workdir cannot be made ({blocking} is a file)")
     check_numbers(config)
