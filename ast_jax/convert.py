@@ -34,13 +34,8 @@ from flax import traverse_util
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
 from ast_jax._atomic import staged_directory
-from ast_jax.pretrained import Pretrained, is_model_dir, load_model, read_json
-
-# Label order of the released Speech Commands model (AST_FACTS section 5): not alphabetical, fixed by training.
-SPEECH_COMMANDS_LABELS = (
-    "backward", "follow", "five", "bed", "zero", "on", "learn", "two", "house", "tree", "dog", "stop", "seven",
-    "eight", "down", "six", "forward", "cat", "right", "visual", "four", "wow", "no", "nine", "off", "three",
-    "left", "marvin", "yes", "up", "sheila", "happy", "bird", "go", "one")
+from ast_jax.pretrained import Pretrained, default_labels, is_model_dir, load_model, read_json
+from ast_jax.data.speech_commands import LABELS_35
 
 # Input geometries of the released original checkpoints and recipes, (mel bins, frames, frequency stride, time
 # stride) by feature recipe. Their patch counts are all different, so an original .pth's position table tells
@@ -538,10 +533,10 @@ def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
     recipe = KNOWN_GEOMETRIES.get(dataclasses.astuple(geometry))
     recipe = recipe or {128: "speech_commands", 512: "esc50"}.get(geometry.max_length, "audioset")
     features = FeatureConfig.for_dataset(recipe, num_mel_bins=geometry.num_mel_bins, target_length=geometry.max_length)
-    if num_labels == len(SPEECH_COMMANDS_LABELS) and recipe == "speech_commands":
-        labels = list(SPEECH_COMMANDS_LABELS)
+    if num_labels == len(LABELS_35) and recipe == "speech_commands":
+        labels = list(LABELS_35)  # the released model's order: not alphabetical, fixed by its training
     else:
-        labels = [f"LABEL_{i}" for i in range(num_labels)]
+        labels = default_labels(num_labels)
     model = Pretrained(config, params, features, labels, "sigmoid", source=str(path.absolute()))
     conversion = Conversion(model, "original", dropped=sorted(set(state) & set(_FORMATS["original"][4])))
     conversion.notes.extend([note] if note else [])
@@ -567,7 +562,7 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
     params = state_to_params(adapted, "deit", config, where)
     params.update(_fresh_head(config, seed))
     features = FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
-    model = Pretrained(config, params, features, [f"LABEL_{i}" for i in range(config.num_labels)], "sigmoid",
+    model = Pretrained(config, params, features, default_labels(config.num_labels), "sigmoid",
                        source=str(path.absolute()))
     notes = [f"ImageNet DeiT: patch kernel summed over RGB, {grid}x{grid} position grid adapted to "
              f"{config.frequency_patches}x{config.time_patches}, new {config.num_labels}-label head"]
@@ -718,7 +713,7 @@ def _adapt(conversion: Conversion, hints: dict, num_labels: int | None, labels: 
     if num_labels is not None and conversion.source_format != "deit":  # a DeiT source was given its head above
         config = config.replace(num_labels=num_labels)
         params.update(_fresh_head(config, seed))
-        new_labels = [f"LABEL_{i}" for i in range(num_labels)]
+        new_labels = default_labels(num_labels)
         conversion.notes.append(f"new {num_labels}-label head (the source's {model.config.num_labels}-label head dropped)")
     if labels is not None:
         if len(labels) != config.num_labels:

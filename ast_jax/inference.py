@@ -32,7 +32,7 @@ import numpy as np
 from ast_jax import features as features_lib
 from ast_jax._checks import is_positive_int
 from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files
-from ast_jax.pretrained import Pretrained
+from ast_jax.pretrained import Pretrained, scores_from_logits
 
 # How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
 ACTIVATIONS = ("softmax", "sigmoid", "none")
@@ -42,17 +42,13 @@ OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", 
 
 
 def load_model_source(source: str | os.PathLike | Pretrained, dtype: str | None = None) -> Pretrained:
-    """A `Pretrained` from anything `ast_jax.convert.load_pretrained` accepts (or a `Pretrained` itself)."""
+    """A `Pretrained` from anything `ast_jax.convert.load_pretrained` accepts (or a `Pretrained` itself), with
+    `dtype` (when given) as its compute dtype."""
     if isinstance(source, Pretrained):
-        return source if dtype is None else _with_dtype(source, dtype)
+        return source if dtype is None else dataclasses.replace(source, config=source.config.replace(dtype=dtype))
     from ast_jax.convert import load_pretrained
 
-    model = load_pretrained(source)
-    return model if dtype is None else _with_dtype(model, dtype)
-
-
-def _with_dtype(model: Pretrained, dtype: str) -> Pretrained:
-    return dataclasses.replace(model, config=model.config.replace(dtype=dtype))
+    return load_pretrained(source, dtype=dtype)
 
 
 def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -137,7 +133,7 @@ class Predictor:
             wants_attention = bool({"attention", "rollout", "last_attention"} & set(outputs))
             logits, out = model.apply({"params": params}, input_values, return_attention=wants_attention,
                                       return_tokens="tokens" in outputs)
-            scores = {"sigmoid": jax.nn.sigmoid, "softmax": jax.nn.softmax, "none": lambda x: x}[activation](logits)
+            scores = scores_from_logits(logits, activation)
             available = {"logits": logits, "scores": scores, "input_values": input_values, **out}
             if wants_attention:
                 from ast_jax.explain import special_token_maps

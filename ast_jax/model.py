@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import numbers
 from typing import Any, Mapping
@@ -135,9 +134,6 @@ class ASTConfig:
         if unknown:
             raise ValueError(f"unknown ASTConfig fields: {', '.join(unknown)}")
         return cls(**dict(values))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 @jax.custom_jvp

@@ -21,13 +21,20 @@ import numpy as np
 
 from ast_jax._atomic import interrupts_deferred, staged_directory
 from ast_jax.features import FeatureConfig
-from ast_jax.model import AST, ASTConfig
+from ast_jax.model import AST, ASTConfig, parameter_shapes
 
 CONFIG_FILE = "ast_jax.json"
 PARAMS_DIR = "params"
 FORMAT_NAME = "ast-jax-model"
 FORMAT_VERSION = 1
-ACTIVATIONS = ("sigmoid", "softmax")
+ACTIVATIONS = ("sigmoid", "softmax")  # what a model is trained with: BCE (multi-label) or cross-entropy
+
+
+def scores_from_logits(logits, activation: str):
+    """Scores from logits (B, labels): "sigmoid", "softmax" (over labels), or "none" for the logits themselves."""
+    if activation == "none":
+        return logits
+    return jax.nn.sigmoid(logits) if activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
 
 
 @dataclasses.dataclass(repr=False)
@@ -73,7 +80,7 @@ class Pretrained:
 
     def scores(self, logits):
         """Scores from logits with the model's activation (sigmoid, or softmax over the last axis)."""
-        return jax.nn.sigmoid(logits) if self.activation == "sigmoid" else jax.nn.softmax(logits, axis=-1)
+        return scores_from_logits(logits, self.activation)
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the model as an ast-jax model folder (see `save_model`); returns its absolute path."""
@@ -90,14 +97,15 @@ class Pretrained:
                 f"dtype {cfg.dtype}, source {self.source!r})")
 
 
-def _default_labels(n: int) -> list[str]:
+def default_labels(n: int) -> list[str]:
+    """Names for a head without label names, as transformers gives them: LABEL_0, LABEL_1, ..."""
     return [f"LABEL_{i}" for i in range(n)]
 
 
 def _labels(value: Any, count: int) -> list[str]:
     """The labels entry of an ast_jax.json: a list of names (absent: LABEL_i)."""
     if value is None:
-        return _default_labels(count)
+        return default_labels(count)
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise ValueError(f"labels must be a list of names, got {type(value).__name__} {str(value)[:40]!r}")
     return value
@@ -178,7 +186,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
         raise ValueError(f"{config_path}: {error}") from None
     expected = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-        _parameter_shapes_cached(dataclasses.replace(config, dtype="float32")))
+        parameter_shapes(dataclasses.replace(config, dtype="float32")))
     try:
         with _local_checkpointer() as checkpointer:
             params = checkpointer.restore(directory / PARAMS_DIR, expected)
@@ -196,15 +204,9 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
     return dataclasses.replace(model, params=params)
 
 
-def _parameter_shapes_cached(config: ASTConfig):
-    from ast_jax.model import parameter_shapes
-
-    return parameter_shapes(config)
-
-
 def from_params(config: ASTConfig, params: Any, features: FeatureConfig | None = None,
                 labels: Sequence[str] | None = None, activation: str = "sigmoid", source: str = "") -> Pretrained:
     """Wrap parameters (e.g. from training) as a `Pretrained`."""
     features = features or FeatureConfig(num_mel_bins=config.num_mel_bins, target_length=config.max_length)
-    labels = list(labels) if labels is not None else _default_labels(config.num_labels)
+    labels = list(labels) if labels is not None else default_labels(config.num_labels)
     return Pretrained(config, params, features, labels, activation, source)

@@ -27,10 +27,6 @@ import numpy as np
 import soundfile as sf
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "speech_commands_test_v0.02_dev"
-# The released Speech Commands head's label order (AST_FACTS.md, section 5).
-SPEECH_COMMANDS_LABELS = (
-    "backward follow five bed zero on learn two house tree dog stop seven eight down six forward cat right visual "
-    "four wow no nine off three left marvin yes up sheila happy bird go one").split()
 
 
 def clip_paths(count: int) -> list[str]:
@@ -58,11 +54,12 @@ def write_hf_model(folder: Path) -> None:
     import torch
     import transformers
 
+    from ast_jax.data.speech_commands import LABELS_35
     from ast_jax.features import FeatureConfig
 
     torch.manual_seed(0)
-    config = transformers.ASTConfig(max_length=128, num_mel_bins=128, id2label=dict(enumerate(SPEECH_COMMANDS_LABELS)),
-                                    label2id={name: i for i, name in enumerate(SPEECH_COMMANDS_LABELS)})
+    config = transformers.ASTConfig(max_length=128, num_mel_bins=128, id2label=dict(enumerate(LABELS_35)),
+                                    label2id={name: i for i, name in enumerate(LABELS_35)})
     transformers.ASTForAudioClassification(config).eval().save_pretrained(folder)
     features = FeatureConfig.for_dataset("speech_commands")
     transformers.ASTFeatureExtractor(max_length=128, num_mel_bins=128, mean=features.mean,

@@ -9,4 +9,4 @@ import sys
 from ast_jax.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["convert", *sys.argv[1:]]))
+    sys.exit(main(["convert", *sys.argv[1:]], program=True))

@@ -15,8 +15,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from ast_jax.cli import main
-from ast_jax.convert import (SPEECH_COMMANDS_LABELS, adapt_imagenet_kernel, adapt_position_table, convert_source,
+from ast_jax.convert import (adapt_imagenet_kernel, adapt_position_table, convert_source,
                              export_hf, linear_resize_weights, load_pretrained)
+from ast_jax.data.speech_commands import LABELS_35
 from ast_jax.pretrained import load_model
 
 torch = pytest.importorskip("torch")
@@ -102,7 +103,7 @@ def test_original_speech_commands_labels_and_features(tmp_path, randomize_torch)
     original_pth(tmp_path / "sc.pth", randomize_torch)
     conversion = convert_source(tmp_path / "sc.pth")
     model = conversion.model
-    assert model.labels == list(SPEECH_COMMANDS_LABELS) and model.activation == "sigmoid"
+    assert model.labels == LABELS_35 and model.activation == "sigmoid"
     assert (model.features.mean, model.features.std, model.features.target_length) == (-6.845978, 5.5654526, 128)
     assert conversion.dropped == ["v.head.bias", "v.head.weight", "v.head_dist.bias", "v.head_dist.weight"]
 
@@ -138,7 +139,7 @@ def test_round_trip_through_transformers(tmp_path, randomize_torch, spectrogram,
     assert (extractor.max_length, extractor.mean, extractor.std) == (128, -6.845978, 5.5654526)
 
 
-def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch, spectrogram):
+def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch, spectrogram, capsys):
     original_pth(tmp_path / "sc.pth", randomize_torch, width=128, layers=2)
     model = load_pretrained(tmp_path / "sc.pth")
     with pytest.warns(UserWarning, match="one LayerNorm eps"):
@@ -148,6 +149,9 @@ def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch,
     x = spectrogram(2, 128)
     difference = np.abs(torch_logits(exported, x) - np.asarray(model.apply(x)[0])).max()
     assert 0 < difference < 1e-3  # only the head LayerNorm's eps moved, from 1e-5 to 1e-6
+    assert main(["export-hf", str(tmp_path / "sc.pth"), str(tmp_path / "cli")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("ast-jax export-hf: warning: ") == 1 and "one LayerNorm eps" in err, err
 
 
 def test_activation_travels_as_problem_type(tmp_path, randomize_torch):
@@ -246,7 +250,7 @@ def test_original_geometry_from_its_table_and_the_hints(tmp_path, randomize_torc
     table = reference.state_dict()["v.pos_embed"].numpy()
     conversion = convert_source(tmp_path / "sc.pth", max_length=186, frequency_stride=16, time_stride=10)
     model = conversion.model  # 8 x 18 = 144 patches, as the released 12 x 12
-    assert model.labels == list(SPEECH_COMMANDS_LABELS) and model.features.mean == -6.845978
+    assert model.labels == LABELS_35 and model.features.mean == -6.845978
     np.testing.assert_allclose(model.params["pos_embed"], original_adaptation(table, (12, 12), (8, 18)), atol=1e-6)
     assert any("read as the released speech_commands geometry" in note for note in conversion.notes)
     model = load_pretrained(tmp_path / "sc.pth", max_length=130)  # the same 12 x 12 grid, longer input
@@ -304,7 +308,7 @@ def test_linear_resize_is_torch_bilinear_without_antialiasing(length, size):
 
 def test_audioset_checkpoint_to_speech_commands(tmp_path, randomize_torch):
     reference = original_pth(tmp_path / "as.pth", randomize_torch, labels=527, frames=1024)
-    model = load_pretrained(tmp_path / "as.pth", max_length=128, num_labels=35, labels=SPEECH_COMMANDS_LABELS)
+    model = load_pretrained(tmp_path / "as.pth", max_length=128, num_labels=35, labels=LABELS_35)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     assert (model.config.max_length, model.config.num_labels, model.features.target_length) == (128, 35, 128)
     np.testing.assert_allclose(model.params["pos_embed"],

@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import argparse
 
+from ast_jax.commands import non_negative_int, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="SOURCE", help=".pth, Hugging Face folder, hf:<repo id>, or model folder")
     parser.add_argument("output", metavar="OUTPUT_DIR", help="ast-jax model folder to write")
     parser.add_argument("--labels", metavar="CSV", help="label file in the original format (index,mid,display_name)")
-    parser.add_argument("--num-labels", type=int, help="replace the head with a new one of this many outputs")
-    parser.add_argument("--max-length", type=int, help="input frames (128 Speech Commands, 1024 AudioSet)")
-    parser.add_argument("--num-mel-bins", type=int, help="mel bins per frame (128 in the released models)")
-    parser.add_argument("--frequency-stride", type=int, help="patch step along the mel axis")
-    parser.add_argument("--time-stride", type=int, help="patch step along the frame axis")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a new head's initialisation")
+    parser.add_argument("--num-labels", type=positive_int, help="replace the head with a new one of this many outputs")
+    parser.add_argument("--max-length", type=positive_int, help="input frames (128 Speech Commands, 1024 AudioSet)")
+    parser.add_argument("--num-mel-bins", type=positive_int, help="mel bins per frame (128 in the released models)")
+    parser.add_argument("--frequency-stride", type=positive_int, help="patch step along the mel axis")
+    parser.add_argument("--time-stride", type=positive_int, help="patch step along the frame axis")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of a new head's initialisation (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
 
 

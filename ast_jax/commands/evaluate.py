@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
     parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
                         help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
-    parser.add_argument("--clip-seconds", type=positive_float, default=None, help="clip length read from the data set")
+    parser.add_argument("--clip-seconds", type=positive_float, default=None, help="longer clips are cut to this many seconds (default: the model's input length)")
     parser.add_argument("--num-classes", type=int, choices=[35, 12], default=None,
                         help="Speech Commands task for a raw folder: 35 or 12 (default: 35 if the model has 35 labels)")
     parser.add_argument("--tfds-data-dir", default=None, help="TFDS data_dir for tfds: sources")

@@ -18,7 +18,8 @@ from ast_jax.commands.predict import Failures, add_model_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
-    add_model_arguments(parser)
+    add_model_arguments(parser, batch_help="clips per jitted batch (default and at most 8: each clip keeps every "
+                                           "block's attention maps)")
     parser.add_argument("--output", "-o", required=True,
                         help="PNG path for one file, or a folder (one FILE_NAME.png per file, e.g. clip.wav.png)")
     parser.add_argument("--map", choices=["both", "rollout", "last"], default="both",

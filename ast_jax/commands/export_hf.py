@@ -21,15 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    import warnings
-
     from ast_jax.convert import export_hf
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        output = export_hf(args.model, args.output, overwrite=args.overwrite)
-    for warning in caught:
-        print(f"ast-jax export-hf: warning: {warning.message}", file=sys.stderr)
+    output = export_hf(args.model, args.output, overwrite=args.overwrite)  # warnings: one line each (cli.py)
     print(f"wrote {output}")
     return 0

@@ -26,12 +26,12 @@ from ast_jax.commands import check_not_an_input, check_output_file, positive_flo
 STDIN = "-"  # the input name that reads standard input
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True,
+                        batch_help: str = "clips per jitted batch (default 6 on CPU, 64 on GPU/TPU)") -> None:
     """--model, --batch-size, --dtype and (for commands that read files) --workers."""
     parser.add_argument("--model", required=True,
                         help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="clips per jitted batch (default 6 on CPU, 64 on GPU/TPU)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help=batch_help)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="compute dtype (default: the model's; bfloat16 is fast on GPUs)")
     if workers:
@@ -67,7 +67,7 @@ def report_error(name: str, error: Exception) -> None:
 
 
 class Failures:
-    """Counts bad inputs and reports each in one line on stderr; `summary` gives the closing line and exit code."""
+    """Counts bad inputs and reports each in one line on stderr; `exit_code` gives the closing line and exit code."""
 
     def __init__(self, command: str, unmatched: list[str]):
         self.command, self.count = command, 0

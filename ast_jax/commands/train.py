@@ -25,7 +25,8 @@ OVERRIDE_PREFIX = "--config."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="PATH.py[:ARG]", help="training config file")
+    parser.add_argument("--config", required=True, metavar="PATH.py[:ARG]",
+                        help="training config file, or a run's WORKDIR/config.json to resume or repeat it")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics and model folders go here")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field (repeatable); same as --config.FIELD=VALUE")
