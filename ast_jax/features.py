@@ -73,7 +73,7 @@ class FeatureConfig:
     high_freq: float = 0.0  # Kaldi convention: <= 0 means Nyquist + high_freq
     preemphasis: float = 0.97
     remove_dc_offset: bool = True
-    window: str = "hanning"  # Kaldi window types: hanning, hamming, povey, rectangular, blackman
+    window: str = "hanning"  # Kaldi window types: hanning, hamming, povey, rectangular, blackman, sine
     log_floor: float = FLOAT32_EPS
     mean: float = DATASET_STATS["audioset"][0]
     std: float = DATASET_STATS["audioset"][1]
@@ -94,9 +94,17 @@ class FeatureConfig:
                 problems.append(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.window not in WINDOWS:
             problems.append(f"window must be one of Kaldi's {', '.join(WINDOWS)}, got {self.window!r}")
-        if not problems and not (self.frame_length >= 1 and self.frame_shift >= 1):
+        if not problems and not (self.frame_length >= 2 and self.frame_shift >= 1):
             problems.append(f"frames of {self.frame_length_ms:g} ms every {self.frame_shift_ms:g} ms are shorter "
-                            f"than a sample at {self.sample_rate} Hz")
+                            f"than {'two samples' if self.frame_shift >= 1 else 'a sample'} at {self.sample_rate} Hz")
+        if not problems and not 0 <= self.preemphasis <= 1:
+            problems.append(f"preemphasis must be in [0, 1], got {self.preemphasis}")
+        if not problems:
+            nyquist = self.sample_rate / 2
+            high_freq = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+            if not 0 <= self.low_freq < high_freq <= nyquist:
+                problems.append(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz); got low_freq "
+                                f"{self.low_freq:g}, high_freq {self.high_freq:g} (= {high_freq:g} Hz)")
         if problems:
             raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
         casts = {"int": int, "float": float, "bool": bool}
@@ -219,8 +227,6 @@ def window_function(config: FeatureConfig) -> np.ndarray:
         "blackman": lambda: BLACKMAN_COEFF - 0.5 * np.cos(phase) + (0.5 - BLACKMAN_COEFF) * np.cos(2 * phase),
         "sine": lambda: np.sin(phase / 2),
     }
-    if config.window not in windows:
-        raise ValueError(f"unknown window {config.window!r}; Kaldi's are {', '.join(WINDOWS)}")
     return windows[config.window]()
 
 
@@ -231,13 +237,7 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     edges evenly spaced in mel between low_freq and high_freq. Filters narrower than an FFT bin can hold no
     bin and stay zero (Kaldi's quirk, kept). The Nyquist bin, which Kaldi leaves out, gets weight 0.
     """
-    nyquist = config.sample_rate / 2
-    high_freq = config.high_freq if config.high_freq > 0 else nyquist + config.high_freq
-    if not 0 <= config.low_freq < high_freq <= nyquist:
-        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist:g} Hz); got low_freq "
-                         f"{config.low_freq:g}, high_freq {config.high_freq:g} (= {high_freq:g} Hz)")
-    if config.num_mel_bins < 1:
-        raise ValueError(f"num_mel_bins must be positive, got {config.num_mel_bins}")
+    high_freq = config.high_freq if config.high_freq > 0 else config.sample_rate / 2 + config.high_freq
     edges = np.linspace(kaldi_mel(config.low_freq), kaldi_mel(high_freq), config.num_mel_bins + 2)
     left, centre, right = edges[:-2], edges[1:-1], edges[2:]
     bin_mel = kaldi_mel(np.arange(config.fft_length // 2 + 1) * config.sample_rate / config.fft_length)[:, None]
@@ -248,13 +248,7 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _constants(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(window float64, mel filterbank float32) for one setting; validates the setting."""
-    if config.frame_length < 2 or config.frame_shift < 1:
-        raise ValueError(f"frames of {config.frame_length} samples every {config.frame_shift} are not usable")
-    if not 0 <= config.preemphasis <= 1:
-        raise ValueError(f"preemphasis must be in [0, 1], got {config.preemphasis}")
-    if not config.log_floor > 0:
-        raise ValueError(f"log_floor must be positive, got {config.log_floor}")
+    """(window float64, mel filterbank float32) for one setting (FeatureConfig has checked it)."""
     return window_function(config), mel_filterbank(config).astype(np.float32)
 
 
