@@ -1,6 +1,8 @@
 """The Flax AST against independent references: parameter counts, an independent torch re-statement of the
 original forward, dtypes, and the named intermediates."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +132,32 @@ def test_matches_original_forward(tmp_path, randomize_torch, spectrogram, geomet
     assert np.abs(np.asarray(short) - logits.numpy()).max() <= 1e-4
     np.testing.assert_allclose(short_out["pooled"], pooled.numpy(), atol=1e-4)
     assert set(short_out) == {"pooled"}
+
+
+def test_layer_norm_epsilons_match_the_original(tmp_path, randomize_torch, spectrogram):
+    """LayerNorm inputs with a variance near the epsilons make them decisive (at the weights' usual spread they
+    move logits by ~1e-6): a tiny embedding for the first block's norm1 (backbone eps 1e-6, where transformers
+    has 1e-12) and a tiny final norm for the head LayerNorm (eps 1e-5). A wrong eps is then far off."""
+    reference = randomize_torch(OriginalAST(width=128, heads=2, layers=2, labels=35, frames=128))
+    with torch.no_grad():
+        v = reference.v
+        for tensor in (v.patch_embed.proj.weight, v.patch_embed.proj.bias, v.cls_token, v.dist_token, v.pos_embed):
+            tensor.mul_(1e-5)  # block0.norm1 sees a variance of about 1e-10 ... 1e-9
+        v.norm.weight.mul_(1e-3), v.norm.bias.mul_(1e-3)  # the head LayerNorm sees a variance of about 1e-6
+    torch.save(reference.state_dict(), tmp_path / "original.pth")
+    model = load_pretrained(tmp_path / "original.pth")
+    x = spectrogram(2, 128)
+    with torch.no_grad():
+        logits, _, _, attention = reference(torch.from_numpy(x))
+
+    def errors(m):  # relative error of the first block's attention weights (which norm1 feeds) and of the logits
+        ours, out = m.apply(x, return_attention=True)
+        return [float(np.abs(np.asarray(a) - b.numpy()).max() / np.abs(b.numpy()).max())
+                for a, b in ((out["attention"][0], attention[0]), (ours, logits))]
+
+    assert max(errors(model)) < 1e-5
+    assert errors(dataclasses.replace(model, config=model.config.replace(layer_norm_eps=1e-12)))[0] > 0.1
+    assert errors(dataclasses.replace(model, config=model.config.replace(head_layer_norm_eps=1e-6)))[1] > 0.1
 
 
 # ---- the model's own contract ------------------------------------------------------------------------------------
