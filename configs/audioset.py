@@ -8,7 +8,7 @@ time masks up to 192, mixup 0.5, balanced sampling, and the parameters of epochs
         --config.data.label_csv=class_labels_indices.csv --config.init.source=/models/deit_base_distilled_patch16_384.pth
 
 `audioset.py:balanced` is the balanced-subset recipe (lr 5e-5, 25 epochs, decay 0.5 every 5 epochs from
-epoch 10, no balanced sampling, epochs 6-25 averaged).
+epoch 11 (milestones 10, 15, ...), no balanced sampling, epochs 6-25 averaged).
 """
 
 import ml_collections

@@ -18,6 +18,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if str(arg or 1) not in ("1", "2", "3", "4", "5"):
+        raise ValueError(f"the held-out fold (esc50.py:FOLD) is one of 1-5, got {arg!r}")
     fold = int(arg or 1)
     c = default_config()
     c.num_epochs = 25

@@ -237,6 +237,11 @@ def test_recipe_json_multilabel_and_balanced_weights(tmp_path, raw_folder):
     # gen_weight_file.py: class weight 1000 / (count + 0.01); counts a=3, b=2, c=1; clip = sum over its labels.
     a, b, c = 1000 / 3.01, 1000 / 2.01, 1000 / 1.01
     np.testing.assert_allclose(src.example_weights("train"), [a, a + b, a, c + b])
+    single = {"data": [{"wav": clip, "labels": mid} for clip, mid in zip(clips, ["/m/a", "/m/b", "/m/c", "/m/a"])]}
+    (tmp_path / "single.json").write_text(json.dumps(single))  # one label per clip (ESC-50): single-label
+    single = source(tmp_path, source="json", json={"train": str(tmp_path / "single.json")}, label_csv=str(label_csv))
+    assert not single.multilabel  # and balanced sampling weighs its classes alike: a, b, c, a
+    np.testing.assert_allclose(single.example_weights("train"), [1000 / 2.01, 1000 / 1.01, 1000 / 1.01, 1000 / 2.01])
     data["data"][2]["labels"] = "/m/zzz"
     (tmp_path / "train.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="entry 2 .*unknown label '/m/zzz'"):

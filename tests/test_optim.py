@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ast_jax.training.config_io import apply_overrides
+from ast_jax.training.config_io import apply_overrides, expand_user_paths
 from ast_jax.training.metrics import average_precision, classification_metrics, roc_auc
 from ast_jax.training.optim import make_optimizer, make_schedule
 from ast_jax.training.trainer import default_config, make_train_step, step_compiler_options
@@ -157,6 +157,13 @@ def test_unknown_lr_schedule_is_refused():
         make_optimizer(optim_config(lr_schedule="linear"), 3)
 
 
+def test_multistep_fields_are_checked_only_for_the_multistep_schedule():
+    with pytest.raises(ValueError, match=r"optim.lr_decay_start \(0\) must be >= optim.lr_decay_every \(1\)"):
+        make_schedule(optim_config(lr_decay_start=0).optim, 3, 30)
+    cosine = make_schedule(optim_config(lr_schedule="cosine", lr_decay_start=0, learning_rate=1.0).optim, 3, 30)
+    assert float(cosine(0)) == 1.0 and float(cosine(15)) == pytest.approx(0.5) and float(cosine(30)) == 0.0
+
+
 def test_three_steps_match_transformers_and_torch_adam():
     """Same weights, same input_values batches, BCE (mean over batch x classes): losses and every parameter."""
     from transformers import ASTConfig as HFConfig, ASTForAudioClassification
@@ -275,7 +282,11 @@ def test_metrics_equal_scikit_learn():
         assert roc_auc(scores[:, k], targets[:, k]) == pytest.approx(
             metrics.roc_auc_score(targets[:, k], scores[:, k]), abs=1e-12)
     result = classification_metrics(scores, targets)
-    assert result["accuracy"] == pytest.approx(metrics.accuracy_score(targets.argmax(1), scores.argmax(1)))
+    top_is_a_label = [targets[i, k] == 1 for i, k in enumerate(scores.argmax(1))]
+    assert result["accuracy"] == pytest.approx(np.mean(top_is_a_label))
+    one_hot = np.eye(6, dtype=np.float32)[rng.integers(0, 6, 200)]  # single-label: the original's accuracy
+    assert classification_metrics(scores, one_hot)["accuracy"] == pytest.approx(
+        metrics.accuracy_score(one_hot.argmax(1), scores.argmax(1)))
     assert result["mAP"] == pytest.approx(metrics.average_precision_score(targets, scores, average="macro"))
     assert result["mAUC"] == pytest.approx(metrics.roc_auc_score(targets, scores, average="macro"))
 
@@ -293,3 +304,18 @@ def test_overrides_are_typed_and_refuse_unknown_fields():
     with pytest.raises(ValueError, match="is a group"):
         apply_overrides(config, ["optim=1"])
     assert isinstance(config, ml_collections.ConfigDict)
+
+
+def test_home_folder_in_path_fields_is_expanded(monkeypatch, tmp_path):
+    """`--config.data.data_dir=~/tfds` reaches the program unexpanded (the shell expands only a word's start)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = apply_overrides(default_config(), ["data.data_dir=~/tfds", "init.source=~/deit.pth",
+                                                "data.cache_dir=/abs/~x"])
+    with config.data.unlocked():
+        config.data.json = ml_collections.ConfigDict(dict(train="~/train.json", validation="eval.json"))
+    expanded = expand_user_paths(config)
+    assert expanded.data.data_dir == str(tmp_path / "tfds") and expanded.init.source == str(tmp_path / "deit.pth")
+    assert dict(expanded.data.json) == {"train": str(tmp_path / "train.json"), "validation": "eval.json"}
+    assert expanded.data.cache_dir == "/abs/~x" and config.data.data_dir == "~/tfds"  # a copy; only a leading ~
+    config.init.source = "hf:MIT/ast-finetuned-speech-commands-v2"
+    assert expand_user_paths(config).init.source == "hf:MIT/ast-finetuned-speech-commands-v2"

@@ -245,6 +245,7 @@ def no_jit(monkeypatch):
      "unknown config field 'data.validaton_fraction' (fields of data: balanced, cache_dir, clip_seconds, data_dir, "
      "labels, num_classes, prepared, sample_rate, source, test_fraction, validation_fraction)"),
     (["--num-processes", "2", "--process-id", "1"], "--num-processes and --process-id need --coordinator"),
+    (["--config.data.balanced=True"], "data.balanced: the synthetic source gives no example weights to sample by"),
     (["--config.data.source=folder", "--config.data.validation_fraction=0.6", "--config.data.test_fraction=0.5"],
      "data.validation_fraction and data.test_fraction add up to 1.1, leaving nothing to train on"),
 ])
@@ -287,6 +288,12 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
         overrides = ["data.source=folder", "data.validation_fraction=0.25", f"data.labels={labels}"]
         config = apply_overrides(add_source_fields(load_config(SMOKE), overrides), overrides)
         assert (config.data.validation_fraction, tuple(config.data.labels)) == (0.25, ("yes", "no")), labels
+    # A recipe moved to another source: the AudioSet recipe's json fields give way to the manifest's.
+    overrides = ["data.source=manifest", "data.data_dir=clips.csv"]
+    config = apply_overrides(add_source_fields(load_config(str(ROOT / "configs" / "audioset.py")), overrides),
+                             overrides)
+    assert "json" not in config.data and "label_csv" not in config.data
+    assert (config.data.validation_fraction, config.data.balanced, config.loss) == (0.1, True, "bce")
 
 
 def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
@@ -358,8 +365,13 @@ def test_initialisation_from_a_trained_model_adapts_positions_and_makes_a_new_he
     source = load_model(reference / "best")
     assert model_config.max_length == 48 and params["pos_embed"].shape == (1, 2 + 2 * 4, 192)
     np.testing.assert_array_equal(params["block0"]["mlp"]["fc1"]["kernel"], source.params["block0"]["mlp"]["fc1"]["kernel"])
-    # the special tokens' rows are copied; the 2x2 patch grid is the middle of the adapted 2x4 one
+    # the special tokens' rows are copied; the 2x2 patch grid is stretched along time to 2x4 as the original
+    # code does it (F.interpolate, bilinear, align_corners=False)
     np.testing.assert_array_equal(params["pos_embed"][0, :2], source.params["pos_embed"][0, :2])
+    torch = pytest.importorskip("torch")
+    grid = torch.from_numpy(np.asarray(source.params["pos_embed"][0, 2:])).T.reshape(1, 192, 2, 2)
+    stretched = torch.nn.functional.interpolate(grid, size=(2, 4), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(params["pos_embed"][0, 2:], stretched.reshape(192, 8).T.numpy(), atol=1e-6)
     assert not np.array_equal(params["head"]["kernel"], source.params["head"]["kernel"])  # a new head
 
 
@@ -401,3 +413,28 @@ def test_ast_base_from_random_weights_warns(tmp_path, capsys, monkeypatch):
     assert code == 1 and "stopped after the start-up checks" in err
     assert ("ast-jax train: warning: a 12-layer, 768-wide AST starts from random weights (config.init.source is "
             "empty)") in err and err.count("\n") == 2, err
+
+
+def test_cross_entropy_on_multi_label_data_warns(tmp_path, capsys, monkeypatch):
+    """loss=ce on clips with several labels makes a softmax model whose labels compete: the run says so."""
+    import soundfile
+
+    import ast_jax.training.trainer as trainer
+
+    rows = ["path,label,split"]
+    for i, (labels, split) in enumerate([("a;b", "train"), ("a", "train"), ("b", "validation"), ("a;b", "test")]):
+        soundfile.write(tmp_path / f"{i}.wav", np.full(1600, 0.1 * (i + 1), np.float32), 16000)
+        rows.append(f"{i}.wav,{labels},{split}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+
+    def stop(*args, **kwargs):
+        raise OSError("stopped after the start-up checks")
+
+    monkeypatch.setattr(trainer, "save_config", stop)
+    common = ["train", "--config", SMOKE, *QUIET, "--config.data.source=manifest", "--config.data.num_classes=2",
+              f"--config.data.data_dir={tmp_path / 'clips.csv'}", f"--config.data.cache_dir={tmp_path / 'cache'}"]
+    assert cli_main([*common, "--workdir", str(tmp_path / "ce"), "--config.loss=ce"]) == 1
+    err = capsys.readouterr().err
+    assert "ast-jax train: warning: loss=ce on multi-label data" in err and "--config.loss=bce" in err, err
+    assert cli_main([*common, "--workdir", str(tmp_path / "bce"), "--config.loss=bce"]) == 1
+    assert "warning" not in capsys.readouterr().err

@@ -9,9 +9,9 @@ Common `config.data` fields (sources add their own, with defaults):
   num_classes   class count where a source offers several tasks (speech_commands: 35 or 12)
   clip_seconds  every waveform is cut or zero-padded to this length
   sample_rate   16000
-  cache_dir     where file-based sources keep their prepared (decoded) copy; default ~/.cache/ast_jax
+  cache_dir     where file-based sources keep their prepared (decoded) copy; default ~/.cache/ast_jax/prepared
   prepared      False: decode the files for every batch instead of keeping a prepared copy
-  balanced      sample by the source's example weights (AudioSet recipe)
+  balanced      sample by the source's example weights (AudioSet recipe; file sources weigh clips by label)
 Fields only some sources read are in SOURCE_FIELDS.
 
 Sources and the task each gives:

@@ -250,6 +250,13 @@ class FileSource(DataSource):
         files = self.split_files(split)
         return files.targets[self.prepare(split).kept] if self.prepared else files.targets
 
+    def example_weights(self, split: str) -> np.ndarray:
+        """The AudioSet recipe's balanced-sampling weights (egs/audioset/gen_weight_file.py), from the labels:
+        each class weighs 1000 / (its clip count in the split + 0.01), and a clip the sum over its labels."""
+        targets = self.targets(split) > 0
+        label_weight = 1000.0 / (targets.sum(axis=0) + 0.01)
+        return (targets * label_weight).sum(axis=1)
+
     def load(self, split, indices):
         indices = np.asarray(indices)
         if self.prepared:

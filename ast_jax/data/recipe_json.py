@@ -1,24 +1,20 @@
 """The original AST recipes' data files: JSON manifests with a label CSV (ESC-50, AudioSet, Speech Commands).
 
 A manifest is `{"data": [{"wav": "/path/clip.flac", "labels": "/m/09x0r,/m/05zppz"}, ...]}`; the label CSV
-has columns `index,mid,display_name` and maps each mid to its output index. Targets are multi-hot.
+has columns `index,mid,display_name` and maps each mid to its output index. Targets are multi-hot; the data are
+multi-label (AudioSet) when some clip has more than one label, and single-label (ESC-50, Speech Commands)
+otherwise, which decides how `ast-jax evaluate` scores them.
 
 config.data fields: `json` (a mapping split -> manifest path, e.g. {"train": ..., "validation": ..., "test":
 ...}), `label_csv`, and `prepared` (False decodes clips per batch: for AudioSet-sized sets whose decoded
 copy would not fit on disk).
-
-`example_weights(split)` gives the recipe's balanced-sampling weights (egs/audioset/gen_weight_file.py): each
-class weighs 1000 / (its clip count in the split + 0.01), and a clip weighs the sum over its labels.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 from pathlib import Path
-
-import numpy as np
 
 from ast_jax.data.files import Clip, FileSource, SplitFiles, one_hot
 
@@ -58,21 +54,14 @@ def read_manifest(path: str | Path, mid_index: dict[str, int], num_classes: int)
     return SplitFiles(clips, one_hot(ids, num_classes))
 
 
-@dataclasses.dataclass
-class RecipeJSONSource(FileSource):
-    def example_weights(self, split: str) -> np.ndarray:
-        targets = self.targets(split) > 0
-        label_weight = 1000.0 / (targets.sum(axis=0) + 0.01)
-        return (targets * label_weight).sum(axis=1)
-
-
-def from_config(data_config, clip_samples: int) -> RecipeJSONSource:
+def from_config(data_config, clip_samples: int) -> FileSource:
     manifests = data_config.get("json")
     if not manifests or not data_config.get("label_csv"):
         raise ValueError("data.json (split -> manifest path) and data.label_csv are needed for the json source")
     labels, mid_index = read_label_csv(data_config.label_csv)
     splits = {split: read_manifest(path, mid_index, len(labels)) for split, path in dict(manifests).items()}
-    return RecipeJSONSource(labels=labels, clip_samples=clip_samples, multilabel=True, splits=splits,
+    multilabel = any((files.targets.sum(axis=1) > 1).any() for files in splits.values())
+    return FileSource(labels=labels, clip_samples=clip_samples, multilabel=multilabel, splits=splits,
                             sample_rate=int(data_config.get("sample_rate", 16000)),
                             cache_dir=data_config.get("cache_dir"), prepared=bool(data_config.get("prepared", True)),
                             name=f"json-{Path(data_config.label_csv).stem}")

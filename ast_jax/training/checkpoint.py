@@ -1,7 +1,7 @@
 """Training checkpoints with Orbax: the train state (sharded arrays) plus JSON metadata, saved asynchronously.
 
 Each checkpoint step holds two items: "state" (params, optimiser state, step, and the weight-averaging sum when
-enabled) and "meta" (epoch, best validation score, evaluation history). The data position and the random state
+enabled) and "meta" (the best validation score and its step and epoch, the evaluation history). The data position and the random state
 follow from the step: batches are a fixed function of (seed, epoch, batch index) and per-step randomness is
 `fold_in(key, step)`, so restoring the step restores both.
 """

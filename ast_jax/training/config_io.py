@@ -20,6 +20,8 @@ from typing import Iterable
 
 import ml_collections
 
+from ast_jax._atomic import write_atomically
+
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """The ConfigDict of `path.py` or `path.py:arg`, or of a resolved config a run saved (WORKDIR/config.json)."""
@@ -146,18 +148,47 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
 def add_source_fields(config: ml_collections.ConfigDict, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """Give `config.data` the fields its source reads beyond the common ones (`ast_jax.data.SOURCE_FIELDS`), at
     their defaults where the config does not set them, so that overrides can reach them. The source is the one
-    the overrides name last, else the config's."""
+    the overrides name last, else the config's; where the overrides name another source than the config's, the
+    fields only the config's source reads are dropped (configs/audioset.py on a CSV manifest has no data.json)."""
     from ast_jax.data import SOURCE_FIELDS
 
-    source = config.data.get("source")
+    configured = source = config.data.get("source")
     for item in overrides:
         name, _, text = item.partition("=")
         if name.strip() == "data.source":
             source = _parse_value(text, "", "data.source")
     with config.data.unlocked():
+        if source != configured:  # a recipe moved to another source: drop the fields only its own source reads
+            for name in set(SOURCE_FIELDS.get(configured, {})) - set(SOURCE_FIELDS.get(source, {})):
+                if name in config.data:
+                    del config.data[name]
         for name, default in SOURCE_FIELDS.get(source, {}).items():
             if name not in config.data:
                 config.data[name] = default
+    return config
+
+
+# Fields that hold file or folder names (and data.json's split -> manifest entries): a leading "~" in them
+# is the user's home folder, as the shell would have read it outside a --config.field=value word.
+PATH_FIELDS = ("data.data_dir", "data.cache_dir", "data.label_csv", "data.json", "init.source")
+
+
+def expand_user_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` with `~` and `~user` expanded at the start of its PATH_FIELDS."""
+    config = config.copy_and_resolve_references()
+    for name in PATH_FIELDS:
+        group, _, field = name.rpartition(".")
+        parent = config.get(group)
+        if parent is None or field not in parent:
+            continue
+        value = parent[field]
+        with parent.unlocked():
+            if isinstance(value, str):
+                parent[field] = os.path.expanduser(value)
+            elif isinstance(value, ml_collections.ConfigDict):
+                for key, entry in value.items():
+                    if isinstance(entry, str):
+                        value[key] = os.path.expanduser(entry)
     return config
 
 
@@ -168,7 +199,5 @@ def config_values(config: ml_collections.ConfigDict) -> dict:
 
 def save_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
     """Write the resolved config as JSON, atomically."""
-    path = Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(config_values(config), indent=2, sort_keys=True) + "\n")
-    os.replace(staging, path)
+    text = json.dumps(config_values(config), indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))

@@ -11,8 +11,10 @@ import numpy as np
 
 
 def accuracy(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Fraction of rows whose top-scoring class is the top target class (the original's single-label accuracy)."""
-    return float(np.mean(np.argmax(scores, axis=1) == np.argmax(targets, axis=1)))
+    """Fraction of rows whose top-scoring class is one of the row's labels (target >= 0.5): the original's
+    accuracy on single-label data (argmax of scores against argmax of targets), and on multi-label data what
+    `ast-jax evaluate` counts, rather than the original's comparison with the lowest-numbered label."""
+    return float(np.mean(targets[np.arange(len(scores)), np.argmax(scores, axis=1)] >= 0.5))
 
 
 def _ranked_counts(scores: np.ndarray, positive: np.ndarray):

@@ -33,14 +33,14 @@ import numpy as np
 import optax
 
 from ast_jax import features as features_lib
-from ast_jax._atomic import file_in_the_way
+from ast_jax._atomic import file_in_the_way, write_atomically
 from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig
 from ast_jax.pretrained import from_params, load_model, save_model
 from ast_jax.training import sharding
 from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
-from ast_jax.training.config_io import config_values, save_config
+from ast_jax.training.config_io import config_values, expand_user_paths, save_config
 from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
 from ast_jax.training.metrics import classification_metrics
 from ast_jax.training.optim import make_optimizer
@@ -306,11 +306,12 @@ def check_config(config, source: DataSource) -> None:
     if wanted and wanted != source.num_classes:
         problems.append(f"data.num_classes is {wanted} but the {config.data.source} source has "
                         f"{source.num_classes} labels")
+    if config.data.get("balanced") and source.example_weights("train") is None:
+        problems.append(f"data.balanced: {source_name(config)} gives no example weights to sample by (the "
+                        f"sources that read audio files weigh clips by their labels, as the AudioSet recipe)")
     wa = config.weight_averaging
     if wa.start_epoch and not 1 <= wa.start_epoch <= wa.end_epoch <= config.num_epochs:
         problems.append(f"weight_averaging epochs {wa.start_epoch}..{wa.end_epoch} are not within 1..{config.num_epochs}")
-    if config.optim.lr_decay_start < config.optim.lr_decay_every:
-        problems.append("optim.lr_decay_start must be >= optim.lr_decay_every")
     if problems:
         raise ValueError("bad config: " + "; ".join(problems))
 
@@ -394,9 +395,8 @@ class MetricWriter:
         if self.path.exists():  # forget what was logged after the checkpoint we resume from, and the results
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
             kept = [row for row in rows if row["step"] <= resume_step and not row["split"].startswith("result/")]
-            staging = self.path.with_name(".metrics.jsonl.tmp")
-            staging.write_text("".join(json.dumps(row) + "\n" for row in kept))
-            staging.replace(self.path)
+            text = "".join(json.dumps(row) + "\n" for row in kept)
+            write_atomically(self.path, lambda temporary: Path(temporary).write_text(text))
         self.file = self.path.open("a")
         # TensorBoard drops the events of earlier sessions from step resume_step + 1 on, as metrics.jsonl does.
         self.tensorboard = SummaryWriter(str(workdir / "tensorboard"),
@@ -489,7 +489,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, stops: StopRequests) -> dict[str, Any]:
-    workdir = Path(workdir).absolute()
+    config = expand_user_paths(config)
+    workdir = Path(workdir).expanduser().absolute()
     blocking = file_in_the_way(workdir)
     if blocking == workdir:
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
@@ -504,6 +505,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         raise FileNotFoundError(f"{config.data.data_dir}: data.data_dir does not exist")
     source = build_source(config.data)
     check_config(config, source)
+    if config.loss == "ce" and source.multilabel:
+        warnings.warn(f"loss=ce on multi-label data ({source_name(config)} has clips with several labels): the "
+                      f"model will score with softmax, so its labels compete; the AudioSet recipe trains these with "
+                      f"--config.loss=bce")
     check_processes_agree(config, workdir)
     num_train = source.num_examples("train")
     steps_per_epoch = -(-num_train // config.batch_size)
@@ -753,9 +758,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             link.unlink(missing_ok=True)
             link.symlink_to("best", target_is_directory=True)
             link.replace(workdir / "model")
-            staging = workdir / ".results.json.tmp"
-            staging.write_text(json.dumps(summary, indent=2) + "\n")
-            staging.replace(workdir / "results.json")
+            text = json.dumps(summary, indent=2) + "\n"
+            write_atomically(workdir / "results.json", lambda temporary: Path(temporary).write_text(text))
             print(format_table(results), flush=True)
         return summary
     finally:
