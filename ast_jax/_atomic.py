@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 
 def _current_umask() -> int:
@@ -23,24 +23,39 @@ UMASK = _current_umask()
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call `write(temporary_path)` next to `path`, then rename it into place (never a half-written file).
 
-    A link is written through: its target gets the new content. Failing to make the file is an OSError naming
-    `path`, not the temporary name."""
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
+    A link is written through: its target gets the new content. Failing to make or write the file (a full
+    disk) is an OSError naming `path`, not the temporary name; `path` is then as it was."""
+    write_files_atomically({path: write})
+
+
+def write_files_atomically(writers: Mapping[str | os.PathLike, Callable[[str], None]]) -> None:
+    """`write_atomically` for files that belong together (embeddings and their file list, an evaluation's
+    report): all are written under temporary names first and renamed into place only once every one is
+    complete, so a failure leaves each as it was rather than some new beside others old."""
+    staged: list[tuple[str, Path]] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    except OSError as error:
-        raise OSError(f"{path}: cannot write there ({error.strerror or error})") from None
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes the file private; give it a normal file's mode
-        os.replace(temporary, path)
+        for path, write in writers.items():
+            path = Path(path)
+            if path.is_symlink():
+                path = path.resolve()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+            except OSError as error:
+                raise OSError(f"{path}: cannot write there ({error.strerror or error})") from None
+            os.close(handle)
+            staged.append((temporary, path))
+            try:
+                write(temporary)
+            except OSError as error:  # ENOSPC names no file; numpy's short write has no errno
+                raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
+            os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes the file private; give it a normal file's mode
+        for temporary, path in staged:
+            os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.remove(temporary)
         raise
 
 
@@ -73,6 +88,21 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_free_space(target: str | os.PathLike, needed: int) -> None:
+    """An OSError naming `target` when its file system (that of its nearest existing folder) has less than
+    `needed` bytes free: said in one line before a writer (Orbax, safetensors) fails half way with its own
+    messages."""
+    folder = Path(target).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # nothing to say; the write will tell
+    if free < needed:
+        raise OSError(f"{target}: not enough space: {needed / 1e6:.1f} MB to write, {free / 1e6:.1f} MB free")
 
 
 def file_in_the_way(folder: Path) -> Path | None:

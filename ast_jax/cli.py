@@ -16,6 +16,7 @@ import sys
 import warnings
 
 from ast_jax import _compilation_cache, _host_memory
+from ast_jax.commands import raise_if_interrupted, raise_on_signal
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,10 +61,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as Ctrl-C is, so that the same cleanup runs: what is done is kept, temporary files go."""
 
 
-def _raise_terminated(number, frame):
-    raise Terminated
-
-
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -88,7 +85,8 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
             print(f"ast-jax: error: {error}", file=sys.stderr)
             return 2
         _compilation_cache.enable()
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, raise_on_signal(Terminated))
+        signal.signal(signal.SIGINT, raise_on_signal(KeyboardInterrupt))
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
@@ -96,16 +94,18 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(sub_parser)
-    # A subcommand may read arguments argparse cannot express (train's `--config.FIELD=VALUE`).
-    args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
     try:
+        module = importlib.import_module(module_name)
+        sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub_parser)
+        # A subcommand may read arguments argparse cannot express (train's `--config.FIELD=VALUE`).
+        args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
         with warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, f"ast-jax {name}", warnings.showwarning)
-            return int(module.run(args) or 0)
+            code = int(module.run(args) or 0)
+        raise_if_interrupted()  # a signal whose exception Python dropped: the exit status still says so
+        return code
     except Terminated:
         print("ast-jax: terminated", file=sys.stderr)
         return 143

@@ -33,7 +33,7 @@ from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
-from ast_jax._atomic import staged_directory
+from ast_jax._atomic import UMASK, check_free_space, staged_directory
 from ast_jax.pretrained import Pretrained, default_labels, is_model_dir, load_model, read_json
 from ast_jax.data.speech_commands import LABELS_35
 
@@ -779,8 +779,14 @@ def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLi
         warnings.warn(f"transformers' ASTFeatureExtractor has no option for {', '.join(lacking)}: it computes "
                       f"features with the defaults, so its inputs and logits differ from this model's", stacklevel=2)
     state = params_to_state(model.params, cfg.num_layers, "hf")
+    check_free_space(output_dir, sum(value.nbytes for value in state.values()) + (1 << 20))
     with staged_directory(output_dir, overwrite=overwrite) as staging:
-        save_file(state, str(staging / HF_WEIGHTS[0]), metadata={"format": "pt"})
+        weights = staging / HF_WEIGHTS[0]
+        try:
+            save_file(state, str(weights), metadata={"format": "pt"})
+        except Exception as error:  # safetensors' SafetensorError: a full disk, an I/O error
+            raise OSError(f"{output_dir}: cannot be written ({error})") from None
+        os.chmod(weights, 0o666 & ~UMASK)  # safetensors makes it private; the folder's other files are not
         (staging / HF_CONFIG).write_text(json.dumps(hf_config(model), indent=2) + "\n")
         (staging / HF_PREPROCESSOR).write_text(
             json.dumps(model.features.to_hf_preprocessor_config(), indent=2) + "\n")

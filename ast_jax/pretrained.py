@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from ast_jax._atomic import interrupts_deferred, staged_directory
+from ast_jax._atomic import check_free_space, interrupts_deferred, staged_directory
 from ast_jax.features import FeatureConfig
 from ast_jax.model import AST, ASTConfig, parameter_shapes
 
@@ -128,8 +128,9 @@ def save_model(directory: str | os.PathLike, model: Pretrained, *, overwrite: bo
     if not isinstance(model, Pretrained):
         raise TypeError(f"save_model(directory, model) takes the folder first, then a Pretrained; got a "
                         f"{type(model).__name__} as the model")
+    params = jax.tree_util.tree_map(np.asarray, model.params)
+    check_free_space(directory, sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(params)) + (1 << 20))
     with staged_directory(directory, overwrite=overwrite) as staging:
-        params = jax.tree_util.tree_map(np.asarray, model.params)
         with interrupts_deferred(), _local_checkpointer() as checkpointer:
             checkpointer.save(staging / PARAMS_DIR, params)
             checkpointer.wait_until_finished()

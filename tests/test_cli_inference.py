@@ -134,8 +134,9 @@ def test_predict_reads_a_whole_file_from_standard_input(model_dir, clips, capsys
 
 
 def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, tmp_path, monkeypatch):
-    """Ctrl-C in a long run: JSON lines already went to stdout row by row, and --output is written with the
-    rows done so far (atomically), as embed writes the embeddings done; exit status 130."""
+    """Ctrl-C in a long run: JSON lines already went to stdout row by row; with --output the rows done so far go
+    beside it (o.csv -> o.partial.csv), leaving an earlier finished o.csv as it was, and embed does the same
+    with the embeddings done; exit status 130."""
     from ast_jax.inference import Pipeline
 
     files = sorted(str(p) for p in clips.rglob("*.wav"))
@@ -151,14 +152,54 @@ def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, 
     code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", *files)
     assert code == 130 and "interrupted" in err
     assert [json.loads(line)["file"] for line in out.splitlines()] == files[:2]
-    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", tmp_path / "o.csv",
-                           *files)
-    assert code == 130 and out == ""
-    assert [row["file"] for row in csv.DictReader((tmp_path / "o.csv").read_text().splitlines())] == files[:2]
-    code, _, err = run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / "e.npz", *files)
-    assert code == 130 and "2 files" in err
-    with np.load(tmp_path / "e.npz") as saved:
+    (tmp_path / "o.csv").write_text("an earlier run's finished result\n")
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", tmp_path / "o.csv",
+                             *files)
+    assert code == 130 and out == "" and f"the 2 rows done are in {tmp_path / 'o.partial.csv'}" in err
+    assert [row["file"] for row in csv.DictReader((tmp_path / "o.partial.csv").read_text().splitlines())] == files[:2]
+    assert (tmp_path / "o.csv").read_text() == "an earlier run's finished result\n"
+    for output in ("e.npz", "e.npy"):
+        code, _, err = run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / output, *files)
+        assert code == 130 and "2 files" in err and "(interrupted)" in err and not (tmp_path / output).exists()
+    with np.load(tmp_path / "e.partial.npz") as saved:
         assert list(saved["files"]) == files[:2] and saved["embeddings"].shape[0] == 2
+    assert np.load(tmp_path / "e.partial.npy").shape[0] == 2
+    assert (tmp_path / "e.partial.npy.files.txt").read_text().splitlines() == files[:2]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception
+def test_a_signal_whose_exception_python_dropped_still_stops_the_run(model_dir, clips, capsys, monkeypatch):
+    """SIGTERM's exception raised inside a garbage-collection callback (JAX has one) is printed as "Exception
+    ignored" and dropped by Python; the handler noted it, so the run stops at the next file, exit 143."""
+    import gc
+    import signal
+
+    from ast_jax import commands
+    from ast_jax.cli import Terminated
+    from ast_jax.inference import Pipeline
+
+    monkeypatch.setattr(commands, "_received", [])
+    handler = commands.raise_on_signal(Terminated)
+
+    def collect_with_a_signal(phase, info):
+        if phase == "start":
+            gc.callbacks.remove(collect_with_a_signal)
+            handler(signal.SIGTERM, None)
+
+    files = sorted(str(p) for p in clips.rglob("*.wav"))
+    real = Pipeline.predict_files
+
+    def signal_dropped_after_two(self, paths, **kwargs):
+        for count, item in enumerate(real(self, paths, **kwargs)):
+            if count == 2:
+                gc.callbacks.append(collect_with_a_signal)
+                gc.collect()  # the callback's Terminated goes nowhere
+            yield item
+
+    monkeypatch.setattr(Pipeline, "predict_files", signal_dropped_after_two)
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", *files)
+    assert code == 143 and "ast-jax: terminated" in err
+    assert [json.loads(line)["file"] for line in out.splitlines()] == files[:2]
 
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
@@ -501,3 +542,57 @@ def test_a_failed_run_keeps_the_output_file_and_overflowing_audio_is_named(model
     code, out, err = run_cli(capsys, "predict", "--model", model_dir, loud, clips / "up" / "up0.wav", "--format", "csv")
     assert code == 1 and "up0.wav" in out and "loud.wav" not in out
     assert f"{loud}: the features are not finite (samples far beyond full scale?)" in err
+
+
+def test_a_full_disk_leaves_earlier_outputs_whole_and_names_the_output(model_dir, clips, capsys, tmp_path,
+                                                                       monkeypatch):
+    """Files that belong together (evaluate's report, embed's .npy and its file list) are replaced together or
+    not at all; the error is one line naming the file (ENOSPC names none); a model folder that cannot fit is
+    refused before Orbax starts writing."""
+    import errno
+    import shutil
+
+    import jax
+
+    import ast_jax._atomic
+    import ast_jax.evaluation
+    from ast_jax.pretrained import load_model
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    evaluate = ["evaluate", "--model", model_dir, "--data", clips, "--output-dir", tmp_path / "eval"]
+    assert run_cli(capsys, *evaluate)[0] == 0
+    before = {path.name: path.read_bytes() for path in (tmp_path / "eval").iterdir()}
+    assert set(before) == {"metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.png"}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ast_jax.evaluation, "plot_confusion_matrix", disk_full)  # written last
+    code, _, err = run_cli(capsys, *evaluate, "--batch-size", 2)
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"ast-jax evaluate: error: {tmp_path / 'eval' / 'confusion_matrix.png'}: cannot be written (No space left "
+        f"on device)")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "eval").iterdir()} == before  # no temporaries
+
+    files = sorted(str(p) for p in clips.rglob("*.wav"))
+    assert run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / "e.npy", *files[:2])[0] == 0
+    real_open = open
+
+    def list_fails(path, mode="r", *args, **kwargs):
+        if "files.txt" in str(path) and "w" in mode:
+            disk_full()
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", list_fails)
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, "-o", tmp_path / "e.npy", *files)
+    monkeypatch.setattr("builtins.open", real_open)
+    assert code == 1 and f"{tmp_path / 'e.npy.files.txt'}: cannot be written (No space left on device)" in err
+    assert np.load(tmp_path / "e.npy").shape[0] == 2  # the rows still match their list
+    assert (tmp_path / "e.npy.files.txt").read_text().splitlines() == files[:2]
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 20, 10 << 20, 100_000))
+    code, _, err = run_cli(capsys, "convert", model_dir, tmp_path / "copy")
+    needed = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(load_model(model_dir).params)) + (1 << 20)
+    assert code == 1 and err == (f"ast-jax convert: error: {tmp_path / 'copy'}: not enough space: "
+                                 f"{needed / 1e6:.1f} MB to write, 0.1 MB free\n")
+    assert not (tmp_path / "copy").exists() and ast_jax._atomic.check_free_space(tmp_path, 0) is None

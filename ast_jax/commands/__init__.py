@@ -24,6 +24,36 @@ non_negative_int = _number(int, lambda n: n >= 0, "an integer >= 0")
 positive_float = _number(float, lambda x: math.isfinite(x) and x > 0, "a positive number")
 
 
+# A Ctrl-C or SIGTERM whose exception is raised inside a garbage-collection callback (JAX has one) is printed as
+# "Exception ignored" and dropped by Python. The command line's handlers note each signal here as they raise it,
+# and the commands' loops raise it again (`raise_if_interrupted`), so that no signal is lost.
+_received: list[type[BaseException]] = []
+
+
+def raise_on_signal(exception: type[BaseException]):
+    """A signal handler raising `exception`, as Python's own does for Ctrl-C, noting it for
+    `raise_if_interrupted`."""
+    def handler(number, frame):
+        _received.append(exception)
+        raise exception
+
+    return handler
+
+
+def raise_if_interrupted() -> None:
+    """Raise the signal that arrived, if Python dropped the exception its handler raised."""
+    if _received:
+        raise _received[0]
+
+
+def partial_name(output: str) -> str:
+    """Where an interrupted run puts what it has done: OUTPUT with ".partial" before its extension (p.csv ->
+    p.partial.csv). OUTPUT, perhaps the finished result of an earlier run, stays as it was, and nothing
+    unfinished is written under a finished result's name."""
+    root, extension = os.path.splitext(output)
+    return f"{root}.partial{extension}"
+
+
 def _check_writable(path: str, folder: str) -> None:
     """A ValueError naming `path` unless a file can be made in `folder`, or, where it does not exist yet, in the
     nearest folder above it (tried with a temporary file that is removed at once)."""

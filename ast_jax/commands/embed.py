@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ast_jax.commands import check_not_an_input, check_output_file
+from ast_jax.commands import check_not_an_input, check_output_file, partial_name, raise_if_interrupted
 from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ast_jax._atomic import write_atomically
+    from ast_jax._atomic import write_atomically, write_files_atomically
     from ast_jax.inference import expand_inputs, pipeline
 
     if not args.output.endswith((".npz", ".npy")):
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
+                raise_if_interrupted()
                 pooled.append(out["pooled"].astype(np.float32))
                 if args.tokens:
                     tokens.append(out["tokens"].astype(np.float32))
@@ -82,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
         with open(path, "w") as handle:
             handle.writelines(name + "\n" for name in names)
 
-    if args.output.endswith(".npz"):
-        write_atomically(args.output, write_npz)
-    else:
-        write_atomically(args.output, write_npy)
-        write_atomically(args.output + ".files.txt", write_list)
-    print(f"ast-jax embed: {len(names)} file{'s' * (len(names) != 1)} -> {args.output}", file=sys.stderr)
+    # Interrupted, the embeddings done go beside the output (e.npz -> e.partial.npz), which stays as it was.
+    output = args.output if interrupted is None else partial_name(args.output)
+    if interrupted is None or names:
+        if output.endswith(".npz"):
+            write_atomically(output, write_npz)
+        else:  # the rows and their file list: both or neither
+            write_files_atomically({output: write_npy, output + ".files.txt": write_list})
+        print(f"ast-jax embed: {len(names)} file{'s' * (len(names) != 1)} -> {output}"
+              + (" (interrupted)" if interrupted else ""), file=sys.stderr)
     if interrupted:
         raise interrupted
     return failures.exit_code(len(files) + len(unmatched))

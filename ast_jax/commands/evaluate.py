@@ -37,7 +37,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ast_jax.commands import check_output_folder, positive_float
+from ast_jax.commands import check_output_folder, positive_float, raise_if_interrupted
 from ast_jax.commands.predict import add_model_arguments, progress
 
 
@@ -191,7 +191,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
     import jax
     import numpy as np
 
-    from ast_jax._atomic import write_atomically
+    from ast_jax._atomic import write_files_atomically
     from ast_jax.evaluation import Evaluation, map_labels, plot_confusion_matrix, write_csv, write_json
 
     label_indices = map_labels(source.labels, model.labels, parse_label_map(args.label_map))
@@ -215,6 +215,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
 
     with progress(total, "evaluate") as bar:
         for index, out in predictor.run(examples(), ("scores", "logits"), count=total):
+            raise_if_interrupted()
             scores[index], logits[index] = out["scores"], out["logits"]
             bar.update(1)
 
@@ -235,17 +236,20 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomically(out / "metrics.json", lambda p: write_json(p, report))
-        write_atomically(out / "per_class.csv", lambda p: write_csv(
-            p, per_class, ["label", "precision", "recall", "support", "ap", "auc"]))
-        write_atomically(out / "misclassified.csv", lambda p: write_csv(
-            p, result.misclassified(), ["file", "label", "predicted", "predicted_score", "label_score"]))
-        written = ["metrics.json", "per_class.csv", "misclassified.csv"]
+        writers = {
+            out / "metrics.json": lambda p: write_json(p, report),
+            out / "per_class.csv": lambda p: write_csv(p, per_class, ["label", "precision", "recall", "support",
+                                                                      "ap", "auc"]),
+            out / "misclassified.csv": lambda p: write_csv(p, result.misclassified(), [
+                "file", "label", "predicted", "predicted_score", "label_score"]),
+        }
         if not source.multilabel:
             matrix, columns = result.confusion_matrix()
-            write_atomically(out / "confusion_matrix.png",
-                             lambda p: plot_confusion_matrix(matrix, source.labels, columns, p))
-            written.append("confusion_matrix.png")
+            writers[out / "confusion_matrix.png"] = lambda p: plot_confusion_matrix(matrix, source.labels, columns, p)
+        write_files_atomically(writers)  # one set: a failure (a full disk) leaves the folder's earlier set whole
+        if source.multilabel:  # an earlier single-label evaluation's matrix would pass for this one's
+            (out / "confusion_matrix.png").unlink(missing_ok=True)
+        written = [path.name for path in writers]
         print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
     if skipped:
         print(f"ast-jax evaluate: {len(skipped)} file{'s' * (len(skipped) != 1)} could not be read and "

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ast_jax.commands import check_not_an_input, check_output_file, check_output_folder
+from ast_jax.commands import check_not_an_input, check_output_file, check_output_folder, raise_if_interrupted
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = ("input_values", "scores") + wanted
     names = output_names(files)
     for path, out in model.predict_files(files, top_k=1, outputs=outputs, on_error=failures):
+        raise_if_interrupted()
         # The cls and dist rows are averaged: the pooled embedding the head reads is their mean.
         maps = {titles[name]: grid_to_spectrogram(patch_grid(out[name].mean(axis=0), config), config)
                 for name in wanted}

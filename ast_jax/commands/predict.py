@@ -21,7 +21,8 @@ import io
 import json
 import sys
 
-from ast_jax.commands import check_not_an_input, check_output_file, positive_float, positive_int
+from ast_jax.commands import (check_not_an_input, check_output_file, partial_name, positive_float, positive_int,
+                              raise_if_interrupted)
 
 STDIN = "-"  # the input name that reads standard input
 
@@ -166,7 +167,7 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
                live: bool = False) -> None:
     """Rows to stdout as they come where the format allows (JSON lines and CSV; a table too for a live
     stream), else, and to --output (atomically), once all are in. Interrupted, what has come so far is
-    still written."""
+    still written: to stdout, or beside --output (`partial_name`)."""
     if args.output is None and (args.format != "table" or live):
         for text in stream_rows(rows, args.format, top_k, labels, windowed):
             sys.stdout.write(text)
@@ -176,7 +177,13 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     try:
         kept.extend(rows)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done; any other failure writes nothing
-        write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
+        if args.output is None:
+            write_text(format_rows(kept, args.format, top_k, windowed=windowed), None)
+        elif kept:
+            partial = partial_name(args.output)
+            write_text(format_rows(kept, args.format, top_k, windowed=windowed), partial)
+            print(f"ast-jax predict: interrupted; the {len(kept)} row{'s' * (len(kept) != 1)} done are in "
+                  f"{partial}", file=sys.stderr)
         raise
     write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
@@ -231,12 +238,14 @@ def run(args: argparse.Namespace) -> int:
                     bar.update(1)
 
                 for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
+                    raise_if_interrupted()
                     yield {"file": getattr(path, "name", path), "labels": out["labels"]}
                     bar.update(1)
                 return
             for path in files:
                 try:
                     for window in classify.iter_windows(path, args.window, args.hop, top_k=args.top_k):
+                        raise_if_interrupted()
                         yield {"file": path, **window}
                 except (OSError, ValueError) as error:  # the windows before the damage are kept
                     failures(path, error)
