@@ -438,3 +438,24 @@ def test_cross_entropy_on_multi_label_data_warns(tmp_path, capsys, monkeypatch):
     assert "ast-jax train: warning: loss=ce on multi-label data" in err and "--config.loss=bce" in err, err
     assert cli_main([*common, "--workdir", str(tmp_path / "bce"), "--config.loss=bce"]) == 1
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_source_field_left_out_counts_as_its_default_when_resuming(tmp_path):
+    """A run started from Python (no folder-source fields in its config) resumes from the command line, which
+    fills them in, and the other way round; a field really changed is still refused."""
+    import ml_collections
+
+    from ast_jax.training.config_io import add_source_fields, save_config
+    from ast_jax.training.trainer import check_resumable, default_config
+
+    bare = default_config()
+    bare.data.source = "folder"
+    filled = add_source_fields(ml_collections.ConfigDict(bare.to_dict()))
+    assert "validation_fraction" in filled.data and "validation_fraction" not in bare.data
+    (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+    for saved, resumed in ((bare, filled), (filled, bare)):
+        save_config(saved, tmp_path / "config.json")
+        check_resumable(resumed, tmp_path)
+    filled.data.validation_fraction = 0.2
+    with pytest.raises(ValueError, match=r"data.validation_fraction: 0.1 -> 0.2"):
+        check_resumable(filled, tmp_path)

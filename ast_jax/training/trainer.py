@@ -40,7 +40,7 @@ from ast_jax.model import AST, ASTConfig
 from ast_jax.pretrained import from_params, load_model, save_model
 from ast_jax.training import sharding
 from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
-from ast_jax.training.config_io import config_values, expand_user_paths, save_config
+from ast_jax.training.config_io import add_source_fields, config_values, expand_user_paths, save_config
 from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
 from ast_jax.training.metrics import classification_metrics
 from ast_jax.training.optim import make_optimizer
@@ -147,10 +147,11 @@ def check_resumable(config, workdir: Path) -> None:
     if not saved_path.is_file() or not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
         return
     try:
-        saved = _flat(json.loads(saved_path.read_text()))
-    except (OSError, ValueError) as error:
+        # Fields of the source that a config leaves out count as their defaults, as `ast-jax train` fills them.
+        saved = _flat(config_values(add_source_fields(ml_collections.ConfigDict(json.loads(saved_path.read_text())))))
+    except (OSError, ValueError, AttributeError, TypeError) as error:
         raise ValueError(f"{saved_path}: cannot read the config of the run to resume ({error})") from None
-    current = _flat(config_values(config))
+    current = _flat(config_values(add_source_fields(config.copy_and_resolve_references())))
     fixed = lambda name: not any(name == c or (c.endswith(".") and name.startswith(c)) for c in RESUMABLE_CHANGES)
     changed = [name for name in sorted(set(saved) | set(current))
                if fixed(name) and saved.get(name, "<unset>") != current.get(name, "<unset>")]
@@ -489,7 +490,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, stops: StopRequests) -> dict[str, Any]:
-    config = expand_user_paths(config)
+    config = add_source_fields(expand_user_paths(config))  # a copy, with the source's fields as the CLI has them
     workdir = Path(workdir).expanduser().absolute()
     blocking = file_in_the_way(workdir)
     if blocking == workdir:
