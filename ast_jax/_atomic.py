@@ -102,7 +102,9 @@ def check_free_space(target: str | os.PathLike, needed: int) -> None:
     except OSError:
         return  # nothing to say; the write will tell
     if free < needed:
-        raise OSError(f"{target}: not enough space: {needed / 1e6:.1f} MB to write, {free / 1e6:.1f} MB free")
+        digits = 1 if round(needed / 1e6, 1) != round(free / 1e6, 1) else 3
+        raise OSError(f"{target}: not enough space: {needed / 1e6:.{digits}f} MB to write, "
+                      f"{free / 1e6:.{digits}f} MB free")
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -16,7 +16,8 @@ import sys
 import warnings
 
 from ast_jax import _compilation_cache, _host_memory
-from ast_jax.commands import raise_if_interrupted, raise_on_signal
+from ast_jax._atomic import interrupts_deferred
+from ast_jax.commands import raise_if_interrupted, raise_on_signal, received_signal
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,6 +65,14 @@ class Terminated(KeyboardInterrupt):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _quiet_about_dropped_signals(unraisable) -> None:
+    """Python's report of an exception it could not raise, except for a signal's, which the handlers noted
+    and the command acts on (`commands.raise_if_interrupted`): one line says so, not "Exception ignored"."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and received_signal() is not None:
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _show_warning(prefix, default, message, category, filename, lineno, file=None, line=None):
     """ast-jax's own warnings as one line, "ast-jax convert: warning: ..."; other libraries' as they print them."""
     if os.path.abspath(filename).startswith(_PACKAGE + os.sep) and issubclass(category, UserWarning):
@@ -84,9 +93,9 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         except ValueError as error:
             print(f"ast-jax: error: {error}", file=sys.stderr)
             return 2
-        _compilation_cache.enable()
         signal.signal(signal.SIGTERM, raise_on_signal(Terminated))
         signal.signal(signal.SIGINT, raise_on_signal(KeyboardInterrupt))
+        sys.unraisablehook = _quiet_about_dropped_signals
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
@@ -95,6 +104,11 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     try:
+        if program:
+            # Held back while JAX loads: an exception raised inside its extension's start-up aborts the
+            # interpreter ("terminate called after throwing ..."). Delivered, as one line, once it has loaded.
+            with interrupts_deferred():
+                _compilation_cache.enable()
         module = importlib.import_module(module_name)
         sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,
                                              formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +132,12 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except (OSError, ValueError) as error:
+        if received_signal() is Terminated:  # a library turned the interrupt into its own error (Orbax does)
+            print("ast-jax: terminated", file=sys.stderr)
+            return 143
+        if received_signal() is not None:
+            print("ast-jax: interrupted", file=sys.stderr)
+            return 130
         # User-facing failures (bad files, bad configs) are one line, not a traceback.
         print(f"ast-jax {name}: error: {error}", file=sys.stderr)
         return 1

@@ -201,6 +201,16 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run(model_dir, 
     assert code == 143 and "ast-jax: terminated" in err
     assert [json.loads(line)["file"] for line in out.splitlines()] == files[:2]
 
+    def interrupt_turned_into_an_error(self, paths, **kwargs):  # as Orbax's restore may do
+        commands._received.append(Terminated)
+        raise ValueError("params: cannot restore parameters (initialization failed)")
+        yield
+
+    monkeypatch.setattr(commands, "_received", [])
+    monkeypatch.setattr(Pipeline, "predict_files", interrupt_turned_into_an_error)
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
+    assert code == 143 and err == "ast-jax: terminated\n"
+
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
     good = sorted(str(p) for p in (clips / "no").glob("*.wav"))

@@ -40,6 +40,11 @@ def raise_on_signal(exception: type[BaseException]):
     return handler
 
 
+def received_signal() -> type[BaseException] | None:
+    """The exception of the first signal the handlers saw (KeyboardInterrupt, or the CLI's Terminated), if any."""
+    return _received[0] if _received else None
+
+
 def raise_if_interrupted() -> None:
     """Raise the signal that arrived, if Python dropped the exception its handler raised."""
     if _received:

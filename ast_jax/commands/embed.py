@@ -85,13 +85,18 @@ def run(args: argparse.Namespace) -> int:
 
     # Interrupted, the embeddings done go beside the output (e.npz -> e.partial.npz), which stays as it was.
     output = args.output if interrupted is None else partial_name(args.output)
-    if interrupted is None or names:
-        if output.endswith(".npz"):
-            write_atomically(output, write_npz)
-        else:  # the rows and their file list: both or neither
-            write_files_atomically({output: write_npy, output + ".files.txt": write_list})
-        print(f"ast-jax embed: {len(names)} file{'s' * (len(names) != 1)} -> {output}"
-              + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+    try:
+        if interrupted is None or names:
+            if output.endswith(".npz"):
+                write_atomically(output, write_npz)
+            else:  # the rows and their file list: both or neither
+                write_files_atomically({output: write_npy, output + ".files.txt": write_list})
+            print(f"ast-jax embed: {len(names)} file{'s' * (len(names) != 1)} -> {output}"
+                  + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+    except OSError as error:
+        if interrupted is None:
+            raise
+        print(f"ast-jax embed: error: {error}", file=sys.stderr)  # and the exit status tells of the interrupt
     if interrupted:
         raise interrupted
     return failures.exit_code(len(files) + len(unmatched))

@@ -181,9 +181,12 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
             write_text(format_rows(kept, args.format, top_k, windowed=windowed), None)
         elif kept:
             partial = partial_name(args.output)
-            write_text(format_rows(kept, args.format, top_k, windowed=windowed), partial)
-            print(f"ast-jax predict: interrupted; the {len(kept)} row{'s' * (len(kept) != 1)} done are in "
-                  f"{partial}", file=sys.stderr)
+            try:
+                write_text(format_rows(kept, args.format, top_k, windowed=windowed), partial)
+                print(f"ast-jax predict: interrupted; the {len(kept)} row{'s' * (len(kept) != 1)} done are in "
+                      f"{partial}", file=sys.stderr)
+            except OSError as error:  # said, and the exit status still tells of the interrupt
+                print(f"ast-jax predict: error: {error}", file=sys.stderr)
         raise
     write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
