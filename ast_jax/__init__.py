@@ -30,6 +30,9 @@ _EXPORTS = {
     "pipeline": "ast_jax.inference",
 }
 
+_SUBMODULES = ("features", "audio", "model", "convert", "inference", "data", "augment", "training", "evaluation",
+               "explain", "pretrained")
+
 __all__ = sorted(_EXPORTS) + ["features", "audio"]
 
 
@@ -38,6 +41,10 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
-    if name in ("features", "audio", "model", "convert", "inference", "data", "augment", "training"):
+    if name in _SUBMODULES:
         return importlib.import_module(f"ast_jax.{name}")
     raise AttributeError(f"module 'ast_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # what tab completion offers
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

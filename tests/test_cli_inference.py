@@ -265,6 +265,21 @@ def test_version(capsys):
     assert out.startswith(f"ast-jax {metadata.version('ast-jax')} (jax {metadata.version('jax')}, ")
 
 
+def test_public_names_are_listed_for_tab_completion_and_submodules_load_on_use():
+    import types
+
+    import ast_jax
+    import ast_jax.training
+
+    for package in (ast_jax, ast_jax.training):
+        assert set(package.__all__) <= set(dir(package)), package
+    assert {"train_and_evaluate", "metrics", "trainer"} <= set(dir(ast_jax.training))
+    assert isinstance(ast_jax.training.metrics, types.ModuleType) and callable(ast_jax.training.metrics.accuracy)
+    assert isinstance(ast_jax.evaluation, types.ModuleType)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        ast_jax.training.nope
+
+
 def test_top_k_and_hop_must_be_positive_in_python(model_dir):
     classify = pipeline(model_dir)
     audio = waveform(0.5)

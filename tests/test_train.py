@@ -459,3 +459,14 @@ def test_a_source_field_left_out_counts_as_its_default_when_resuming(tmp_path):
     filled.data.validation_fraction = 0.2
     with pytest.raises(ValueError, match=r"data.validation_fraction: 0.1 -> 0.2"):
         check_resumable(filled, tmp_path)
+
+
+def test_training_logs_do_not_import_torch(tmp_path):
+    """tensorboardX imports torch where it is installed; the trainer's metric writer keeps it out (a second
+    of start-up), and torch still imports normally afterwards."""
+    script = ("import sys\nfrom pathlib import Path\nfrom ast_jax.training.trainer import MetricWriter\n"
+              f"writer = MetricWriter(Path({str(tmp_path)!r}), 0)\nwriter.write(1, 'train', {{'loss': 0.5}})\n"
+              "print('torch' in sys.modules)\nimport torch\nprint(torch.ones(2).sum().item())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "2.0"], out.stderr
+    assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "split": "train", "loss": 0.5}

@@ -8,7 +8,8 @@
   checkpoint  Orbax checkpoints of the train state, for resuming
   trainer     `train_and_evaluate(config, workdir)`, the loop itself
 
-Names are imported on first use, so `ast_jax.training.metrics` can be used without loading the trainer.
+Names and submodules are imported on first use, so `ast_jax.training.metrics` can be used without loading the
+trainer.
 """
 
 import importlib
@@ -22,10 +23,18 @@ _EXPORTS = {
     "train_and_evaluate": "ast_jax.training.trainer",
 }
 
+_SUBMODULES = ("config_io", "optim", "losses", "metrics", "sharding", "checkpoint", "trainer")
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ast_jax.training.{name}")
     raise AttributeError(f"module 'ast_jax.training' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # what tab completion offers
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

@@ -383,6 +383,21 @@ def step_compiler_options(platform: str) -> dict[str, bool]:
     return {"xla_cpu_copy_insertion_use_region_analysis": True} if platform == "cpu" else {}
 
 
+def _tensorboard_writer():
+    """tensorboardX's SummaryWriter, imported without torch. tensorboardX imports torch where it is installed,
+    only to accept torch tensors (ast-jax gives it floats): a second of start-up, and torch's warning filters
+    and loggers in the training process."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` is then an ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricWriter:
     """metrics.jsonl and TensorBoard, written by process 0 only."""
 
@@ -390,8 +405,7 @@ class MetricWriter:
         self.active = jax.process_index() == 0
         if not self.active:
             return
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _tensorboard_writer()
         self.path = workdir / "metrics.jsonl"
         if self.path.exists():  # forget what was logged after the checkpoint we resume from, and the results
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
