@@ -470,3 +470,25 @@ def test_training_logs_do_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["False", "2.0"], out.stderr
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "split": "train", "loss": 0.5}
+
+
+def test_a_workdir_without_room_for_the_checkpoints_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                                         monkeypatch, no_jit):
+    import shutil
+
+    from ast_jax.model import count_parameters, parameter_shapes
+    from ast_jax.training.config_io import load_config
+    from ast_jax.training.trainer import model_config_from
+
+    config = load_config(SMOKE)
+    parameters = count_parameters(parameter_shapes(model_config_from(config, config.data.num_classes)))
+    state = 3 * 4 * parameters  # parameters and Adam's two moments, float32
+    needed = state * (config.checkpoint.max_to_keep + 1) + 2 * 4 * parameters
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 30, 1 << 30, needed - 1))
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "run"), *QUIET])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (
+        f"ast-jax train: error: {tmp_path / 'run'}: not enough space: {needed / 1e6:.3f} MB to write, "
+        f"{(needed - 1) / 1e6:.3f} MB free: {config.checkpoint.max_to_keep + 1} checkpoints of {state / 1e6:.1f} MB "
+        f"at most, and the best and final models (checkpoint.max_to_keep lowers it)\n")
+    assert not (tmp_path / "run").exists()

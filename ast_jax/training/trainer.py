@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from ast_jax import features as features_lib
-from ast_jax._atomic import file_in_the_way, write_atomically
+from ast_jax._atomic import check_free_space, file_in_the_way, write_atomically
 from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig
@@ -163,6 +163,23 @@ def check_resumable(config, workdir: Path) -> None:
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); resume it "
                          f"with --config {saved_path}, or give a new --workdir")
+
+
+def check_room_for_checkpoints(config, model_config: ASTConfig, workdir: Path) -> None:
+    """Refuse, in one line, a new run whose workdir's file system cannot hold what it will write: its
+    checkpoints at their peak (max_to_keep of them and the one being written, each the parameters, Adam's two
+    moments and, with weight averaging, the running sum) and the best and final model folders. A disk that
+    fills half way through a save gives pages of Orbax's tracebacks instead."""
+    from ast_jax.model import count_parameters, parameter_shapes
+
+    parameter_bytes = 4 * count_parameters(parameter_shapes(model_config.replace(dtype="float32")))
+    state_bytes = parameter_bytes * (4 if config.weight_averaging.start_epoch else 3)
+    needed = state_bytes * (config.checkpoint.max_to_keep + 1) + 2 * parameter_bytes
+    try:
+        check_free_space(workdir, needed)
+    except OSError as error:
+        raise OSError(f"{error}: {config.checkpoint.max_to_keep + 1} checkpoints of {state_bytes / 1e6:.1f} MB "
+                      f"at most, and the best and final models (checkpoint.max_to_keep lowers it)") from None
 
 
 def model_config_from(config, num_labels: int) -> ASTConfig:
@@ -540,6 +557,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                       f"--config.init.source=PATH")
     activation = "softmax" if config.loss == "ce" else "sigmoid"
     optimizer, schedule = make_optimizer(config, steps_per_epoch)  # checks the schedule against the run's length
+    if is_main and not (workdir / "checkpoints").is_dir():
+        check_room_for_checkpoints(config, model_config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
         save_config(config, workdir / "config.json")
