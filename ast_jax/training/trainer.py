@@ -557,7 +557,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                       f"--config.init.source=PATH")
     activation = "softmax" if config.loss == "ce" else "sigmoid"
     optimizer, schedule = make_optimizer(config, steps_per_epoch)  # checks the schedule against the run's length
-    if is_main and not (workdir / "checkpoints").is_dir():
+    if not (workdir / "checkpoints").is_dir():  # every process: one stopping alone would leave the others waiting
         check_room_for_checkpoints(config, model_config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
