@@ -27,11 +27,19 @@ OTHER = "(other)"  # confusion-matrix column for predictions outside the data se
 def map_labels(dataset_labels: Sequence[str], model_labels: Sequence[str],
                overrides: Mapping[str, str] | None = None) -> list[int]:
     """Model output index of each data-set label: by `overrides` (data-set name -> model name), then by exact
-    name, then ignoring case. Raises a ValueError listing every label that maps to nothing."""
-    overrides = dict(overrides or {})
+    name, then ignoring case; the names in `overrides` are matched the same way. Raises a ValueError listing
+    every label that maps to nothing, and every name in `overrides` that is not a label of its side."""
     exact = {name: i for i, name in enumerate(model_labels)}
     folded = {name.lower(): i for i, name in enumerate(model_labels)}
-    unknown_overrides = sorted(set(overrides.values()) - set(exact))
+    dataset_folded = {name.lower(): name for name in dataset_labels}
+    unknown_keys = [key for key in (overrides or {}) if key not in dataset_labels and key.lower() not in dataset_folded]
+    if unknown_keys:
+        raise ValueError(f"--label-map names data-set labels the data does not have: {', '.join(unknown_keys)} "
+                         f"(its labels: {', '.join(dataset_labels[:40])}{', ...' if len(dataset_labels) > 40 else ''})")
+    overrides = {key if key in dataset_labels else dataset_folded[key.lower()]: value
+                 for key, value in (overrides or {}).items()}
+    unknown_overrides = sorted(value for value in set(overrides.values())
+                               if value not in exact and value.lower() not in folded)
     if unknown_overrides:
         raise ValueError(f"--label-map names labels the model does not have: {', '.join(unknown_overrides)}")
     indices, unmapped = [], []

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
@@ -382,10 +383,63 @@ def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_pat
     assert code == 1 and "data_dir 'clips-elsewhere' is relative and not found from the current folder" in err, err
 
 
+def test_evaluate_leaves_out_clips_found_unreadable_while_decoding_per_batch(model_dir, clips, capsys, tmp_path,
+                                                                            monkeypatch):
+    """With data.prepared=False the data layer finds a bad clip only when it serves it (as a padding row): it is
+    named and left out as with a prepared copy, not scored as an all-zero example of the first label."""
+    import shutil
+
+    from ast_jax.training.config_io import add_source_fields, load_config, save_config
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    (data / "up" / "broken.wav").write_text("not audio")
+    results = {}
+    for prepared in (True, False):
+        config = add_source_fields(load_config(str(Path(__file__).parents[1] / "configs" / "smoke.py")),
+                                   ["data.source=folder"])
+        config.data.update(source="folder", data_dir=str(data), prepared=prepared, validation_fraction=0.0,
+                           test_fraction=1.0, cache_dir=str(tmp_path / "cache"))
+        save_config(config, tmp_path / f"{prepared}.json")
+        code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / f"{prepared}.json",
+                                 "--split", "test", "--output-dir", tmp_path / f"eval-{prepared}")
+        assert code == 1 and err.count("broken.wav") == 1 and "broken.wav: not an audio file" in err, err
+        results[prepared] = json.loads((tmp_path / f"eval-{prepared}" / "metrics.json").read_text())
+    assert results[False]["examples"] == 12 and results[False] == results[True]
+
+
+def test_evaluate_keeps_a_manifests_blank_split_rows_where_training_put_them(model_dir, clips, capsys, tmp_path,
+                                                                          monkeypatch):
+    from ast_jax.commands.evaluate import without_splits
+    from ast_jax.data import build_source
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    files = sorted(clips.rglob("*.wav"))
+    rows = [f"{path},{path.parent.name},{'train' if i % 3 == 0 else ''}" for i, path in enumerate(files)]
+    (tmp_path / "m.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    training = build_source(ml_collections.ConfigDict(dict(source="manifest", data_dir=str(tmp_path / "m.csv"),
+                                                            cache_dir=str(tmp_path / "cache"))))
+    for split in ("test", "validation"):
+        code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "m.csv",
+                                 "--split", split)
+        expected = training.num_examples(split)
+        if expected:
+            assert code == 0 and f"[{split}]: {expected} examples" in out, err
+        else:
+            assert code == 1 and f"split {split!r} has no examples" in err
+    (tmp_path / "demo").mkdir()  # a workdir named like the keyword, in the current folder
+    monkeypatch.chdir(tmp_path)
+    assert not without_splits("demo") and not without_splits("tfds:speech_commands") and without_splits(str(clips))
+
+
 def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monkeypatch):
     from ast_jax.evaluation import map_labels
 
     assert map_labels(["YES", "go"], ["no", "yes", "stop"], {"go": "stop"}) == [1, 2]
+    assert map_labels(["YES", "go"], ["no", "yes", "stop"], {"Go": "STOP", "yes": "no"}) == [0, 2]  # case as names
+    with pytest.raises(ValueError, match=r"names data-set labels the data does not have: gone \(its labels: YES, go\)"):
+        map_labels(["YES", "go"], ["no", "yes", "stop"], {"gone": "stop"})  # a typo was ignored
     with pytest.raises(ValueError, match="not among the model's 3 labels: go, cat"):
         map_labels(["yes", "go", "cat"], ["no", "yes", "stop"])
     monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))

@@ -4,7 +4,8 @@ matrix PNG and a CSV of the misclassified files.
 SOURCE is any source of the data layer (ast_jax.data):
   FOLDER                    <root>/<label>/*.wav (a folder without train/validation/test folders is scored whole);
                             a raw Speech Commands v0.02 folder (with testing_list.txt) gives its test split
-  FILE.csv                  a manifest with columns path,label[,split][,group] (scored whole without a split column)
+  FILE.csv                  a manifest with columns path,label[,split][,group] (scored whole without a split column;
+                            rows with a blank split fall where training's default hash split put them)
   demo                      the Speech Commands demo set shipped with the project
   tfds:speech_commands      TFDS speech_commands (12 classes; --tfds-data-dir for a local copy)
   CONFIG.py[:arg]           the data section of a training config, or of a run's WORKDIR/config.json (the split
@@ -61,6 +62,10 @@ def is_config_file(source: str) -> bool:
     return source.endswith((".py", ".json")) or ".py:" in source
 
 
+def is_keyword(source: str) -> bool:
+    return source in ("demo", "tfds") or source.startswith("tfds:")
+
+
 def without_splits(source: str) -> bool:
     """Whether `source` is a folder without split folders or a CSV manifest without a split column: data that
     evaluate scores whole."""
@@ -68,6 +73,8 @@ def without_splits(source: str) -> bool:
 
     from ast_jax.data.folder import SPLITS
 
+    if is_keyword(source) or is_config_file(source):  # never a folder of that name in the current folder
+        return False
     path = Path(source)
     if path.is_dir():
         speech_commands = (path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()
@@ -105,11 +112,15 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     elif source == "tfds" or source.startswith("tfds:"):
         values.update(source="tfds", tfds_name=source.partition(":")[2] or "speech_commands", data_dir=tfds_data_dir)
     elif path.suffix.lower() == ".csv":
-        values.update(source="manifest", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
+        values.update(source="manifest", data_dir=str(path))
+        if without_splits(source):  # all of it is scored; rows with a blank split follow the training run's hash
+            values.update(validation_fraction=0.0, test_fraction=1.0)
     elif path.is_dir() and ((path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()):
         values.update(source="speech_commands", data_dir=str(path), num_classes=num_classes)
     elif path.is_dir():
-        values.update(source="folder", data_dir=str(path), validation_fraction=0.0, test_fraction=1.0)
+        values.update(source="folder", data_dir=str(path))
+        if without_splits(source):
+            values.update(validation_fraction=0.0, test_fraction=1.0)
     else:
         raise ValueError(f"{source}: not a folder, .csv manifest, config .py or .json, 'demo' or "
                          f"'tfds:speech_commands'")
@@ -205,6 +216,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
     scores = np.zeros((total, len(model.labels)), np.float32)
     logits = np.zeros_like(scores)
     targets = np.zeros((total, source.num_classes), np.float32)
+    scored = np.zeros(total, bool)
 
     def examples():
         for batch in source.batches(split, batch_size=predictor.batch_size):
@@ -216,8 +228,19 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
     with progress(total, "evaluate") as bar:
         for index, out in predictor.run(examples(), ("scores", "logits"), count=total):
             raise_if_interrupted()
-            scores[index], logits[index] = out["scores"], out["logits"]
+            scores[index], logits[index], scored[index] = out["scores"], out["logits"], True
             bar.update(1)
+    # Clips found unreadable only now (data decoded per batch, prepared=False) were served as padding: named
+    # here and left out, as the prepared copy leaves them out.
+    for index in np.flatnonzero(~scored):
+        problem = getattr(source, "unreadable", {}).get(names[index], "could not be read")
+        print(f"{names[index]}: {problem}", file=sys.stderr)
+        skipped.append((names[index], problem))
+    if not scored.all():
+        if not scored.any():
+            raise ValueError(f"{args.data}: no clip of split {split!r} could be read")
+        scores, logits, targets = scores[scored], logits[scored], targets[scored]
+        names = [name for name, kept in zip(names, scored) if kept]
 
     result = Evaluation(scores=scores, targets=targets, dataset_labels=list(source.labels),
                         model_labels=list(model.labels), label_indices=label_indices, names=names,

@@ -224,7 +224,7 @@ class FileSource(DataSource):
 
     def __post_init__(self):
         self._prepared: dict[str, Prepared] = {}
-        self._reported: set[str] = set()  # clips found unreadable while decoding per batch, logged once each
+        self.unreadable: dict[str, str] = {}  # clip -> problem, found while decoding per batch; logged once each
 
     def split_files(self, split: str) -> SplitFiles:
         if split not in self.splits:
@@ -273,9 +273,9 @@ class FileSource(DataSource):
                 return ClipReader(self.sample_rate).read(files.clips[i])
             except DECODE_ERRORS as error:
                 clip = files.clips[i].describe()
-                if clip not in self._reported:
-                    self._reported.add(clip)
-                    log.warning("%s: %s; left out of every batch", clip, str(error).removeprefix(clip + ": "))
+                if clip not in self.unreadable:
+                    self.unreadable[clip] = str(error).removeprefix(clip + ": ")
+                    log.warning("%s: %s; left out of every batch", clip, self.unreadable[clip])
                 return None
 
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:

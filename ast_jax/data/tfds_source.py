@@ -57,7 +57,7 @@ class TFDSSource(DataSource):
                 where = tfds.builder(self.name, data_dir=self.data_dir or None).data_dir
                 raise ValueError(f"{where}: no prepared TFDS {self.name} data there; prepare it once where the "
                                  f"network is reachable (`tfds build {self.name} --data_dir DIR`) and set "
-                                 f"data.data_dir to DIR") from None
+                                 f"data.data_dir to DIR (evaluate: --tfds-data-dir DIR)") from None
             audio, labels, lengths = [], [], []
             for example in tfds.as_numpy(dataset):
                 samples = np.asarray(example["audio"], np.int16).reshape(-1)
