@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import warnings
 
 from ast_jax import _compilation_cache, _host_memory
@@ -65,12 +66,16 @@ class Terminated(KeyboardInterrupt):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _quiet_about_dropped_signals(unraisable) -> None:
-    """Python's report of an exception it could not raise, except for a signal's, which the handlers noted
-    and the command acts on (`commands.raise_if_interrupted`): one line says so, not "Exception ignored"."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and received_signal() is not None:
-        return
-    sys.__unraisablehook__(unraisable)
+def _quiet_once_stopped(default):
+    """Python's reports of exceptions it cannot raise (a signal's, inside a garbage-collection callback), of
+    threads' exceptions and of those a library prints itself, unless a signal is stopping the command: then
+    one line says so ("ast-jax: interrupted"), not pages of the libraries' threads being cut short (Orbax's
+    "Event loop is closed")."""
+    def hook(*args):
+        if received_signal() is None:
+            default(*args)
+
+    return hook
 
 
 def _show_warning(prefix, default, message, category, filename, lineno, file=None, line=None):
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
             return 2
         signal.signal(signal.SIGTERM, raise_on_signal(Terminated))
         signal.signal(signal.SIGINT, raise_on_signal(KeyboardInterrupt))
-        sys.unraisablehook = _quiet_about_dropped_signals
+        sys.unraisablehook = _quiet_once_stopped(sys.__unraisablehook__)
+        sys.excepthook = _quiet_once_stopped(sys.__excepthook__)
+        threading.excepthook = _quiet_once_stopped(threading.__excepthook__)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
@@ -131,13 +138,13 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         # do, and keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (OSError, ValueError) as error:
-        if received_signal() is Terminated:  # a library turned the interrupt into its own error (Orbax does)
-            print("ast-jax: terminated", file=sys.stderr)
-            return 143
-        if received_signal() is not None:
-            print("ast-jax: interrupted", file=sys.stderr)
-            return 130
+    except Exception as error:
+        if received_signal() is not None:  # a library turned the interrupt into its own error (Orbax does)
+            terminated = received_signal() is Terminated
+            print(f"ast-jax: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            return 143 if terminated else 130
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         # User-facing failures (bad files, bad configs) are one line, not a traceback.
         print(f"ast-jax {name}: error: {error}", file=sys.stderr)
         return 1

@@ -212,6 +212,16 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run(model_dir, 
     code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
     assert code == 143 and err == "ast-jax: terminated\n"
 
+    def ctrl_c_turned_into_a_plain_exception(self, paths, **kwargs):  # Orbax's "Encountered error while reading"
+        commands._received.append(KeyboardInterrupt)
+        raise Exception("Encountered error while reading array index")
+        yield
+
+    monkeypatch.setattr(commands, "_received", [])
+    monkeypatch.setattr(Pipeline, "predict_files", ctrl_c_turned_into_a_plain_exception)
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
+    assert code == 130 and err == "ast-jax: interrupted\n"
+
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
     good = sorted(str(p) for p in (clips / "no").glob("*.wav"))

@@ -492,3 +492,23 @@ def test_a_workdir_without_room_for_the_checkpoints_is_refused_before_anything_i
         f"{(needed - 1) / 1e6:.3f} MB free: {config.checkpoint.max_to_keep + 1} checkpoints of {state / 1e6:.1f} MB "
         f"at most, and the best and final models (checkpoint.max_to_keep lowers it)\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_ctrl_c_that_stops_at_once_goes_through_the_handler_that_was_there_before():
+    """The command line's handler notes the signal (so that an interrupt a library turns into its own error still
+    exits 130); in a plain Python process it is Python's own, which raises KeyboardInterrupt."""
+    from ast_jax.training.trainer import StopRequests
+
+    seen = []
+
+    def before(number, frame):
+        seen.append(number)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, before)
+    try:
+        with StopRequests() as stops, pytest.raises(KeyboardInterrupt):
+            stops._handle(signal.SIGINT, None)  # outside the training steps: stop at once
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == [signal.SIGINT]

@@ -1,6 +1,7 @@
 """Subcommands of the `ast-jax` command line (see `ast_jax.cli`)."""
 
 import argparse
+import logging
 import math
 import os
 
@@ -32,9 +33,11 @@ _received: list[type[BaseException]] = []
 
 def raise_on_signal(exception: type[BaseException]):
     """A signal handler raising `exception`, as Python's own does for Ctrl-C, noting it for
-    `raise_if_interrupted`."""
+    `raise_if_interrupted`. From then on absl's error log (Orbax's threads reporting that they were cut short)
+    is not shown: the command says in one line that it was stopped."""
     def handler(number, frame):
         _received.append(exception)
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
         raise exception
 
     return handler

@@ -495,8 +495,8 @@ class StopRequests:
 
     def _stop_now(self, number, frame) -> None:
         previous = self._previous.get(number)
-        if number == signal.SIGTERM and callable(previous):
-            previous(number, frame)  # e.g. the ast-jax command's, which stops it with status 143
+        if callable(previous):
+            previous(number, frame)  # the ast-jax command's (which notes the signal and stops with 130/143), or Python's
         if number == signal.SIGTERM:
             raise SystemExit(143)
         raise KeyboardInterrupt
