@@ -37,4 +37,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:  # what tab completion offers
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
+    return sorted({name for name in globals() if name.startswith("__")} | set(_EXPORTS) | set(_SUBMODULES))
