@@ -18,7 +18,7 @@ import warnings
 
 from ast_jax import _compilation_cache, _host_memory
 from ast_jax._atomic import interrupts_deferred
-from ast_jax.commands import raise_if_interrupted, raise_on_signal, received_signal
+from ast_jax.commands import forget_signals, raise_if_interrupted, raise_on_signal, received_signal
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     the next run (ast_jax/_compilation_cache.py)."""
     if program is None:
         program = argv is None
+    forget_signals()
     if program:
         try:
             _host_memory.reexec_with_huge_pages()

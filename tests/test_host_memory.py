@@ -112,6 +112,21 @@ def test_thp_mode_reads_the_bracketed_choice(tmp_path):
     assert _host_memory.thp_mode(str(tmp_path / "missing")) == ""
 
 
+@pytest.fixture
+def program_settings_restored(monkeypatch):
+    """cli.main(program=True) sets what a program may (signal handlers, exception hooks): undone after the test,
+    so that the rest of the session runs as a Python caller of cli.main would."""
+    import signal
+    import threading
+
+    for owner, name in ((sys, "excepthook"), (sys, "unraisablehook"), (threading, "excepthook")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
 def test_bad_setting_is_one_clear_error(monkeypatch, capsys):
     with pytest.raises(ValueError, match="AST_JAX_HOST_MALLOC='fast': expected auto, hugepages or system"):
         _host_memory.huge_pages_environment({_host_memory.ENV: "fast"})
@@ -121,7 +136,7 @@ def test_bad_setting_is_one_clear_error(monkeypatch, capsys):
         "ast-jax: error: AST_JAX_HOST_MALLOC='fast': expected auto, hugepages or system")
 
 
-def test_only_programs_reexecute(monkeypatch):
+def test_only_programs_reexecute(monkeypatch, program_settings_restored):
     calls = []
     monkeypatch.setattr(_host_memory, "reexec_with_huge_pages", lambda: calls.append(1))
     with pytest.raises(SystemExit):

@@ -43,6 +43,11 @@ def raise_on_signal(exception: type[BaseException]):
     return handler
 
 
+def forget_signals() -> None:
+    """Start a command with no signal noted (a process may run several, as the tests do)."""
+    _received.clear()
+
+
 def received_signal() -> type[BaseException] | None:
     """The exception of the first signal the handlers saw (KeyboardInterrupt, or the CLI's Terminated), if any."""
     return _received[0] if _received else None
