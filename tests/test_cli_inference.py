@@ -202,25 +202,19 @@ def test_a_signal_whose_exception_python_dropped_still_stops_the_run(model_dir, 
     assert code == 143 and "ast-jax: terminated" in err
     assert [json.loads(line)["file"] for line in out.splitlines()] == files[:2]
 
-    def interrupt_turned_into_an_error(self, paths, **kwargs):  # as Orbax's restore may do
-        commands._received.append(Terminated)
-        raise ValueError("params: cannot restore parameters (initialization failed)")
-        yield
+    # A library that turns the interrupt into its own error (Orbax's restore: a ValueError from load_model, or a
+    # plain Exception while reading an array): the exit status and the one line still tell of the signal.
+    for signal_exception, error, code_and_line in (
+            (Terminated, ValueError("params: cannot restore parameters (initialization failed)"), (143, "terminated")),
+            (KeyboardInterrupt, Exception("Encountered error while reading array index"), (130, "interrupted"))):
+        def error_after_the_signal(self, paths, **kwargs):
+            commands._received.append(signal_exception)
+            raise error
+            yield
 
-    monkeypatch.setattr(commands, "_received", [])
-    monkeypatch.setattr(Pipeline, "predict_files", interrupt_turned_into_an_error)
-    code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
-    assert code == 143 and err == "ast-jax: terminated\n"
-
-    def ctrl_c_turned_into_a_plain_exception(self, paths, **kwargs):  # Orbax's "Encountered error while reading"
-        commands._received.append(KeyboardInterrupt)
-        raise Exception("Encountered error while reading array index")
-        yield
-
-    monkeypatch.setattr(commands, "_received", [])
-    monkeypatch.setattr(Pipeline, "predict_files", ctrl_c_turned_into_a_plain_exception)
-    code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
-    assert code == 130 and err == "ast-jax: interrupted\n"
+        monkeypatch.setattr(Pipeline, "predict_files", error_after_the_signal)
+        code, _, err = run_cli(capsys, "predict", "--model", model_dir, *files)
+        assert (code, err) == (code_and_line[0], f"ast-jax: {code_and_line[1]}\n")
 
 
 def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys, tmp_path):
