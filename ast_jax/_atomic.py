@@ -140,4 +140,8 @@ def interrupts_deferred() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if received:  # now to the handler that was there before (Ctrl-C: KeyboardInterrupt)
-        signal.raise_signal(received[0])
+        handler = previous[received[0]]
+        if callable(handler):
+            handler(received[0], None)  # called here: a re-sent signal's exception could land in a GC callback
+        else:
+            signal.raise_signal(received[0])  # the default action (SIGTERM ends the process)
