@@ -485,10 +485,15 @@ def test_interrupted_save_leaves_nothing(tmp_path, randomize_torch, monkeypatch,
         finished.append(True)
 
     monkeypatch.setattr(ocp.StandardCheckpointer, "save", interrupted_save)
-    assert main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "out")]) == 130
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's Ctrl-C, whatever ran before
+    try:
+        code = main(["convert", str(tmp_path / "sc.pth"), str(tmp_path / "out")])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130, f"SIGINT handler before the test: {before!r}"
     assert finished and capsys.readouterr().err == "ast-jax: interrupted\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sc.pth"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # ---- a converted folder needs no torch -----------------------------------------------------------------------------
