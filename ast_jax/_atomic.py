@@ -28,6 +28,15 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
     write_files_atomically({path: write})
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """`write_atomically` of a text file, written as given (no newline translation)."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as handle:
+            handle.write(text)
+
+    write_atomically(path, write)
+
+
 def write_files_atomically(writers: Mapping[str | os.PathLike, Callable[[str], None]]) -> None:
     """`write_atomically` for files that belong together (embeddings and their file list, an evaluation's
     report): all are written under temporary names first and renamed into place only once every one is
@@ -90,10 +99,10 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         raise
 
 
-def check_free_space(target: str | os.PathLike, needed: int) -> None:
+def check_free_space(target: str | os.PathLike, needed: int, what: str = "") -> None:
     """An OSError naming `target` when its file system (that of its nearest existing folder) has less than
     `needed` bytes free: said in one line before a writer (Orbax, safetensors) fails half way with its own
-    messages."""
+    messages. `what` says what the bytes are for."""
     folder = Path(target).absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -104,7 +113,7 @@ def check_free_space(target: str | os.PathLike, needed: int) -> None:
     if free < needed:
         digits = 1 if round(needed / 1e6, 1) != round(free / 1e6, 1) else 3
         raise OSError(f"{target}: not enough space: {needed / 1e6:.{digits}f} MB to write, "
-                      f"{free / 1e6:.{digits}f} MB free")
+                      f"{free / 1e6:.{digits}f} MB free" + (f": {what}" if what else ""))
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -89,8 +89,9 @@ def without_splits(source: str) -> bool:
     return False
 
 
-def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data_dir: str | None):
-    """The data layer's ConfigDict for SOURCE (see the module docstring)."""
+def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data_dir: str | None, whole: bool):
+    """The data layer's ConfigDict for SOURCE (see the module docstring); `whole`: SOURCE is `without_splits`, all
+    of it scored (a manifest's rows with a blank split otherwise fall where training's hash split put them)."""
     import ml_collections
 
     path = Path(source)
@@ -113,17 +114,15 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
         values.update(source="tfds", tfds_name=source.partition(":")[2] or "speech_commands", data_dir=tfds_data_dir)
     elif path.suffix.lower() == ".csv":
         values.update(source="manifest", data_dir=str(path))
-        if without_splits(source):  # all of it is scored; rows with a blank split follow the training run's hash
-            values.update(validation_fraction=0.0, test_fraction=1.0)
     elif path.is_dir() and ((path / "testing_list.txt").is_file() or (path / "validation_list.txt").is_file()):
         values.update(source="speech_commands", data_dir=str(path), num_classes=num_classes)
     elif path.is_dir():
         values.update(source="folder", data_dir=str(path))
-        if without_splits(source):
-            values.update(validation_fraction=0.0, test_fraction=1.0)
     else:
         raise ValueError(f"{source}: not a folder, .csv manifest, config .py or .json, 'demo' or "
                          f"'tfds:speech_commands'")
+    if whole:
+        values.update(validation_fraction=0.0, test_fraction=1.0)
     return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
 
 
@@ -177,9 +176,9 @@ def evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0
     num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
-    config = data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
-                         tfds_data_dir=args.tfds_data_dir)
     whole = without_splits(args.data)
+    config = data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
+                         tfds_data_dir=args.tfds_data_dir, whole=whole)
     if whole and args.split is not None:
         raise ValueError(f"{args.data}: has no split {'column' if args.data.lower().endswith('.csv') else 'folders'}"
                          f", so it is scored whole; leave out --split, or give the training run's "

@@ -130,13 +130,9 @@ def write_text(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from ast_jax._atomic import write_atomically
+    from ast_jax._atomic import write_text_atomically
 
-    def write(path):
-        with open(path, "w", newline="") as handle:
-            handle.write(text)
-
-    write_atomically(output, write)
+    write_text_atomically(output, text)
 
 
 def standard_input(live: bool):

@@ -20,7 +20,7 @@ from typing import Iterable
 
 import ml_collections
 
-from ast_jax._atomic import write_atomically
+from ast_jax._atomic import write_text_atomically
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -200,4 +200,4 @@ def config_values(config: ml_collections.ConfigDict) -> dict:
 def save_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
     """Write the resolved config as JSON, atomically."""
     text = json.dumps(config_values(config), indent=2, sort_keys=True) + "\n"
-    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_text_atomically(path, text)

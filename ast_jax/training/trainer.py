@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from ast_jax import features as features_lib
-from ast_jax._atomic import check_free_space, file_in_the_way, write_atomically
+from ast_jax._atomic import check_free_space, file_in_the_way, write_text_atomically
 from ast_jax.augment import train_inputs
 from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig
@@ -175,11 +175,8 @@ def check_room_for_checkpoints(config, model_config: ASTConfig, workdir: Path) -
     parameter_bytes = 4 * count_parameters(parameter_shapes(model_config.replace(dtype="float32")))
     state_bytes = parameter_bytes * (4 if config.weight_averaging.start_epoch else 3)
     needed = state_bytes * (config.checkpoint.max_to_keep + 1) + 2 * parameter_bytes
-    try:
-        check_free_space(workdir, needed)
-    except OSError as error:
-        raise OSError(f"{error}: {config.checkpoint.max_to_keep + 1} checkpoints of {state_bytes / 1e6:.1f} MB "
-                      f"at most, and the best and final models (checkpoint.max_to_keep lowers it)") from None
+    check_free_space(workdir, needed, f"{config.checkpoint.max_to_keep + 1} checkpoints of {state_bytes / 1e6:.1f} "
+                                      f"MB at most, and the best and final models (checkpoint.max_to_keep lowers it)")
 
 
 def model_config_from(config, num_labels: int) -> ASTConfig:
@@ -427,8 +424,7 @@ class MetricWriter:
         if self.path.exists():  # forget what was logged after the checkpoint we resume from, and the results
             rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
             kept = [row for row in rows if row["step"] <= resume_step and not row["split"].startswith("result/")]
-            text = "".join(json.dumps(row) + "\n" for row in kept)
-            write_atomically(self.path, lambda temporary: Path(temporary).write_text(text))
+            write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self.file = self.path.open("a")
         # TensorBoard drops the events of earlier sessions from step resume_step + 1 on, as metrics.jsonl does.
         self.tensorboard = SummaryWriter(str(workdir / "tensorboard"),
@@ -792,8 +788,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             link.unlink(missing_ok=True)
             link.symlink_to("best", target_is_directory=True)
             link.replace(workdir / "model")
-            text = json.dumps(summary, indent=2) + "\n"
-            write_atomically(workdir / "results.json", lambda temporary: Path(temporary).write_text(text))
+            write_text_atomically(workdir / "results.json", json.dumps(summary, indent=2) + "\n")
             print(format_table(results), flush=True)
         return summary
     finally:
