@@ -75,6 +75,15 @@ def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
     assert len(table) == 4 and set(table[0]) == {"file"} | {f"{k}_{i}" for i in range(1, 6) for k in ("label", "score")}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
+    # Without --format the output's name chooses it; --format still wins.
+    for name, extra, check in (("names.CSV", [], lambda text: next(csv.DictReader(text.splitlines()))["file"]),
+                               ("names.jsonl", [], lambda text: json.loads(text.splitlines()[0])["file"]),
+                               ("table.csv", ["--format", "table"], lambda text: text.split()[0] == "file")):
+        code, _, err = run_cli(capsys, "predict", "--model", model_dir, *extra, "-o", tmp_path / name,
+                               clips / "up" / "up0.wav")
+        assert code == 0, err
+        assert check((tmp_path / name).read_text()) in (str(clips / "up" / "up0.wav"), True)
+
     code, out, _ = run_cli(capsys, "predict", "--model", model_dir, clips / "up" / "up0.wav")
     header, line = out.splitlines()
     assert header.split()[:3] == ["file", "label", "score"]

@@ -8,7 +8,7 @@ cannot be read are reported one line each on stderr; the others are still classi
 
 examples:
   ast-jax predict --model runs/demo/model clips/ *.wav
-  ast-jax predict --model hf:MIT/ast-finetuned-speech-commands-v2 --format jsonl --output out.jsonl clips/
+  ast-jax predict --model hf:MIT/ast-finetuned-speech-commands-v2 --output out.jsonl clips/
   ast-jax predict --model model/ --window 1.0 --hop 0.25 --top-k 3 recording.wav
   arecord -f S16_LE -r 16000 -t wav | ast-jax predict --model model/ --window 1.0 --hop 0.25 -
 """
@@ -19,12 +19,22 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 
 from ast_jax.commands import (check_not_an_input, check_output_file, partial_name, positive_float, positive_int,
                               raise_if_interrupted)
 
 STDIN = "-"  # the input name that reads standard input
+FORMATS = ("table", "jsonl", "csv")
+
+
+def output_format(chosen: str | None, output: str | None) -> str:
+    """--format when given, else what --output's extension names (.csv, .jsonl), else a table."""
+    if chosen is not None:
+        return chosen
+    suffix = os.path.splitext(str(output or ""))[1].lower().lstrip(".")
+    return suffix if suffix in ("csv", "jsonl") else "table"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True,
@@ -47,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", choices=["sigmoid", "softmax", "none"], default=None,
                         help="how scores are made from logits, none for the logits themselves (default: what "
                              "the model was trained with)")
-    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",
-                        help="output format (default table)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="output format (default: csv or jsonl when --output ends in .csv or .jsonl, else table)")
     parser.add_argument("--output", "-o", default=None, help="write here (atomically) instead of stdout")
     parser.add_argument("--window", type=positive_float, default=None, metavar="SECONDS",
                         help="classify each file window by window, windows this long (at most the model's "
@@ -213,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.inference import expand_inputs, pipeline
 
     check_output_file(args.output)
+    args.format = output_format(args.format, args.output)
     if STDIN in args.inputs and len(args.inputs) > 1:
         raise ValueError(f"{STDIN}: standard input cannot be combined with other inputs")
     if args.hop is not None and args.window is None:
