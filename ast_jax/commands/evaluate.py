@@ -196,6 +196,11 @@ def evaluate(args: argparse.Namespace) -> int:
         return score(args, model, predictor, build_source(config), split, "all clips" if whole else split)
 
 
+def _which(shown_split: str) -> str:
+    """How errors name the clips scored: "split 'test'", or "the data" when it is scored whole."""
+    return "the data" if shown_split == "all clips" else f"split {shown_split!r}"
+
+
 def score(args: argparse.Namespace, model, predictor, source, split: str, shown_split: str) -> int:
     """Score `model` on `split` of `source`, print the report and write the output files; the exit status."""
     import jax
@@ -211,7 +216,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
         print(problem if problem.startswith(clip) else f"{clip}: {problem}", file=sys.stderr)
     total = source.num_examples(split)
     if total == 0:
-        raise ValueError(f"{args.data}: split {split!r} has no examples")
+        raise ValueError(f"{args.data}: {_which(shown_split)} has no examples")
     scores = np.zeros((total, len(model.labels)), np.float32)
     logits = np.zeros_like(scores)
     targets = np.zeros((total, source.num_classes), np.float32)
@@ -237,7 +242,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
         skipped.append((names[index], problem))
     if not scored.all():
         if not scored.any():
-            raise ValueError(f"{args.data}: no clip of split {split!r} could be read")
+            raise ValueError(f"{args.data}: no clip of {_which(shown_split)} could be read")
         scores, logits, targets = scores[scored], logits[scored], targets[scored]
         names = [name for name, kept in zip(names, scored) if kept]
 
