@@ -79,3 +79,23 @@ def test_processes_must_share_the_workdir_and_the_config(tmp_path):
     for status, err in run_two([shared, shared], extra=((), ("--config.seed=1",))):
         assert status == 1 and "process 1 runs another config than process 0" in err, err[-2000:]
     assert not shared.exists()
+
+
+def test_joining_waits_as_long_as_asked(tmp_path, capsys):
+    """A process whose coordinator never answers stops after --join-timeout with one line (not after JAX's five
+    minutes with a stack trace), before anything is written; a coordinator whose peers never come gives up as
+    soon too (jax.distributed itself stops it)."""
+    port, workdir = free_port(), tmp_path / "run"
+    joining = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--join-timeout", "2"]
+    assert cli_main(["train", "--config", SMOKE, "--workdir", str(workdir), *joining, "--process-id", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"process 1 of 2 joining at 127.0.0.1:{port} (waiting up to 2 s" in err
+    assert f"--coordinator 127.0.0.1:{port}: no coordinator answered in 2 s (is process 0 running there?)" in err
+    assert not workdir.exists()
+
+    coordinator = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdir), *joining,
+         "--process-id", "0"], env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert coordinator.returncode != 0 and "DEADLINE_EXCEEDED" in coordinator.stderr, coordinator.stderr[-2000:]
+    assert not workdir.exists()

@@ -12,12 +12,14 @@ num_epochs with the step schedule, the data location, logging, validation and ch
 SIGTERM stops after the current step with a checkpoint (exit 130 or 143); a second Ctrl-C stops at once.
 Several processes (hosts) train together when each is started with --coordinator HOST:PORT --num-processes N
 --process-id I (or --distributed on a cluster that jax.distributed detects by itself), with the same config
-and one workdir they all share.
+and one workdir they all share; each waits --join-timeout seconds (default 300) for the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import time
 
 from ast_jax.commands import non_negative_int, positive_int
 
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-id", type=non_negative_int, help="this process's index (with --coordinator)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() with the cluster's own settings (SLURM, TPU, ...)")
+    parser.add_argument("--join-timeout", type=positive_int, default=300, metavar="SECONDS",
+                        help="how long a process waits for the coordinator and the others to join (default 300)")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -57,6 +61,25 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Return once something listens at `address` (HOST:PORT), or raise a one-line error after `timeout` s."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--coordinator {address}: expected HOST:PORT")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"--coordinator {address}: no coordinator answered in {timeout:g} s "
+                                      f"(is process 0 running there?): {error}") from None
+        time.sleep(0.5)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -75,9 +98,15 @@ def run(args: argparse.Namespace) -> int:
     # The config is read and checked before joining other processes, so that a typo fails at once.
     config = apply_overrides(add_source_fields(load_config(args.config), args.set), args.set)
     if args.coordinator:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        print(f"ast-jax train: process {args.process_id} of {args.num_processes} joining at {args.coordinator} "
+              f"(waiting up to {args.join_timeout} s for the others, --join-timeout)", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + args.join_timeout
+        if args.process_id != 0:  # jax.distributed aborts the process with a stack trace when nobody answers
+            wait_for_coordinator(args.coordinator, args.join_timeout)
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                   initialization_timeout=max(1, math.ceil(deadline - time.monotonic())))
     elif args.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(initialization_timeout=args.join_timeout)
     try:
         train_and_evaluate(config, args.workdir)
     except Preempted as stop:
