@@ -104,11 +104,11 @@ def make_user_folder(root):
 
 
 def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
-    root = tmp_path / "mine"
+    root = tmp_path / "mine_v0.02"
     make_user_folder(root)
     caplog.set_level(logging.WARNING, logger="ast_jax.data")
     src = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
-    assert src.labels == ["bird", "car"]
+    assert src.labels == ["bird", "car"] and src.name == "folder-mine_v0.02"  # the whole folder name
     assert src.num_examples("train") == 6
     text = caplog.text
     for bad in ("empty.wav", "corrupt.wav", "silent.wav"):

@@ -148,4 +148,4 @@ def from_config(data_config, clip_samples: int) -> FileSource:
                                         float(data_config.get("test_fraction", 0.1)))
     return FileSource(labels=labels, clip_samples=clip_samples, multilabel=multilabel, splits=splits,
                       sample_rate=int(data_config.get("sample_rate", 16000)), cache_dir=data_config.get("cache_dir"),
-                      prepared=bool(data_config.get("prepared", True)), name=f"{data_config.source}-{path.stem}")
+                      prepared=bool(data_config.get("prepared", True)), name=f"{data_config.source}-{path.stem if data_config.source == 'manifest' else path.name}")
