@@ -139,7 +139,11 @@ class Predictor:
                 from ast_jax.explain import special_token_maps
 
                 available.update(special_token_maps(out["attention"]))
-            return {name: available[name] for name in outputs}
+            # float32 whatever the compute dtype: bfloat16 arrays are ml_dtypes arrays that torch and np.save
+            # do not take
+            return jax.tree_util.tree_map(
+                lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                {name: available[name] for name in outputs})
 
         return forward
 
@@ -171,15 +175,16 @@ class Predictor:
         return self.compiled(rows, outputs)(self.params, batch, lengths)  # asynchronous
 
     def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
-            count: int | None = None, read_ahead: bool = True) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
+            count: int | None = None, read_ahead: bool = True,
+            batch_size: int | None = None) -> Iterator[tuple[Any, dict[str, np.ndarray]]]:
         """`(key, {output: array for this example})` for each `(key, waveform)`, in order.
 
         Batch k+1 is gathered (decoded) while the device computes batch k; without `read_ahead` (examples that
         arrive live) each batch's results are given as soon as it is computed. `count`, when known, lets a
-        short request use a smaller compiled batch.
+        short request use a smaller compiled batch; `batch_size` replaces the predictor's for this run.
         """
         outputs = tuple(sorted(outputs))
-        rows = self._batch_rows(count) if count is not None else self.batch_size
+        rows = batch_size or (self._batch_rows(count) if count is not None else self.batch_size)
         examples = iter(examples)
         in_flight = None
         while True:
@@ -216,6 +221,15 @@ def check_top_k(k: int | None) -> int | None:
     return k
 
 
+def check_finite(name: Any, values: np.ndarray) -> None:
+    """An AudioError naming the input when its outputs are not finite: finite samples so large that the
+    filterbank's power overflows."""
+    if not np.isfinite(values).all():
+        from ast_jax.audio import AudioError
+
+        raise AudioError(f"{name}: the features are not finite (samples far beyond full scale?)")
+
+
 def _split_rows(keys, batch_outputs):
     host = jax.tree_util.tree_map(np.asarray, batch_outputs)  # waits for the device
     for row, key in enumerate(keys):
@@ -228,7 +242,9 @@ class Pipeline:
     `pipeline(inputs, top_k=5)` takes a path, the bytes of an audio file, a float waveform at the model's
     sample rate (numpy, or any array type numpy reads: torch, jax), a dict {"array" or "raw", "sampling_rate"},
     a list of these, or an iterator of them; it returns [{"score", "label"}] best first, one such list per input
-    for a list, and a generator of them, classified as they come, for an iterator.
+    for a list, and a generator of them for an iterator: each input is classified as soon as it comes, as
+    transformers does (at batch size 1), unless the pipeline was made with a `batch_size`, which it then waits
+    to fill. Inputs so far beyond full scale that their features overflow are an AudioError.
 
     Scores are made with the activation the model was trained with, unless `function_to_apply` says otherwise.
     transformers' pipeline uses softmax unless the config's problem_type says multi-label; for the released
@@ -248,6 +264,7 @@ class Pipeline:
         self.model = load_model_source(model, dtype)
         self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
         self.workers = workers
+        self._iterator_batch = batch_size or 1  # what an iterator's inputs are classified in
         self._other_activations: dict[str, Predictor] = {}  # for calls with another function_to_apply
 
     @property
@@ -299,12 +316,16 @@ class Pipeline:
         if not items:
             return []
         scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
+        for index, row in enumerate(scores):
+            check_finite(items[index] if isinstance(items[index], (str, os.PathLike)) else f"input {index}", row)
         results = [predictor.top_k(row, top_k) for row in scores]
         return results[0] if single else results
 
     def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, predictor: "Predictor"):
-        examples = ((None, self.load(item)) for item in inputs)
-        for _, out in predictor.run(examples, ("scores",), read_ahead=False):
+        examples = ((item if isinstance(item, (str, os.PathLike)) else f"input {index}", self.load(item))
+                    for index, item in enumerate(inputs))
+        for name, out in predictor.run(examples, ("scores",), read_ahead=False, batch_size=self._iterator_batch):
+            check_finite(name, out["scores"])
             yield predictor.top_k(out["scores"], top_k)
 
     def predict_files(self, paths: Sequence[str], *, top_k: int | None = 5, outputs: Sequence[str] = ("scores",),
@@ -330,12 +351,12 @@ class Pipeline:
                     raise error
 
         for (path, samples), out in self.predictor.run(readable(), outputs, count=len(paths)):
-            if not all(np.isfinite(value).all() for value in out.values()):
-                # finite samples so large (about 1e19) that the filterbank's power overflows
-                error = AudioError(f"{getattr(path, 'name', path)}: the features are not finite (samples far "
-                                   f"beyond full scale?)")
+            try:
+                for value in out.values():
+                    check_finite(getattr(path, "name", path), value)
+            except AudioError as error:
                 if on_error is None:
-                    raise error
+                    raise
                 on_error(path, error)
                 continue
             out["samples"] = samples
@@ -407,6 +428,7 @@ class Pipeline:
                 damage.append(error)
 
         for (start, length), out in self.predictor.run(examples(), ("scores",), read_ahead=not live):
+            check_finite(f"{name} at {start / rate:.2f} s", out["scores"])
             yield {"start": start / rate, "end": (start + length) / rate,
                    "labels": self.predictor.top_k(out["scores"], top_k)}
         if damage:

@@ -185,6 +185,52 @@ def test_bad_inputs_are_named(classify):
         pipeline(classify.model, workers=0)
 
 
+def test_overflowing_inputs_are_named_not_scored_nan(classify, tmp_path):
+    """Finite samples so large that the filterbank's power overflows: every entry point names the input."""
+    loud = waveform(0.3) * np.float32(1e20)
+    sf.write(tmp_path / "loud.wav", loud, RATE, subtype="FLOAT")
+    with pytest.raises(ValueError, match="^input 1: the features are not finite"):
+        classify([waveform(0.3), loud])
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'loud.wav'}: the features are not finite"):
+        classify(str(tmp_path / "loud.wav"))
+    results = classify(iter([waveform(0.3), loud]))
+    assert len(next(results)) == 5
+    with pytest.raises(ValueError, match="^input 1: the features are not finite"):
+        next(results)
+    with pytest.raises(ValueError, match="^input at 0.00 s: the features are not finite"):
+        classify.windows(loud, 0.25)
+
+
+def test_an_iterators_inputs_are_classified_as_they_come(model):
+    """Like transformers' pipeline (batch size 1): a result for each input before the next is asked for, unless
+    the pipeline was made with a batch size, which it fills first."""
+    asked = []
+
+    def inputs():
+        for seed in range(3):
+            asked.append(seed)
+            yield waveform(0.3, seed)
+
+    results = pipeline(model)(inputs(), top_k=1)
+    for expected in range(3):
+        next(results)
+        assert asked == list(range(expected + 1))
+    asked.clear()
+    next(pipeline(model, batch_size=2)(inputs(), top_k=1))
+    assert asked == [0, 1]
+
+
+def test_bfloat16_outputs_are_float32(model):
+    """Computed in bfloat16, what comes back is float32 numpy (ml_dtypes' bfloat16 arrays are refused by torch
+    and saved by np.save as raw bytes)."""
+    classify = pipeline(model, dtype="bfloat16")
+    out = classify.predictor.outputs([waveform(0.3)], ("scores", "pooled", "tokens", "attention"))
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(out)} == {np.dtype(np.float32)}
+    assert len(jax.tree_util.tree_leaves(out)) == 3 + CONFIG.num_layers  # an attention map per layer
+    full = pipeline(model).predictor.outputs([waveform(0.3)], ("pooled",))["pooled"]
+    assert 0 < np.abs(out["pooled"] - full).max() < 0.1  # really computed in bfloat16, and close
+
+
 def test_expand_inputs(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/one.wav", "a/b/two.flac", "a/notes.txt", "three.wav"):

@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
                 raise_if_interrupted()
-                pooled.append(out["pooled"].astype(np.float32))
+                pooled.append(out["pooled"])
                 if args.tokens:
-                    tokens.append(out["tokens"].astype(np.float32))
+                    tokens.append(out["tokens"])
                 names.append(path)
                 bar.update(1)
         except KeyboardInterrupt as stop:  # keep what is done: written below, then the exit status says so
