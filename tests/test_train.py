@@ -10,6 +10,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,25 @@ def latest_checkpoint(workdir: Path) -> int:
     return max(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
 
 
+def tensorboard_steps(workdir: Path, tag: str) -> set[int]:
+    """The steps TensorBoard shows for `tag`: event files read in the order written, each resumed session's
+    start dropping the earlier sessions' events from its step on (tensorboardX's purge_step)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    steps: set[int] = set()
+    for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.name.split(".")[3]):
+        data, offset = path.read_bytes(), 0
+        while offset + 12 <= len(data):  # TFRecord: length (8 bytes), its CRC (4), the record, its CRC (4)
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+                steps = {step for step in steps if step < event.step}
+            if any(value.tag == tag for value in event.summary.value):
+                steps.add(event.step)
+    return steps
+
+
 def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compilation_cache):
     """SIGTERM (checkpoint and exit 143), Ctrl-C (the same, exit 130), then kill -9 (no warning: back to the last
     periodic checkpoint), then to the end: the parameters and every logged loss equal the uninterrupted run's,
@@ -176,6 +196,9 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     for ours, whole in zip(final_params(interrupted), final_params(reference)):
         np.testing.assert_array_equal(ours, whole)  # same data order, same random numbers, same arithmetic
     assert train_losses(interrupted) == train_losses(reference)
+    # TensorBoard too: the killed session's events up to its last checkpoint were written with the checkpoint
+    assert tensorboard_steps(interrupted, "train/loss") == set(range(1, 8 * EPOCHS + 1))
+    assert tensorboard_steps(interrupted, "validation/loss") == set(range(8, 8 * EPOCHS + 1, 8))
 
     run_training(interrupted, longer, cache=compilation_cache)
     results = lambda workdir: [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "result/" in line]
@@ -248,6 +271,7 @@ def no_jit(monkeypatch):
     (["--config.data.balanced=True"], "data.balanced: the synthetic source gives no example weights to sample by"),
     (["--config.data.source=folder", "--config.data.validation_fraction=0.6", "--config.data.test_fraction=0.5"],
      "data.validation_fraction and data.test_fraction add up to 1.1, leaving nothing to train on"),
+    (["--config.mesh.fsdp=3"], "mesh.fsdp = 3 does not divide the 1 devices"),
 ])
 def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
@@ -312,6 +336,29 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     check_resumable(load_config(str(reference / "config.json")), reference)
     code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
     assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
+
+
+def test_resuming_on_other_data_or_for_fewer_steps_is_refused(reference, capsys, no_jit):
+    """data.data_dir may move between sessions, but the checkpoints must meet the same training clips and labels
+    (another count re-cuts the epochs and the schedule), and num_epochs may grow but not fall below what ran."""
+    from ast_jax.training.trainer import check_same_data
+
+    saved = {name: (reference / name).read_text() for name in ("config.json", "data.json")}
+    facts = json.loads(saved["data.json"])
+    assert facts == {"train_examples": 64, "labels": ["tone0", "tone1", "tone2", "tone3"]}
+    check_same_data(reference, facts, 8 * EPOCHS, "the data")  # the same data: resumable
+    for changed, said in (({"train_examples": 32}, "64 training clips, now 32"),
+                          ({"labels": ["tone1", "tone0", "tone2", "tone3"]}, "the labels in another order"),
+                          ({"labels": ["a", "b"]}, "labels ['tone0', 'tone1', 'tone2']... (4), now ['a', 'b']... (2)")):
+        with pytest.raises(ValueError, match=re.escape(f"{reference}: its checkpoints were trained on other data "
+                                                       f"than the data has ({said}); resume with the same data")):
+            check_same_data(reference, {**facts, **changed}, 8 * EPOCHS, "the data")
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET, "--config.num_epochs=4"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert (f"{reference}: its latest checkpoint is at step {8 * EPOCHS}, past the 32 steps that num_epochs asks "
+            f"for now") in err
+    assert {name: (reference / name).read_text() for name in saved} == saved
 
 
 @pytest.mark.parametrize("source, message", [

@@ -165,6 +165,43 @@ def check_resumable(config, workdir: Path) -> None:
                          f"with --config {saved_path}, or give a new --workdir")
 
 
+DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
+
+
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data_name: str) -> None:
+    """Refuse to resume checkpoints trained on other data (data.data_dir may move, but must hold the same
+    training clips and labels: another count re-cuts the epochs and the schedule, other labels mean another
+    head), or for fewer steps than they have run already."""
+    steps = _checkpoint_steps(workdir)
+    if not steps:
+        return
+    if steps[-1] > total_steps:
+        raise ValueError(f"{workdir}: its latest checkpoint is at step {steps[-1]}, past the {total_steps} steps "
+                         f"that num_epochs asks for now; ask for as many epochs as before or more, or give a new "
+                         f"--workdir")
+    try:
+        saved = json.loads((workdir / DATA_FACTS).read_text())
+    except FileNotFoundError:
+        return  # a run from before the data was recorded
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{workdir / DATA_FACTS}: cannot read what the run was trained on ({error})") from None
+    differences = []
+    if saved.get("train_examples") != facts["train_examples"]:
+        differences.append(f"{saved.get('train_examples')} training clips, now {facts['train_examples']}")
+    if saved.get("labels") != facts["labels"]:
+        old, new = saved.get("labels") or [], facts["labels"]
+        differences.append(f"labels {old[:3]}... ({len(old)}), now {new[:3]}... ({len(new)})"
+                           if len(old) != len(new) or set(old) != set(new) else "the labels in another order")
+    if differences:
+        raise ValueError(f"{workdir}: its checkpoints were trained on other data than {data_name} has "
+                         f"({'; '.join(differences)}); resume with the same data, or give a new --workdir")
+
+
 def check_room_for_checkpoints(config, model_config: ASTConfig, workdir: Path) -> None:
     """Refuse, in one line, a new run whose workdir's file system cannot hold what it will write: its
     checkpoints at their peak (max_to_keep of them and the one being written, each the parameters, Adam's two
@@ -439,6 +476,12 @@ class MetricWriter:
             if isinstance(value, (int, float)):
                 self.tensorboard.add_scalar(f"{split}/{name}", value, step)
 
+    def flush(self) -> None:
+        """Write TensorBoard's buffered events (kept up to two minutes otherwise): called at every checkpoint, so
+        that a run killed outright and resumed keeps every logged step."""
+        if self.active:
+            self.tensorboard.flush()
+
     def close(self) -> None:
         if self.active:
             self.file.close()
@@ -555,12 +598,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     optimizer, schedule = make_optimizer(config, steps_per_epoch)  # checks the schedule against the run's length
     if not (workdir / "checkpoints").is_dir():  # every process: one stopping alone would leave the others waiting
         check_room_for_checkpoints(config, model_config, workdir)
+    mesh = sharding.make_mesh(config.mesh)  # checks mesh.fsdp against the devices
+    data_facts = {"train_examples": num_train, "labels": list(source.labels)}
+    check_same_data(workdir, data_facts, total_steps, source_name(config))
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
         save_config(config, workdir / "config.json")
+        write_text_atomically(workdir / DATA_FACTS, json.dumps(data_facts, indent=1) + "\n")
 
     # ------------------------------------------------------------------------------------------------- mesh
-    mesh = sharding.make_mesh(config.mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
 
@@ -746,6 +792,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                     validate_and_keep_best(epoch)
                 if epoch_done or evaluate_now or periodic or stop or step == total_steps:
                     checkpoints.save(step, state, meta)
+                    writer.flush()
                 if stop:
                     raise preempted()
         if stop_requested():  # it came during the last step's validation or checkpoint, all saved now
