@@ -3,7 +3,10 @@
 import csv
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +315,21 @@ def test_tfds_without_prepared_data_is_one_line(tmp_path):
     with pytest.raises(ValueError, match=rf"^{tmp_path}/speech_commands/[0-9.]+: no prepared TFDS speech_commands "
                                          r"data there; prepare it once where the network is reachable"):
         src.num_examples("train")
+
+
+def test_training_on_tfds_without_prepared_data_says_only_that(tmp_path):
+    """The command's whole stderr is its error line: TensorFlow's oneDNN notice (printed when it loads) and TFDS's
+    warnings about the empty data_dir are kept off it."""
+    pytest.importorskip("tensorflow_datasets")
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPP_MIN_LOG_LEVEL")}
+    process = subprocess.run(
+        [sys.executable, "-m", "ast_jax", "train", "--config", str(root / "configs" / "tfds_speech_commands.py"),
+         "--workdir", str(tmp_path / "run"), f"--config.data.data_dir={tmp_path}"],
+        env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 1 and process.stderr.count("\n") == 1, process.stderr
+    assert "no prepared TFDS speech_commands data there" in process.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_source_is_an_error():

@@ -11,7 +11,10 @@ TensorFlow is imported only when a split is first read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
 
 import numpy as np
 
@@ -19,6 +22,28 @@ from ast_jax.data import DataSource, even_split
 from ast_jax.data.files import INT16_SCALE, fit_length
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
+
+
+def import_tfds():
+    """tensorflow_datasets, with TensorFlow's oneDNN notice kept off stderr (TensorFlow only decodes audio here,
+    so its oneDNN kernels change nothing; TF_ENABLE_ONEDNN_OPTS set by the user is kept)."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+@contextlib.contextmanager
+def tfds_warnings_held():
+    """TFDS's absl warnings about a data_dir without prepared data ("Variant folder ... has no dataset_info.json",
+    several times) are not shown: the error raised for it says what is missing and what to do, in one line."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclasses.dataclass
@@ -48,13 +73,15 @@ class TFDSSource(DataSource):
         """int16 audio, labels and lengths of examples [start, stop) of the split (stop None: to the end)."""
         key = (split, start, stop)
         if key not in self._shards:
-            import tensorflow_datasets as tfds
-
+            tfds = import_tfds()
             try:
-                dataset = tfds.load(self.name, split=f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]",
-                                    data_dir=self.data_dir or None, shuffle_files=False, download=False)
+                part = f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]"
+                with tfds_warnings_held():
+                    dataset = tfds.load(self.name, split=part, data_dir=self.data_dir or None, shuffle_files=False,
+                                        download=False)
             except AssertionError:  # what tfds raises for data that was never prepared (download=False)
-                where = tfds.builder(self.name, data_dir=self.data_dir or None).data_dir
+                with tfds_warnings_held():
+                    where = tfds.builder(self.name, data_dir=self.data_dir or None).data_dir
                 raise ValueError(f"{where}: no prepared TFDS {self.name} data there; prepare it once where the "
                                  f"network is reachable (`tfds build {self.name} --data_dir DIR`) and set "
                                  f"data.data_dir to DIR (evaluate: --tfds-data-dir DIR)") from None
@@ -85,13 +112,14 @@ class TFDSSource(DataSource):
 
 def from_config(data_config, clip_samples: int) -> TFDSSource:
     try:
-        import tensorflow_datasets as tfds
+        tfds = import_tfds()
     except ImportError:
         raise ValueError("the tfds source needs TensorFlow Datasets: pip install -c constraints.txt -e '.[tfds]' "
                          "(tensorflow-cpu and tensorflow-datasets)") from None
 
     name = data_config.get("tfds_name", "speech_commands")
-    builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
+    with tfds_warnings_held():
+        builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
     labels = list(builder.info.features["label"].names)
     sizes = {split: builder.info.splits[tfds_split].num_examples for split, tfds_split in SPLIT_NAMES.items()
              if tfds_split in builder.info.splits}
