@@ -202,7 +202,9 @@ class Predictor:
             in_flight = dispatched
 
     def outputs(self, waveforms: Sequence[np.ndarray], outputs: Sequence[str] = ("scores",)) -> dict[str, Any]:
-        """Outputs stacked over `waveforms` (each float32 mono at the model's sample rate)."""
+        """Outputs stacked over `waveforms` (each float32 mono at the model's sample rate; at least one)."""
+        if not len(waveforms):
+            raise ValueError("no waveforms to compute outputs for")
         results = [out for _, out in self.run(enumerate(waveforms), outputs, count=len(waveforms))]
         return jax.tree_util.tree_map(lambda *rows: np.stack(rows), *results)
 

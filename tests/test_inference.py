@@ -183,6 +183,8 @@ def test_bad_inputs_are_named(classify):
         pipeline(classify.model, batch_size=2.5)
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         pipeline(classify.model, workers=0)
+    with pytest.raises(ValueError, match="no waveforms to compute outputs for"):
+        classify.predictor.outputs([])
 
 
 def test_overflowing_inputs_are_named_not_scored_nan(classify, tmp_path):

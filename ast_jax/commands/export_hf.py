@@ -2,8 +2,8 @@
 
 The folder holds config.json, preprocessor_config.json and model.safetensors, and loads with
 transformers.ASTForAudioClassification.from_pretrained and ASTFeatureExtractor.from_pretrained. transformers
-has one LayerNorm eps: a model whose head eps differs from its backbone's (the original checkpoints: 1e-6 and
-1e-5) is exported with the backbone's, which moves its logits slightly (a warning says so).
+has one LayerNorm eps: a model whose head eps differs from its backbone's (the original checkpoints: backbone
+1e-6, head 1e-5) is exported with the backbone's, which moves its logits slightly (a warning says so).
 
 example:
   ast-jax export-hf models/sc exported/sc
