@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         except ValueError as error:
             print(f"ast-jax: error: {error}", file=sys.stderr)
             return 2
+        # TensorFlow only decodes TFDS audio here, where its oneDNN kernels change nothing, and announces them on
+        # stderr when it loads ("oneDNN custom operations are on"), twice, around an error's one line. Programs
+        # only: a library user's TensorFlow is left as it is.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         signal.signal(signal.SIGTERM, raise_on_signal(Terminated))
         signal.signal(signal.SIGINT, raise_on_signal(KeyboardInterrupt))
         sys.unraisablehook = _quiet_once_stopped(sys.__unraisablehook__)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 
 import numpy as np
 
@@ -25,9 +24,7 @@ SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
 
 
 def import_tfds():
-    """tensorflow_datasets, with TensorFlow's oneDNN notice kept off stderr (TensorFlow only decodes audio here,
-    so its oneDNN kernels change nothing; TF_ENABLE_ONEDNN_OPTS set by the user is kept)."""
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    """tensorflow_datasets (and TensorFlow: the command-line programs load it with its oneDNN notice off)."""
     import tensorflow_datasets as tfds
 
     return tfds
