@@ -146,6 +146,7 @@ def from_config(data_config, clip_samples: int) -> FileSource:
     labels, splits, multilabel = _build(entries, str(path), list(labels) if labels else None,
                                         float(data_config.get("validation_fraction", 0.1)),
                                         float(data_config.get("test_fraction", 0.1)))
+    name = path.stem if data_config.source == "manifest" else path.name  # a folder's name may hold dots
     return FileSource(labels=labels, clip_samples=clip_samples, multilabel=multilabel, splits=splits,
                       sample_rate=int(data_config.get("sample_rate", 16000)), cache_dir=data_config.get("cache_dir"),
-                      prepared=bool(data_config.get("prepared", True)), name=f"{data_config.source}-{path.stem if data_config.source == 'manifest' else path.name}")
+                      prepared=bool(data_config.get("prepared", True)), name=f"{data_config.source}-{name}")
