@@ -353,6 +353,8 @@ def test_resuming_on_other_data_or_for_fewer_steps_is_refused(reference, capsys,
         with pytest.raises(ValueError, match=re.escape(f"{reference}: its checkpoints were trained on other data "
                                                        f"than the data has ({said}); resume with the same data")):
             check_same_data(reference, {**facts, **changed}, 8 * EPOCHS, "the data")
+    with pytest.raises(ValueError, match="64 training clips, now 32"):  # half the clips, half the steps: the data
+        check_same_data(reference, {**facts, "train_examples": 32}, 4 * EPOCHS, "the data")
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET, "--config.num_epochs=4"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err

@@ -6,6 +6,7 @@ reads its own slice of every global batch and `jax.jit` with NamedShardings does
 
 The workdir holds
   config.json        the resolved config
+  data.json          the count of training clips and the labels: resuming on other data is refused
   checkpoints/       Orbax checkpoints (train state + metadata); a run started again here with the same config
                      resumes from the latest (SIGTERM or Ctrl-C write one after the current step, then stop)
   metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
@@ -180,14 +181,10 @@ def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data
     steps = _checkpoint_steps(workdir)
     if not steps:
         return
-    if steps[-1] > total_steps:
-        raise ValueError(f"{workdir}: its latest checkpoint is at step {steps[-1]}, past the {total_steps} steps "
-                         f"that num_epochs asks for now; ask for as many epochs as before or more, or give a new "
-                         f"--workdir")
     try:
         saved = json.loads((workdir / DATA_FACTS).read_text())
     except FileNotFoundError:
-        return  # a run from before the data was recorded
+        saved = facts  # a run from before the data was recorded
     except (OSError, ValueError) as error:
         raise ValueError(f"{workdir / DATA_FACTS}: cannot read what the run was trained on ({error})") from None
     differences = []
@@ -200,6 +197,10 @@ def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data
     if differences:
         raise ValueError(f"{workdir}: its checkpoints were trained on other data than {data_name} has "
                          f"({'; '.join(differences)}); resume with the same data, or give a new --workdir")
+    if steps[-1] > total_steps:  # (after the data: fewer clips also mean fewer steps)
+        raise ValueError(f"{workdir}: its latest checkpoint is at step {steps[-1]}, past the {total_steps} steps "
+                         f"that num_epochs asks for now; ask for as many epochs as before or more, or give a new "
+                         f"--workdir")
 
 
 def check_room_for_checkpoints(config, model_config: ASTConfig, workdir: Path) -> None:
@@ -336,6 +337,7 @@ def check_config(config, source: DataSource) -> None:
     if source.num_classes < 2:
         problems.append(f"{source_name(config)} has {source.num_classes} class "
                         f"({', '.join(source.labels)}); a classifier needs at least two")
+    split_errors: dict[str, list[str]] = {}  # one message for the splits that fail alike (unprepared TFDS data)
     for role, split in (("train", "train"), ("validation_split", config.validation_split),
                         ("test_split", config.test_split)):
         if not split:
@@ -343,13 +345,14 @@ def check_config(config, source: DataSource) -> None:
         try:
             count = source.num_examples(split)
         except ValueError as error:
-            problems.append(f"{role}: {error}")
+            split_errors.setdefault(str(error), []).append(role)
             continue
         if count == 0:
             hashed = config.data.source in ("folder", "manifest")
             problems.append(f"the {split!r} split of {source_name(config)} has no usable clips" + (
                 " (none found, none readable, or, split by hash, no speaker or group fell into it: more speakers "
                 "or a larger data.validation_fraction / data.test_fraction help)" if hashed else ""))
+    problems.extend(f"{', '.join(roles)}: {error}" for error, roles in split_errors.items())
     if config.loss not in LOSSES:
         problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
     if config.best_metric not in BEST_METRICS:
