@@ -579,8 +579,9 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
         weights, state = _read_hf_weights(folder)
     head = next((value for key, value in state.items() if key.endswith("classifier.dense.weight")), None)
     if head is not None and len(head.shape) == 2 and head.shape[0] != config.num_labels:
-        source = "id2label names" if hf.get("id2label") else "num_labels says"
-        raise ValueError(f"{config_path}: {source} {config.num_labels} labels, but the head in {weights} has "
+        said = ("id2label names" if hf.get("id2label") else "num_labels says" if "num_labels" in hf
+                else "has no id2label or num_labels, so transformers' default of")
+        raise ValueError(f"{config_path}: {said} {config.num_labels} labels, but the head in {weights} has "
                          f"{head.shape[0]} outputs")
     params = state_to_params(state, detect_format(state, str(weights)), config, str(weights))
     preprocessor = folder / HF_PREPROCESSOR

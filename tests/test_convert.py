@@ -428,6 +428,8 @@ def test_malformed_configs_are_one_line_errors(tmp_path, randomize_torch, capsys
         ("hf", "config.json", {**hf_config, "id2label": ["a", "b"]}, "id2label must map indices to names"),
         ("hf", "config.json", {**hf_config, "id2label": {"0": "a", "1": "b"}},
          f"id2label names 2 labels, but the head in {tmp_path / 'broken-hf' / 'model.safetensors'} has 3 outputs"),
+        ("hf", "config.json", {k: v for k, v in hf_config.items() if k not in ("id2label", "label2id", "num_labels")},
+         "has no id2label or num_labels, so transformers' default of 2 labels, but the head in"),
         ("hf", "preprocessor_config.json", [], "not a feature extractor config (a JSON object expected)"),
         ("hf", "preprocessor_config.json", {"max_length": "long"}, "invalid literal"),
         ("jax", "ast_jax.json", {k: v for k, v in meta.items() if k != "model"}, "no 'model' entry"),
