@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 
 import numpy as np
 
@@ -30,17 +31,28 @@ def import_tfds():
     return tfds
 
 
+_held = {"depth": 0, "level": logging.NOTSET}
+_held_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def tfds_warnings_held():
     """TFDS's absl warnings about a data_dir without prepared data ("Variant folder ... has no dataset_info.json",
-    several times) are not shown: the error raised for it says what is missing and what to do, in one line."""
+    several times) are not shown: the error raised for it says what is missing and what to do, in one line.
+    Threads (the prefetching one reads splits too) share one hold; the level is put back when the last ends."""
     logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
+    with _held_lock:
+        if _held["depth"] == 0:
+            _held["level"] = logger.level
+            logger.setLevel(max(logger.level, logging.ERROR))
+        _held["depth"] += 1
     try:
         yield
     finally:
-        logger.setLevel(level)
+        with _held_lock:
+            _held["depth"] -= 1
+            if _held["depth"] == 0:
+                logger.setLevel(_held["level"])
 
 
 @dataclasses.dataclass
