@@ -273,7 +273,7 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
         raise AudioError(f"{name}: cannot be read as a stream ({error.error_string.strip().rstrip('.')}); WAV, "
                          f"AIFF and AU can, other formats must be given as files") from None
     return sound.samplerate, _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS),
-                                               check_length=False)
+                                               short_ending="warn")
 
 
 def _remaining_bytes(file: Any) -> int:
@@ -327,8 +327,22 @@ def _check_header(sound: sf.SoundFile, name: str) -> None:
                              f"{present})")
 
 
+# Bytes a frame's sample takes, per libsndfile subtype: a stream whose header leaves its length open (0xFFFFFFFF
+# bytes, as recorders write) declares about 4 GiB of them.
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                 "DOUBLE": 8}
+
+
+def _open_ended(sound: sf.SoundFile) -> bool:
+    """Whether the header gives no length (or one this code cannot tell from the open-ended marker)."""
+    size = _SAMPLE_BYTES.get(sound.subtype)
+    return size is None or sound.frames * size * sound.channels >= 0xFFFFFFFF - 2**20
+
+
 def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
-                      check_length: bool = True) -> Iterator[np.ndarray]:
+                      short_ending: str = "error") -> Iterator[np.ndarray]:
+    """Blocks of `block_seconds`; audio that ends before its header's length is an AudioError, or for a stream
+    (`short_ending="warn"`: a recorder stopped early is no damage to what came) a warning after the last block."""
     block_frames = max(1, int(block_seconds * sound.samplerate))
     declared, read = sound.frames, 0
     with sound:
@@ -341,8 +355,13 @@ def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
         except sf.LibsndfileError as error:
             raise AudioError(f"{name}: truncated or corrupt ({error.error_string.strip().rstrip('.')} after "
                              f"{read} of {declared} frames)") from None
-    if check_length and read < declared:
+    if read < declared and short_ending == "error":
         raise AudioError(f"{name}: truncated (the header promises {declared} frames, the file holds {read})")
+    if read < declared and not _open_ended(sound):
+        import warnings
+
+        warnings.warn(f"{name}: the stream ended after {read} of the {declared} frames its header promised",
+                      stacklevel=2)
 
 
 def _audioread(path: str):

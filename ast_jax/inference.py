@@ -421,10 +421,11 @@ class Pipeline:
             # classified and given first, then the problem is raised.
             try:
                 for start, piece in pieces:
+                    if start > 0 and len(piece) < self.model.features.frame_length:
+                        continue  # a last window shorter than one analysis frame, or past the end after a long
+                        # hop: nothing to classify
                     if not len(piece):
                         raise AudioError(f"{name}: no audio samples")
-                    if start > 0 and len(piece) < self.model.features.frame_length:
-                        continue  # a last window shorter than one analysis frame: nothing to classify
                     yield (int(round(start * rate)), len(piece)), piece
             except (OSError, ValueError) as error:
                 damage.append(error)

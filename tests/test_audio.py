@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,10 +123,19 @@ def test_pipes_are_read_as_streams(tmp_path):
     sf.write(tmp_path / "same.wav", signal, 44100, subtype="PCM_24")
     expected = load_audio(tmp_path / "same.wav")
     data = as_recorded((tmp_path / "same.wav").read_bytes())
-    with feed(data) as pipe:
+    with feed(data) as pipe, warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recorder's open-ended header: the stream may end anywhere
         blocks = list(stream_audio(pipe))
     assert len(blocks) >= 10  # 0.1 s blocks, not one read to the end
     np.testing.assert_array_equal(np.concatenate(blocks), expected)
+
+    # A header with a length, and the stream ends at half of it: what came is kept, with a warning.
+    whole = (tmp_path / "same.wav").read_bytes()
+    with feed(whole[:len(whole) // 2]) as pipe, pytest.warns(
+            UserWarning, match=r"the stream ended after \d+ of the 88200 frames its header promised"):
+        half = np.concatenate(list(stream_audio(pipe)))
+    assert 0.45 * len(expected) < len(half) < 0.55 * len(expected)
+    np.testing.assert_allclose(half[:-100], expected[:len(half) - 100], atol=1e-6)
 
     os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
     feed(data, fifo=tmp_path / "fifo")

@@ -140,6 +140,10 @@ def test_windows_longer_than_the_input_empty_and_damaged_recordings(classify, tm
     with pytest.raises(ValueError, match=r"window 1 s is longer than the model's input \(0.495 s, 48 frames\)"):
         classify.windows(waveform(2.0), 1.0)
     assert len(classify.windows(waveform(2.0), 0.495)) == 4  # exactly the input; the 20 ms tail is left out
+    # a hop longer than the window, and the recording ends in the skipped gap: one window, no error
+    sf.write(tmp_path / "gap.wav", waveform(0.3125), RATE, subtype="FLOAT")
+    for recording in (waveform(0.3125), str(tmp_path / "gap.wav")):
+        assert [(w["start"], w["end"]) for w in classify.windows(recording, 0.25, 0.35)] == [(0.0, 0.25)]
     sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), RATE)
     with pytest.raises(ValueError, match="zero.wav: no audio samples"):
         classify.windows(str(tmp_path / "zero.wav"), 0.4)
