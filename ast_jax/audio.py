@@ -31,9 +31,10 @@ Long recordings. `stream_audio` yields the same samples as `load_audio` block by
 whatever the length.
 
 Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
-path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives; the
-header's length is not checked (a recorder cannot know it). libsndfile streams WAV, AIFF and AU from a pipe;
-other formats must be files (or bytes). Other non-seekable file objects are read whole first.
+path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives. A stream
+that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
+the length open, never warns. libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
+bytes). Other non-seekable file objects are read whole first.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"FORM", b"fLaC", b"OggS", b"ID3", b"
 # libsndfile's header log reports a data chunk longer than the file as "data : 192000 (should be 95978)".
 _SHORT_DATA_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 PIPE_BLOCK_SECONDS = 0.1  # a pipe's samples are handed on in blocks this long (the delay they add)
-_STREAMING_SIZE = 0xFFFFFFFF  # "unknown length" in WAV headers written while recording
+# A header's data length this large means "unknown": recorders write a placeholder while recording (0xFFFFFFFF;
+# arecord 0x80000000, sox 0x7FFFF000) and fix it, if they can seek, when they stop.
+_OPEN_LENGTH_BYTES = 0x7FF00000
 
 
 class AudioError(ValueError):
@@ -118,7 +121,9 @@ def iter_audio_blocks(source: AudioSource, block_seconds: float, hop_seconds: fl
         drop = min(start - offset, len(pending))  # a hop longer than the window skips samples
         pending, offset = pending[drop:], offset + drop
     end = offset + len(pending)
-    if start == 0 or start + window - hop < end:  # no window yet, or the last one stopped short of the end
+    # no window yet, or the last one stopped short of the end and this one starts before it (a hop longer than
+    # the window may have stepped past the end)
+    if start == 0 or (start < end and start + window - hop < end):
         yield start / sample_rate, pending[start - offset:].copy()
 
 
@@ -322,21 +327,20 @@ def _check_header(sound: sf.SoundFile, name: str) -> None:
     """A WAV/AIFF header that promises more sample data than the file holds means a truncated file."""
     for match in _SHORT_DATA_CHUNK.finditer(sound.extra_info):
         promised, present = int(match.group(1)), int(match.group(2))
-        if promised != _STREAMING_SIZE and present < promised - 1:  # one byte of slack: chunk padding
+        if promised < _OPEN_LENGTH_BYTES and present < promised - 1:  # one byte of slack: chunk padding
             raise AudioError(f"{name}: truncated (header promises {promised} bytes of samples, the file holds "
                              f"{present})")
 
 
-# Bytes a frame's sample takes, per libsndfile subtype: a stream whose header leaves its length open (0xFFFFFFFF
-# bytes, as recorders write) declares about 4 GiB of them.
+# Bytes a sample takes, per libsndfile subtype (libsndfile gives a header's length in frames).
 _SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
                  "DOUBLE": 8}
 
 
 def _open_ended(sound: sf.SoundFile) -> bool:
-    """Whether the header gives no length (or one this code cannot tell from the open-ended marker)."""
+    """Whether the header leaves the length open (or gives it in a sample format this code cannot size)."""
     size = _SAMPLE_BYTES.get(sound.subtype)
-    return size is None or sound.frames * size * sound.channels >= 0xFFFFFFFF - 2**20
+    return size is None or sound.frames * size * sound.channels >= _OPEN_LENGTH_BYTES
 
 
 def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
