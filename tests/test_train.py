@@ -355,6 +355,12 @@ def test_resuming_on_other_data_or_for_fewer_steps_is_refused(reference, capsys,
             check_same_data(reference, {**facts, **changed}, 8 * EPOCHS, "the data")
     with pytest.raises(ValueError, match="64 training clips, now 32"):  # half the clips, half the steps: the data
         check_same_data(reference, {**facts, "train_examples": 32}, 4 * EPOCHS, "the data")
+    for damaged in ("[]", '{"labels": 3}', "{"):
+        (reference / "data.json").write_text(damaged)
+        with pytest.raises(ValueError, match=re.escape(f"{reference / 'data.json'}: cannot read what the run was "
+                                                       f"trained on")):
+            check_same_data(reference, facts, 8 * EPOCHS, "the data")
+    (reference / "data.json").write_text(saved["data.json"])
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET, "--config.num_epochs=4"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err

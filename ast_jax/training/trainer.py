@@ -1,6 +1,7 @@
 """Train and evaluate an AST from a config: one `train_and_evaluate(config, workdir)` in banner sections.
 
-mesh -> input -> model -> shard -> update step -> checkpoint -> evals -> loop, as in big_vision's train.py.
+input (with the mesh) -> shardings -> model -> shard -> update step -> checkpoint -> evals -> loop, as in
+big_vision's train.py.
 The same code runs on one CPU, on every device of a host and on many hosts (`jax.distributed`): each process
 reads its own slice of every global batch and `jax.jit` with NamedShardings does the rest.
 
@@ -142,10 +143,15 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
 def check_resumable(config, workdir: Path) -> None:
     """Refuse to resume a workdir's checkpoints under a config that trains differently from the one saved there."""
-    saved_path, checkpoints = workdir / "config.json", workdir / "checkpoints"
-    if not saved_path.is_file() or not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    saved_path = workdir / "config.json"
+    if not saved_path.is_file() or not _checkpoint_steps(workdir):
         return
     try:
         # Fields of the source that a config leaves out count as their defaults, as `ast-jax train` fills them.
@@ -169,11 +175,6 @@ def check_resumable(config, workdir: Path) -> None:
 DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
 
 
-def _checkpoint_steps(workdir: Path) -> list[int]:
-    folder = workdir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-
-
 def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data_name: str) -> None:
     """Refuse to resume checkpoints trained on other data (data.data_dir may move, but must hold the same
     training clips and labels: another count re-cuts the epochs and the schedule, other labels mean another
@@ -183,6 +184,8 @@ def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data
         return
     try:
         saved = json.loads((workdir / DATA_FACTS).read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("labels"), list):
+            raise ValueError("not an object with the labels and the count of training clips")
     except FileNotFoundError:
         saved = facts  # a run from before the data was recorded
     except (OSError, ValueError) as error:
@@ -609,7 +612,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         save_config(config, workdir / "config.json")
         write_text_atomically(workdir / DATA_FACTS, json.dumps(data_facts, indent=1) + "\n")
 
-    # ------------------------------------------------------------------------------------------------- mesh
+    # -------------------------------------------------------------------------------------------- shardings
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
 
