@@ -232,6 +232,11 @@ def check_finite(name: Any, values: np.ndarray) -> None:
         raise AudioError(f"{name}: the features are not finite (samples far beyond full scale?)")
 
 
+def _input_name(item: Any, index: int) -> str | os.PathLike:
+    """How errors name an input of a call: its path, or its place in the call ("input 2")."""
+    return item if isinstance(item, (str, os.PathLike)) else f"input {index}"
+
+
 def _split_rows(keys, batch_outputs):
     host = jax.tree_util.tree_map(np.asarray, batch_outputs)  # waits for the device
     for row, key in enumerate(keys):
@@ -319,13 +324,12 @@ class Pipeline:
             return []
         scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
         for index, row in enumerate(scores):
-            check_finite(items[index] if isinstance(items[index], (str, os.PathLike)) else f"input {index}", row)
+            check_finite(_input_name(items[index], index), row)
         results = [predictor.top_k(row, top_k) for row in scores]
         return results[0] if single else results
 
     def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, predictor: "Predictor"):
-        examples = ((item if isinstance(item, (str, os.PathLike)) else f"input {index}", self.load(item))
-                    for index, item in enumerate(inputs))
+        examples = ((_input_name(item, index), self.load(item)) for index, item in enumerate(inputs))
         for name, out in predictor.run(examples, ("scores",), read_ahead=False, batch_size=self._iterator_batch):
             check_finite(name, out["scores"])
             yield predictor.top_k(out["scores"], top_k)

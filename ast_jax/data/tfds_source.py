@@ -6,7 +6,7 @@ batches it itself. Clips are cut or zero-padded to `clip_samples`; `tfds.testing
 a few dozen samples long, are padded the same way.
 
 config.data fields: data_dir (the TFDS data_dir; None for TFDS's default), tfds_name ("speech_commands").
-TensorFlow is imported only when a split is first read.
+TensorFlow loads when the source is built (TFDS reads the data set's description with it).
 """
 
 from __future__ import annotations
@@ -22,13 +22,6 @@ from ast_jax.data import DataSource, even_split
 from ast_jax.data.files import INT16_SCALE, fit_length
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
-
-
-def import_tfds():
-    """tensorflow_datasets (and TensorFlow: the command-line programs load it with its oneDNN notice off)."""
-    import tensorflow_datasets as tfds
-
-    return tfds
 
 
 _held = {"depth": 0, "level": logging.NOTSET}
@@ -82,7 +75,8 @@ class TFDSSource(DataSource):
         """int16 audio, labels and lengths of examples [start, stop) of the split (stop None: to the end)."""
         key = (split, start, stop)
         if key not in self._shards:
-            tfds = import_tfds()
+            import tensorflow_datasets as tfds
+
             try:
                 part = f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]"
                 with tfds_warnings_held():
@@ -121,7 +115,7 @@ class TFDSSource(DataSource):
 
 def from_config(data_config, clip_samples: int) -> TFDSSource:
     try:
-        tfds = import_tfds()
+        import tensorflow_datasets as tfds
     except ImportError:
         raise ValueError("the tfds source needs TensorFlow Datasets: pip install -c constraints.txt -e '.[tfds]' "
                          "(tensorflow-cpu and tensorflow-datasets)") from None
