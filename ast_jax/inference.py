@@ -426,8 +426,7 @@ class Pipeline:
             try:
                 for start, piece in pieces:
                     if start > 0 and len(piece) < self.model.features.frame_length:
-                        continue  # a last window shorter than one analysis frame, or past the end after a long
-                        # hop: nothing to classify
+                        continue  # a last window shorter than one analysis frame: nothing to classify
                     if not len(piece):
                         raise AudioError(f"{name}: no audio samples")
                     yield (int(round(start * rate)), len(piece)), piece
