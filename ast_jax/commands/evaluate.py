@@ -62,8 +62,15 @@ def is_config_file(source: str) -> bool:
     return source.endswith((".py", ".json")) or ".py:" in source
 
 
+WHOLE = "all clips"  # how the report names data scored whole
+
+
+def is_tfds(source: str) -> bool:
+    return source == "tfds" or source.startswith("tfds:")
+
+
 def is_keyword(source: str) -> bool:
-    return source in ("demo", "tfds") or source.startswith("tfds:")
+    return source == "demo" or is_tfds(source)
 
 
 def without_splits(source: str) -> bool:
@@ -110,7 +117,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     values = {"clip_seconds": clip_seconds, "sample_rate": 16000}
     if source == "demo":
         values.update(source="demo")
-    elif source == "tfds" or source.startswith("tfds:"):
+    elif is_tfds(source):
         values.update(source="tfds", tfds_name=source.partition(":")[2] or "speech_commands", data_dir=tfds_data_dir)
     elif path.suffix.lower() == ".csv":
         values.update(source="manifest", data_dir=str(path))
@@ -193,12 +200,12 @@ def evaluate(args: argparse.Namespace) -> int:
             parent = default_cache_dir()
             parent.mkdir(parents=True, exist_ok=True)
             config.cache_dir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="evaluate-", dir=parent))
-        return score(args, model, predictor, build_source(config), split, "all clips" if whole else split)
+        return score(args, model, predictor, build_source(config), split, WHOLE if whole else split)
 
 
 def _which(shown_split: str) -> str:
     """How errors name the clips scored: "split 'test'", or "the data" when it is scored whole."""
-    return "the data" if shown_split == "all clips" else f"split {shown_split!r}"
+    return "the data" if shown_split == WHOLE else f"split {shown_split!r}"
 
 
 def score(args: argparse.Namespace, model, predictor, source, split: str, shown_split: str) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 
 import numpy as np
 
@@ -24,28 +23,23 @@ from ast_jax.data.files import INT16_SCALE, fit_length
 SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
 
 
-_held = {"depth": 0, "level": logging.NOTSET}
-_held_lock = threading.Lock()
+class _ErrorsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
 
 
 @contextlib.contextmanager
 def tfds_warnings_held():
     """TFDS's absl warnings about a data_dir without prepared data ("Variant folder ... has no dataset_info.json",
     several times) are not shown: the error raised for it says what is missing and what to do, in one line.
-    Threads (the prefetching one reads splits too) share one hold; the level is put back when the last ends."""
-    logger = logging.getLogger("absl")
-    with _held_lock:
-        if _held["depth"] == 0:
-            _held["level"] = logger.level
-            logger.setLevel(max(logger.level, logging.ERROR))
-        _held["depth"] += 1
+    Each hold is a filter of its own, so holds in several threads (the prefetching one reads splits too) end
+    independently."""
+    logger, only_errors = logging.getLogger("absl"), _ErrorsOnly()
+    logger.addFilter(only_errors)
     try:
         yield
     finally:
-        with _held_lock:
-            _held["depth"] -= 1
-            if _held["depth"] == 0:
-                logger.setLevel(_held["level"])
+        logger.removeFilter(only_errors)
 
 
 @dataclasses.dataclass
