@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -40,32 +43,119 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
 def write_files_atomically(writers: Mapping[str | os.PathLike, Callable[[str], None]]) -> None:
     """`write_atomically` for files that belong together (embeddings and their file list, an evaluation's
     report): all are written under temporary names first and renamed into place only once every one is
-    complete, so a failure leaves each as it was rather than some new beside others old."""
-    staged: list[tuple[str, Path]] = []
+    complete, so a failure leaves each as it was rather than some new beside others old (a rename that fails
+    half way, over a file that cannot be replaced, puts back the ones already done).
+
+    A path naming a device, a named pipe, a socket or a stream of the process (`/dev/null`, `/dev/stdout`) is
+    written into directly, as a shell's redirection would, once every file is in place: renaming over it would
+    replace the device with a plain file."""
+    staged: list[tuple[str | None, Path, Callable[[str], None]]] = []
     try:
         for path, write in writers.items():
-            path = Path(path)
-            if path.is_symlink():
-                path = path.resolve()
+            if is_special_file(path):
+                staged.append((None, Path(path), write))
+                continue
+            path = resolve_output(path)
+            if path.is_dir():
+                raise OSError(f"{path}: is a folder")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
             except OSError as error:
                 raise OSError(f"{path}: cannot write there ({error.strerror or error})") from None
             os.close(handle)
-            staged.append((temporary, path))
+            staged.append((temporary, path, write))
             try:
                 write(temporary)
             except OSError as error:  # ENOSPC names no file; numpy's short write has no errno
                 raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
             os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes the file private; give it a normal file's mode
-        for temporary, path in staged:
-            os.replace(temporary, path)
+        staged.sort(key=lambda item: item[0] is None)  # into devices last: their writes cannot be taken back
+        _put_in_place(staged)
     except BaseException:
-        for temporary, _ in staged:
-            if os.path.exists(temporary):
+        for temporary, _, _ in staged:
+            if temporary is not None and os.path.exists(temporary):
                 os.remove(temporary)
         raise
+
+
+def _put_in_place(staged: list[tuple[str | None, Path, Callable[[str], None]]]) -> None:
+    """Rename each temporary file over its path (or write a device in place); if one fails, the files already
+    renamed get their earlier content back (kept meanwhile as a hard link) or are removed if they are new."""
+    done: list[tuple[Path, str | None, bool]] = []  # (path, the link keeping its old content, whether it existed)
+    try:
+        for temporary, path, write in staged:
+            if temporary is None:
+                try:
+                    write(str(path))
+                except OSError as error:
+                    raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
+                continue
+            existed = path.exists()
+            kept = _hard_link_beside(path) if existed and len(staged) > 1 else None
+            try:
+                os.replace(temporary, path)
+            except OSError as error:
+                if kept is not None:
+                    os.remove(kept)
+                raise OSError(f"{path}: cannot be replaced ({error.strerror or error})") from None
+            done.append((path, kept, existed))
+    except BaseException:
+        for path, kept, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if kept is not None:
+                    os.replace(kept, path)
+                elif not existed:
+                    os.remove(path)
+        raise
+    finally:
+        for _, kept, _ in done:
+            if kept is not None and os.path.lexists(kept):
+                os.remove(kept)
+
+
+def _hard_link_beside(path: Path) -> str | None:
+    """A hidden hard link to `path` in its folder (its content, kept while it is replaced), or None where the
+    file system makes none."""
+    for _ in range(100):
+        link = path.parent / f".{path.name}.{secrets.token_hex(4)}.old"
+        try:
+            os.link(path, link)
+            return str(link)
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+# A process's own streams: /dev/stdout, /dev/fd/3, /proc/self/fd/1... Written through, even where the stream is
+# a plain file (`> log`): renaming over the file a descriptor stands for would cut it off from that descriptor.
+_STREAM = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+
+
+def is_special_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is one of the process's streams (/dev/stdout, /dev/fd/N) or (through links) an existing
+    device, named pipe or socket: written into as it is, never replaced."""
+    if _STREAM.fullmatch(os.path.abspath(path)):
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def resolve_output(path: str | os.PathLike) -> Path:
+    """Where a write to `path` lands: itself, or the file a link points to (the link stays). A loop of links is an
+    OSError naming `path`."""
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 says RuntimeError for a loop, later versions OSError (ELOOP)
+        raise OSError(f"{path}: is a loop of symbolic links") from None
 
 
 @contextlib.contextmanager
@@ -74,9 +164,7 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
 
     So an interrupted or failed write never leaves a half-written folder behind.
     """
-    directory = Path(directory).absolute()
-    if directory.is_symlink():  # write into the folder the link points to; the link stays
-        directory = directory.resolve()
+    directory = resolve_output(Path(directory).absolute())  # a link: into the folder it points to; it stays
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(f"{directory}: exists and is not a folder")
     if directory.exists() and not overwrite and any(directory.iterdir()):
@@ -97,6 +185,20 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_apart(output: str | os.PathLike, source: object) -> None:
+    """A ValueError when writing the folder `output` would replace `source`, a local file or folder being read
+    (the same path, or a folder holding it), as `--overwrite` would."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
+        return  # an hf: name, a model in memory
+    try:
+        output_path, source_path = Path(output).resolve(), Path(source).resolve()
+    except (RuntimeError, OSError):
+        return  # a loop of links: the writer names it
+    if output_path == source_path or output_path in source_path.parents:
+        what = "is" if output_path == source_path else "holds"
+        raise ValueError(f"{output}: {what} the source {source}; write the output elsewhere")
 
 
 def check_free_space(target: str | os.PathLike, needed: int, what: str = "") -> None:

@@ -6,6 +6,7 @@ by transformers' ASTFeatureExtractor; predictions against the Python pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -688,3 +689,85 @@ def test_a_full_disk_leaves_earlier_outputs_whole_and_names_the_output(model_dir
     assert code == 1 and err == (f"ast-jax convert: error: {tmp_path / 'copy'}: not enough space: "
                                  f"{needed / 1e6:.1f} MB to write, 0.1 MB free\n")
     assert not (tmp_path / "copy").exists() and ast_jax._atomic.check_free_space(tmp_path, 0) is None
+
+
+def test_outputs_into_pipes_and_streams_are_written_in_place(model_dir, clips, capsys, tmp_path):
+    """`-o` naming a named pipe or one of the process's streams (/dev/fd/N, /dev/stdout) writes into it, as a
+    shell's redirection would; renaming a file over it would replace the pipe (or, run as root, /dev/null)."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "--format", "csv", "-o", fifo)
+    if not received and fifo.is_fifo():  # should nothing have been written into the pipe, let the reader go
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=60)
+    assert code == 0 and fifo.is_fifo(), err
+    assert received and received[0].count("\n") == 4 and received[0].startswith("file,label_1")
+
+    read_end, write_end = os.pipe()
+    try:
+        code, _, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "--format", "jsonl",
+                               "-o", f"/dev/fd/{write_end}")
+        os.close(write_end)
+        with os.fdopen(read_end) as handle:
+            rows = [json.loads(line) for line in handle]
+    finally:
+        for end in (read_end, write_end):
+            with contextlib.suppress(OSError):
+                os.close(end)
+    assert code == 0 and sorted(Path(row["file"]).name for row in rows) == ["up0.wav", "up1.wav", "up2.wav"], err
+
+
+def test_a_run_without_results_leaves_the_output_alone(model_dir, clips, capsys, tmp_path):
+    for command, output in (["predict", "p.csv"], ["embed", "e.npz"], ["embed", "e.npy"]):
+        code, _, err = run_cli(capsys, command, "--model", model_dir, tmp_path / "missing.wav", "-o", tmp_path / output)
+        assert code == 1 and f"{tmp_path / output} not written" in err and not (tmp_path / output).exists()
+    (tmp_path / "p.csv").write_text("earlier results\n")
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, tmp_path / "missing.wav", "-o", tmp_path / "p.csv")
+    assert code == 1 and (tmp_path / "p.csv").read_text() == "earlier results\n"
+
+
+def test_outputs_in_a_loop_of_links_or_with_a_folder_for_a_list_fail_before_any_work(model_dir, clips, capsys,
+                                                                                     tmp_path):
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    (tmp_path / "e.npy.files.txt").mkdir()
+    for command, output, problem in ((["predict"], "a.csv", "is a loop of symbolic links"),
+                                     (["embed"], "a.csv.npz", None), (["embed"], "e.npy", "is a folder")):
+        if problem is None:
+            (tmp_path / output).symlink_to(output)
+            problem = "is a loop of symbolic links"
+        code, out, err = run_cli(capsys, *command, "--model", model_dir, clips / "up", "-o", tmp_path / output)
+        assert code == 1 and err.count("\n") == 1 and problem in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.csv.npz", "b.csv", "e.npy.files.txt"]
+
+
+def test_files_that_belong_together_are_put_back_when_one_cannot_be_replaced(tmp_path, monkeypatch):
+    import ast_jax._atomic as atomic
+
+    rows, names = tmp_path / "e.npy", tmp_path / "e.npy.files.txt"
+    rows.write_text("old rows")
+    names.write_text("old names")
+    real_replace = os.replace
+
+    def refuse_the_list(source, target, *args, **kwargs):
+        if str(target).endswith(".files.txt") and not str(source).endswith(".old"):
+            raise PermissionError(1, "Operation not permitted")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "replace", refuse_the_list)
+    write = lambda text: lambda path: Path(path).write_text(text)
+    with pytest.raises(OSError, match=f"^{names}: cannot be replaced \\(Operation not permitted\\)$"):
+        atomic.write_files_atomically({rows: write("new rows"), names: write("new names")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy", "e.npy.files.txt"]  # no temporaries, no links
+    assert rows.read_text() == "old rows" and names.read_text() == "old names"
+    names.unlink()
+    rows.unlink()
+    with pytest.raises(OSError, match="cannot be replaced"):
+        atomic.write_files_atomically({rows: write("new rows"), names: write("new names")})
+    assert list(tmp_path.iterdir()) == []  # the new file that went in first is taken out again

@@ -85,13 +85,24 @@ def _check_writable(path: str, folder: str) -> None:
 
 
 def check_output_file(path: str | None) -> None:
-    """Before any work: a ValueError naming `path` when a file cannot be written there (a folder, or a place
-    that is not writable)."""
+    """Before any work: a ValueError naming `path` when a file cannot be written there (a folder, a loop of
+    links, or a place that is not writable). A device or named pipe (`/dev/null`, `/dev/stdout`) is written
+    into, so it only needs to be writable."""
+    from ast_jax._atomic import is_special_file, resolve_output
+
     if path is None:
+        return
+    if is_special_file(path):
+        if not os.access(path, os.W_OK):
+            raise ValueError(f"{path}: cannot write there (permission denied)")
         return
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder; --output takes a file name")
-    _check_writable(path, os.path.dirname(os.path.realpath(path)))
+    try:
+        target = resolve_output(path)
+    except OSError as error:
+        raise ValueError(str(error)) from None
+    _check_writable(path, os.path.dirname(os.path.abspath(target)))
 
 
 def check_not_an_input(output: str | None, inputs: list) -> None:
@@ -104,9 +115,16 @@ def check_not_an_input(output: str | None, inputs: list) -> None:
 
 
 def check_output_folder(path: str | None) -> None:
-    """Before any work: a ValueError naming `path` when it exists and is not a folder, or cannot be written."""
+    """Before any work: a ValueError naming `path` when it exists and is not a folder, is a loop of links, or
+    cannot be written."""
+    from ast_jax._atomic import resolve_output
+
     if path is None:
         return
+    try:
+        resolve_output(path)
+    except OSError as error:
+        raise ValueError(str(error)) from None
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{path}: exists and is not a folder")
     _check_writable(path, path)

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.endswith((".npz", ".npy")):
         raise ValueError(f"{args.output}: output must end in .npz or .npy")
     check_output_file(args.output)
+    if args.output.endswith(".npy"):
+        check_output_file(args.output + ".files.txt")
     files, unmatched = expand_inputs(args.inputs)
     check_not_an_input(args.output, files)
     if args.output.endswith(".npy"):
@@ -85,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Interrupted, the embeddings done go beside the output (e.npz -> e.partial.npz), which stays as it was.
     output = args.output if interrupted is None else partial_name(args.output)
+    if not names and interrupted is None:  # every input failed: an earlier output stays as it was
+        print(f"ast-jax embed: no embeddings; {output} not written", file=sys.stderr)
     try:
-        if interrupted is None or names:
+        if names:
             if output.endswith(".npz"):
                 write_atomically(output, write_npz)
             else:  # the rows and their file list: both or neither

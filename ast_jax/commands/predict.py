@@ -172,8 +172,8 @@ def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowe
 def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *, windowed: bool,
                live: bool = False) -> None:
     """Rows to stdout as they come where the format allows (JSON lines and CSV; a table too for a live
-    stream), else, and to --output (atomically), once all are in. Interrupted, what has come so far is
-    still written: to stdout, or beside --output (`partial_name`)."""
+    stream), else, and to --output (atomically), once all are in; with no rows at all, --output is left as it
+    was. Interrupted, what has come so far is still written: to stdout, or beside --output (`partial_name`)."""
     if args.output is None and (args.format != "table" or live):
         for text in stream_rows(rows, args.format, top_k, labels, windowed):
             sys.stdout.write(text)
@@ -194,6 +194,9 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
             except OSError as error:  # said, and the exit status still tells of the interrupt
                 print(f"ast-jax predict: error: {error}", file=sys.stderr)
         raise
+    if not kept and args.output is not None:  # every input failed: an earlier output stays as it was
+        print(f"ast-jax predict: no results; {args.output} not written", file=sys.stderr)
+        return
     write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
 
 
