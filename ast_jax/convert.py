@@ -33,7 +33,7 @@ from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
-from ast_jax._atomic import UMASK, check_free_space, staged_directory
+from ast_jax._atomic import UMASK, check_apart, check_free_space, staged_directory
 from ast_jax.pretrained import Pretrained, default_labels, is_model_dir, load_model, read_json
 from ast_jax.data.speech_commands import LABELS_35
 
@@ -773,6 +773,7 @@ def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLi
     """
     from safetensors.numpy import save_file
 
+    check_apart(output_dir, model)
     if not isinstance(model, Pretrained):
         model = load_pretrained(model)
     cfg = model.config

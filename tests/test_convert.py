@@ -561,3 +561,19 @@ def test_an_output_under_a_file_is_one_line(tmp_path, randomize_torch, capsys):
         err = capsys.readouterr().err
         assert err.endswith(f"{tmp_path / 'afile' / 'out'}: cannot be written ({tmp_path / 'afile'} is a file)\n")
         assert err.count("\n") == 1 and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_an_output_that_is_or_holds_the_source_is_refused_even_with_overwrite(tmp_path, randomize_torch, capsys):
+    hf_model(tmp_path / "models" / "hf", randomize_torch, max_length=128, num_labels=3)
+    transformers.ASTFeatureExtractor(max_length=128).save_pretrained(tmp_path / "models" / "hf")
+    assert main(["convert", str(tmp_path / "models" / "hf"), str(tmp_path / "models" / "ours")]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "models").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for command, source, output, relation in (
+            ("convert", "hf", "hf", "is"), ("convert", "hf", ".", "holds"),
+            ("export-hf", "ours", "ours", "is"), ("export-hf", "ours/", ".", "holds")):
+        source, output = str(tmp_path / "models" / source), str(tmp_path / "models" / output)
+        assert main([command, source, output, "--overwrite"]) == 1
+        assert capsys.readouterr().err == (f"ast-jax {command}: error: {output}: {relation} the source {source}; "
+                                           f"write the output elsewhere\n")
+    assert {p: p.read_bytes() for p in (tmp_path / "models").rglob("*") if p.is_file()} == before

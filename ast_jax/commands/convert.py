@@ -34,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ast_jax._atomic import check_apart
     from ast_jax.convert import convert_source
     from ast_jax.model import MODEL_SIZES, count_parameters
     from ast_jax.pretrained import save_model
 
+    check_apart(args.output, args.source)
     conversion = convert_source(
         args.source, max_length=args.max_length, num_mel_bins=args.num_mel_bins,
         frequency_stride=args.frequency_stride, time_stride=args.time_stride, num_labels=args.num_labels,
