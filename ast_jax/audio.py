@@ -21,7 +21,8 @@ the original AST recipes gets. The output has ceil(n * target_rate / source_rate
 
 Errors are `AudioError` (a ValueError) with one line naming the input and the problem:
 "clip.wav: empty file (0 bytes)", "x.wav: not an audio file (...)", "x.wav: truncated (...)",
-"x.wav: contains NaN or Inf samples (...)". A missing path is FileNotFoundError.
+"x.wav: contains NaN or Inf samples (...)", "x.wav: implausible sample rate in its header (...)" (outside
+`HEADER_RATES`, 1 kHz to 1 MHz). A missing path is FileNotFoundError.
 
 Short audio. Any length is returned, even fewer samples than one feature frame (25 ms): the features
 (`ast_jax.features.fbank`) of such audio have no frames, and the model input is all padding rows.
@@ -62,6 +63,9 @@ PIPE_BLOCK_SECONDS = 0.1  # a pipe's samples are handed on in blocks this long (
 # A header's data length this large means "unknown": recorders write a placeholder while recording (0xFFFFFFFF;
 # arecord 0x80000000, sox 0x7FFFF000) and fix it, if they can seek, when they stop.
 _OPEN_LENGTH_BYTES = 0x7FF00000
+# Sample rates a header may state. Lower, resampling would multiply the samples (a damaged header saying 1 Hz
+# turns 0.4 MB of 16-bit samples into 24 GB of float32 at 16 kHz); higher, no audio recorder writes.
+HEADER_RATES = (1_000, 1_000_000)
 
 
 class AudioError(ValueError):
@@ -277,6 +281,11 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
             os.close(descriptor)
         raise AudioError(f"{name}: cannot be read as a stream ({error.error_string.strip().rstrip('.')}); WAV, "
                          f"AIFF and AU can, other formats must be given as files") from None
+    try:
+        _check_rate_in_header(sound.samplerate, name)
+    except AudioError:
+        sound.close()
+        raise
     return sound.samplerate, _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS),
                                                short_ending="warn")
 
@@ -323,8 +332,17 @@ def _has_ffmpeg() -> bool:
     return any(backend.__name__ != "RawAudioFile" for backend in audioread.available_backends())
 
 
+def _check_rate_in_header(rate: int, name: str) -> None:
+    low, high = HEADER_RATES
+    if not low <= rate <= high:
+        raise AudioError(f"{name}: implausible sample rate in its header ({rate:,} Hz; audio is {low:,} to "
+                         f"{high:,} Hz): a damaged header?")
+
+
 def _check_header(sound: sf.SoundFile, name: str) -> None:
-    """A WAV/AIFF header that promises more sample data than the file holds means a truncated file."""
+    """A sample rate that no audio has means a damaged header; a WAV/AIFF header that promises more sample data
+    than the file holds, a truncated file."""
+    _check_rate_in_header(sound.samplerate, name)
     for match in _SHORT_DATA_CHUNK.finditer(sound.extra_info):
         promised, present = int(match.group(1)), int(match.group(2))
         if promised < _OPEN_LENGTH_BYTES and present < promised - 1:  # one byte of slack: chunk padding
@@ -376,6 +394,11 @@ def _audioread(path: str):
         decoder = audioread.audio_open(path)
     except (audioread.DecodeError, OSError, EOFError):
         return None
+    try:
+        _check_rate_in_header(decoder.samplerate, path)
+    except AudioError:
+        decoder.close()
+        raise
 
     def blocks():
         with decoder:

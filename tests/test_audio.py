@@ -298,6 +298,32 @@ def test_non_finite_samples(tmp_path):
         load_audio(signal, source_rate=RATE)
 
 
+def test_a_sample_rate_no_audio_has_is_a_damaged_header(tmp_path, monkeypatch):
+    """A header claiming 1 Hz would be resampled into 16,000 times the samples (24 GB from 0.4 MB); 4 GHz is
+    refused by libsndfile and would go to audioread. Both are one line, from a file, bytes or a pipe."""
+    sf.write(tmp_path / "good.wav", noise(0.5, 8000), 8000, subtype="PCM_16")
+    good = (tmp_path / "good.wav").read_bytes()
+    assert len(load_audio(tmp_path / "good.wav")) == 8000  # 8 kHz is audio
+    for rate in (1, 999, 1_000_001, 4_000_000_000):
+        data = bytearray(good)
+        data[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+        data[28:32] = (2 * rate % 2**32).to_bytes(4, "little")  # and its byte rate
+        path = tmp_path / f"rate{rate}.wav"
+        path.write_bytes(data)
+        message = rf"implausible sample rate in its header \({rate:,} Hz; audio is 1,000 to 1,000,000 Hz\)"
+        with pytest.raises(AudioError, match=message) as error:
+            load_audio(path)
+        assert_one_line(error, str(path))
+        if rate < 4_000_000_000:  # libsndfile refuses that header on bytes and pipes (no audioread there)
+            with pytest.raises(AudioError, match=message):
+                load_audio(bytes(data))
+            with feed(bytes(data)) as pipe, pytest.raises(AudioError, match=message):
+                load_audio(pipe)
+    monkeypatch.setattr(sf, "SoundFile", lambda *a, **k: (_ for _ in ()).throw(sf.LibsndfileError(0)))
+    with pytest.raises(AudioError, match=r"\(1 Hz; audio"):  # audioread's reader is checked too
+        load_audio(tmp_path / "rate1.wav")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_audio(tmp_path / "absent.wav")
