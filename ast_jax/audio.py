@@ -213,13 +213,14 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
             return fallback
         raise AudioError(_unreadable(name, opened, error)) from None
     try:
-        _check_header(sound, name)
+        _check_rate_in_header(sound.samplerate, name)
         if sound.format == "OGG" and not _ogg_ends_cleanly(opened):
             raise AudioError(f"{name}: truncated (the Ogg stream does not end with a complete end-of-stream page)")
     except AudioError:
         sound.close()
         raise
-    return sound.samplerate, _soundfile_blocks(sound, name, block_seconds)
+    # A truncated WAV or AIFF gives the samples it holds, then the error: windows before the cut are kept.
+    return sound.samplerate, _soundfile_blocks(sound, name, block_seconds, cut_short=_truncation(sound, name))
 
 
 def _ogg_ends_cleanly(opened: Any) -> bool:
@@ -339,15 +340,14 @@ def _check_rate_in_header(rate: int, name: str) -> None:
                          f"{high:,} Hz): a damaged header?")
 
 
-def _check_header(sound: sf.SoundFile, name: str) -> None:
-    """A sample rate that no audio has means a damaged header; a WAV/AIFF header that promises more sample data
-    than the file holds, a truncated file."""
-    _check_rate_in_header(sound.samplerate, name)
+def _truncation(sound: sf.SoundFile, name: str) -> str | None:
+    """The error for a WAV/AIFF file whose header promises more sample data than it holds (libsndfile gives
+    the frames that are there and notes the difference in its header log), or None."""
     for match in _SHORT_DATA_CHUNK.finditer(sound.extra_info):
         promised, present = int(match.group(1)), int(match.group(2))
         if promised < _OPEN_LENGTH_BYTES and present < promised - 1:  # one byte of slack: chunk padding
-            raise AudioError(f"{name}: truncated (header promises {promised} bytes of samples, the file holds "
-                             f"{present})")
+            return f"{name}: truncated (header promises {promised} bytes of samples, the file holds {present})"
+    return None
 
 
 # Bytes a sample takes, per libsndfile subtype (libsndfile gives a header's length in frames).
@@ -361,10 +361,11 @@ def _open_ended(sound: sf.SoundFile) -> bool:
     return size is None or sound.frames * size * sound.channels >= _OPEN_LENGTH_BYTES
 
 
-def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
-                      short_ending: str = "error") -> Iterator[np.ndarray]:
+def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *, short_ending: str = "error",
+                      cut_short: str | None = None) -> Iterator[np.ndarray]:
     """Blocks of `block_seconds`; audio that ends before its header's length is an AudioError, or for a stream
-    (`short_ending="warn"`: a recorder stopped early is no damage to what came) a warning after the last block."""
+    (`short_ending="warn"`: a recorder stopped early is no damage to what came) a warning after the last block.
+    `cut_short`, the error for a file known to be truncated, is raised after its last block."""
     block_frames = max(1, int(block_seconds * sound.samplerate))
     declared, read = sound.frames, 0
     with sound:
@@ -377,6 +378,8 @@ def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *,
         except sf.LibsndfileError as error:
             raise AudioError(f"{name}: truncated or corrupt ({error.error_string.strip().rstrip('.')} after "
                              f"{read} of {declared} frames)") from None
+    if cut_short is not None:
+        raise AudioError(cut_short)
     if read < declared and short_ending == "error":
         raise AudioError(f"{name}: truncated (the header promises {declared} frames, the file holds {read})")
     if read < declared and not _open_ended(sound):

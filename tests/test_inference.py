@@ -161,6 +161,15 @@ def test_windows_longer_than_the_input_empty_and_damaged_recordings(classify, tm
         for window in classify.iter_windows(recording, 0.25, 0.25):  # an array, likewise
             given.append(window["end"])
     assert given == [0.25 * (k + 1) for k in range(12)]
+    # a WAV cut after 3.0 s of its 5 s: likewise the windows before the cut, then the error
+    sf.write(tmp_path / "cut.wav", waveform(5.0, 3), RATE, subtype="PCM_16")
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "cut.wav").read_bytes()[:44 + 3 * RATE * 2])
+    given = []
+    with pytest.raises(ValueError, match=r"cut.wav: truncated \(header promises 160000 bytes of samples, the file "
+                                         r"holds 96000\)"):
+        for window in classify.iter_windows(str(tmp_path / "cut.wav"), 0.25, 0.25):
+            given.append(window["end"])
+    assert given == [0.25 * (k + 1) for k in range(12)]
 
 
 def test_bad_inputs_are_named(classify):
