@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -69,13 +70,23 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 def _quiet_once_stopped(default):
     """Python's reports of exceptions it cannot raise (a signal's, inside a garbage-collection callback), of
     threads' exceptions and of those a library prints itself, unless a signal is stopping the command: then
-    one line says so ("ast-jax: interrupted"), not pages of the libraries' threads being cut short (Orbax's
-    "Event loop is closed")."""
+    one line says so ("ast-jax: interrupted"), not pages of the libraries' threads being cut short. Reports of
+    Orbax's "Event loop is closed" are never shown: TensorStore's reads still in flight when a restore fails
+    (a damaged model folder) finish into the closed loop, after the command's one-line error."""
     def hook(*args):
-        if received_signal() is None:
+        error = args[1] if len(args) == 3 else getattr(args[0], "exc_value", None)
+        closed_loop = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+        if received_signal() is None and not closed_loop:
             default(*args)
 
     return hook
+
+
+def _not_left_behind(record: logging.LogRecord) -> bool:
+    """A filter for asyncio's log: not its "Future exception was never retrieved" of the reads a failed restore
+    left behind (each of them another TensorStore error on the damaged files, the first already reported)."""
+    return not record.getMessage().startswith(("Future exception was never retrieved",
+                                               "Task exception was never retrieved"))
 
 
 def _show_warning(prefix, default, message, category, filename, lineno, file=None, line=None):
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         sys.unraisablehook = _quiet_once_stopped(sys.__unraisablehook__)
         sys.excepthook = _quiet_once_stopped(sys.__excepthook__)
         threading.excepthook = _quiet_once_stopped(threading.__excepthook__)
+        logging.getLogger("asyncio").addFilter(_not_left_behind)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:
