@@ -23,6 +23,7 @@ import inspect
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -275,16 +276,23 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
         raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # said below in one line if it matters: the load fails at the opcode
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and weights-only refusals all land here
         text = str(error)
+        opcode = re.search(r"Unsupported operand (\d+)", text)
         if "GLOBAL" in text:  # weights_only met a reference to a Python callable or class
-            message = "refused: it refers to Python code or classes, not only tensors; nothing was run"
+            message = "not a PyTorch checkpoint (refused: it refers to Python code or classes, not only tensors; " \
+                      "nothing was run)"
+        elif opcode and 140 <= int(opcode.group(1)) <= 152:  # protocol 4 and 5's opcodes (FRAME, 149, comes first)
+            message = (f"pickle protocol 4+ (opcode {opcode.group(1)}), beyond torch's weights-only loader; nothing "
+                       f"was run; re-save it with protocol 2")
         elif head.startswith(b"PK"):  # torch's own words here range from zip internals to "[Errno 22]"
-            message = "a truncated or corrupt zip archive"
+            message = "not a PyTorch checkpoint (a truncated or corrupt zip archive)"
         else:
-            message = "a corrupt pickle"
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({message})") from None
+            message = "not a PyTorch checkpoint (a corrupt pickle)"
+        raise ValueError(f"{path}: {message}") from None
     # timm and many training scripts wrap the state dict: {"model": ...}, {"state_dict": ...}, ...
     while isinstance(state, Mapping) and len(state) and not any(torch.is_tensor(v) for v in state.values()):
         inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), Mapping)), None)

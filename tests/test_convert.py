@@ -4,6 +4,7 @@ export-hf, the original code's adaptations, bad input, and a torch-free load."""
 import dataclasses
 import json
 import os
+import pickle
 import re
 import socket
 import subprocess
@@ -385,6 +386,13 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
 
     torch.save({"module.v.cls_token": Exploit()}, tmp_path / "code.pth")
     cases["code.pth"] = r"refused: it refers to Python code or classes, not only tensors; nothing was run\)$"
+    # torch's weights-only reader stops at protocol 4's first opcode (FRAME): a checkpoint saved with it, or an
+    # exploit, is refused as such (not "corrupt"), without torch's two-line warning
+    torch.save(state, tmp_path / "protocol4.pth", pickle_protocol=4)
+    (tmp_path / "code4.pth").write_bytes(pickle.dumps({"state_dict": Exploit()}, protocol=4))
+    for name in ("protocol4.pth", "code4.pth"):
+        cases[name] = (r": pickle protocol 4\+ \(opcode 149\), beyond torch's weights-only loader; nothing was run; "
+                       r"re-save it with protocol 2$")
     (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/a,yes\n1,/m/b,no\n")
 
     for name, problem in cases.items():
