@@ -47,56 +47,63 @@ def write_files_atomically(writers: Mapping[str | os.PathLike, Callable[[str], N
     half way, over a file that cannot be replaced, puts back the ones already done).
 
     A path naming a device, a named pipe, a socket or a stream of the process (`/dev/null`, `/dev/stdout`) is
-    written into directly, as a shell's redirection would, once every file is in place: renaming over it would
-    replace the device with a plain file."""
-    staged: list[tuple[str | None, Path, Callable[[str], None]]] = []
+    not replaced (that would put a plain file where the device was): its content is made in a private temporary
+    folder (writers may seek, as numpy's do) and then written into it, after every file is in place, as a
+    shell's `>>` would: a stream of the process is written through its own descriptor, at its own position."""
+    staged: list[tuple[str, Path, bool]] = []  # (temporary, path, whether the path is special)
+    scratch = None
     try:
         for path, write in writers.items():
-            if is_special_file(path):
-                staged.append((None, Path(path), write))
-                continue
-            path = resolve_output(path)
-            if path.is_dir():
-                raise OSError(f"{path}: is a folder")
+            special = is_special_file(path)
+            if special:
+                scratch = scratch or tempfile.mkdtemp(prefix="ast_jax-")
+                path, folder = Path(path), Path(scratch)
+            else:
+                path = resolve_output(path)
+                if path.is_dir():
+                    raise OSError(f"{path}: is a folder")
+                folder = path.parent
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+                folder.mkdir(parents=True, exist_ok=True)
+                handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=folder)
             except OSError as error:
                 raise OSError(f"{path}: cannot write there ({error.strerror or error})") from None
             os.close(handle)
-            staged.append((temporary, path, write))
+            staged.append((temporary, path, special))
             try:
                 write(temporary)
             except OSError as error:  # ENOSPC names no file; numpy's short write has no errno
                 raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
             os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes the file private; give it a normal file's mode
-        staged.sort(key=lambda item: item[0] is None)  # into devices last: their writes cannot be taken back
+        staged.sort(key=lambda item: item[2])  # into devices last: their writes cannot be taken back
         _put_in_place(staged)
     except BaseException:
         for temporary, _, _ in staged:
-            if temporary is not None and os.path.exists(temporary):
+            if os.path.exists(temporary):
                 os.remove(temporary)
         raise
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _put_in_place(staged: list[tuple[str | None, Path, Callable[[str], None]]]) -> None:
-    """Rename each temporary file over its path (or write a device in place); if one fails, the files already
-    renamed get their earlier content back (kept meanwhile as a hard link) or are removed if they are new."""
-    done: list[tuple[Path, str | None, bool]] = []  # (path, the link keeping its old content, whether it existed)
+def _put_in_place(staged: list[tuple[str, Path, bool]]) -> None:
+    """Rename each temporary file over its path (or copy it into a device); if one fails, the files already
+    renamed get their earlier content back (kept meanwhile under a hidden name) or are removed if they are new."""
+    done: list[tuple[Path, str | None, bool]] = []  # (path, where its old content is kept, whether it existed)
     try:
-        for temporary, path, write in staged:
-            if temporary is None:
-                try:
-                    write(str(path))
-                except OSError as error:
-                    raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
+        for temporary, path, special in staged:
+            if special:
+                _write_into(path, temporary)
                 continue
             existed = path.exists()
-            kept = _hard_link_beside(path) if existed and len(staged) > 1 else None
+            kept, moved = _keep_aside(path) if existed and len(staged) > 1 else (None, False)
             try:
                 os.replace(temporary, path)
             except OSError as error:
-                if kept is not None:
+                if moved:
+                    os.replace(kept, path)
+                elif kept is not None:
                     os.remove(kept)
                 raise OSError(f"{path}: cannot be replaced ({error.strerror or error})") from None
             done.append((path, kept, existed))
@@ -114,19 +121,48 @@ def _put_in_place(staged: list[tuple[str | None, Path, Callable[[str], None]]]) 
                 os.remove(kept)
 
 
-def _hard_link_beside(path: Path) -> str | None:
-    """A hidden hard link to `path` in its folder (its content, kept while it is replaced), or None where the
-    file system makes none."""
+def _keep_aside(path: Path) -> tuple[str | None, bool]:
+    """(hidden name, whether `path` was moved there): the content of `path` kept in its folder while it is
+    replaced. A hard link, so that `path` never goes missing; where the file system makes none, `path` itself
+    renamed, to be put back by the caller if the replacing fails. (None, False) if neither can be done (the
+    replacing rename will then fail too, or succeed for good)."""
     for _ in range(100):
-        link = path.parent / f".{path.name}.{secrets.token_hex(4)}.old"
-        try:
-            os.link(path, link)
-            return str(link)
-        except FileExistsError:
+        aside = path.parent / f".{path.name}.{secrets.token_hex(4)}.old"
+        if os.path.lexists(aside):
             continue
+        try:
+            os.link(path, aside)
+            return str(aside), False
         except OSError:
-            return None
-    return None
+            try:
+                os.rename(path, aside)
+                return str(aside), True
+            except OSError:
+                return None, False
+    return None, False
+
+
+def _write_into(path: Path, content: str) -> None:
+    """Copy the file `content` into the device, pipe or stream `path`, appending. A stream of this process
+    (/dev/stdout, /dev/fd/N) is written through its descriptor, after what Python has buffered for it."""
+    import sys
+
+    match = _STREAM.fullmatch(os.path.abspath(path))
+    descriptor = None
+    if match and (match.group(2) in (None, "self") or int(match.group(2)) == os.getpid()):
+        descriptor = {"stdout": 1, "stderr": 2}.get(match.group(1)) or int(str(path).rsplit("/", 1)[1])
+    try:
+        if descriptor is not None:
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:
+                    stream.flush()
+            target = open(descriptor, "wb", closefd=False)
+        else:
+            target = open(path, "ab")
+        with target, open(content, "rb") as source:
+            shutil.copyfileobj(source, target)
+    except OSError as error:
+        raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
 # A process's own streams: /dev/stdout, /dev/fd/3, /proc/self/fd/1... Written through, even where the stream is

@@ -70,12 +70,14 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 def _quiet_once_stopped(default):
     """Python's reports of exceptions it cannot raise (a signal's, inside a garbage-collection callback), of
     threads' exceptions and of those a library prints itself, unless a signal is stopping the command: then
-    one line says so ("ast-jax: interrupted"), not pages of the libraries' threads being cut short. Reports of
-    Orbax's "Event loop is closed" are never shown: TensorStore's reads still in flight when a restore fails
-    (a damaged model folder) finish into the closed loop, after the command's one-line error."""
+    one line says so ("ast-jax: interrupted"), not pages of the libraries' threads being cut short. Reports
+    from other threads of Orbax's "Event loop is closed" are never shown: TensorStore's reads still in flight
+    when a restore fails (a damaged model folder) finish into the closed loop, after the command's one-line
+    error. (The command's own uncaught exceptions, in the main thread, are always shown.)"""
     def hook(*args):
         error = args[1] if len(args) == 3 else getattr(args[0], "exc_value", None)
-        closed_loop = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+        closed_loop = (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+                       and threading.current_thread() is not threading.main_thread())
         if received_signal() is None and not closed_loop:
             default(*args)
 

@@ -176,6 +176,18 @@ def test_an_interrupted_predict_keeps_the_rows_it_has(model_dir, clips, capsys, 
         assert list(saved["files"]) == files[:2] and saved["embeddings"].shape[0] == 2
     assert np.load(tmp_path / "e.partial.npy").shape[0] == 2
     assert (tmp_path / "e.partial.npy.files.txt").read_text().splitlines() == files[:2]
+    # into a stream (here a log opened for appending, as `>> log` does), what is done goes into the stream itself
+    (tmp_path / "log").write_text("earlier line\n")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_APPEND)
+    try:
+        code, _, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", f"/dev/fd/{log}",
+                               *files)
+    finally:
+        os.close(log)
+    assert code == 130 and f"the 2 rows done are in /dev/fd/{log}" in err
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert lines[0] == "earlier line" and [row["file"] for row in csv.DictReader(lines[1:])] == files[:2]
+    assert sorted(p.name for p in tmp_path.iterdir() if "partial" not in p.name) == ["log", "o.csv"]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception
@@ -722,6 +734,21 @@ def test_outputs_into_pipes_and_streams_are_written_in_place(model_dir, clips, c
                 os.close(end)
     assert code == 0 and sorted(Path(row["file"]).name for row in rows) == ["up0.wav", "up1.wav", "up2.wav"], err
 
+    # numpy seeks as it writes a .npz: made aside, then written into the pipe
+    npz = tmp_path / "e.npz"
+    os.mkfifo(npz)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(npz.read_bytes()), daemon=True)
+    reader.start()
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, clips / "up", "-o", npz)
+    if not received:
+        with contextlib.suppress(OSError):
+            os.close(os.open(npz, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=60)
+    assert code == 0 and npz.is_fifo(), err
+    with np.load(io.BytesIO(received[0])) as saved:
+        assert saved["embeddings"].shape[0] == 3 and len(saved["files"]) == 3
+
 
 def test_a_run_without_results_leaves_the_output_alone(model_dir, clips, capsys, tmp_path):
     for command, output in (["predict", "p.csv"], ["embed", "e.npz"], ["embed", "e.npy"]):
@@ -766,6 +793,14 @@ def test_files_that_belong_together_are_put_back_when_one_cannot_be_replaced(tmp
         atomic.write_files_atomically({rows: write("new rows"), names: write("new names")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy", "e.npy.files.txt"]  # no temporaries, no links
     assert rows.read_text() == "old rows" and names.read_text() == "old names"
+    def no_links(*args, **kwargs):  # a file system without hard links (vfat): the old file is moved aside
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    with pytest.raises(OSError, match=f"^{names}: cannot be replaced"):
+        atomic.write_files_atomically({rows: write("new rows"), names: write("new names")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.npy", "e.npy.files.txt"]
+    assert rows.read_text() == "old rows" and names.read_text() == "old names"
     names.unlink()
     rows.unlink()
     with pytest.raises(OSError, match="cannot be replaced"):
@@ -777,16 +812,22 @@ def test_a_damaged_model_folder_is_one_line_without_the_reports_of_reads_left_in
     """Cut-short parameter files fail the restore while other TensorStore reads are still running; they end
     into Orbax's closed event loop and Python printed their "Event loop is closed" tracebacks after the error
     (most runs), or asyncio logged their futures' errors as never retrieved. The program shows the one line;
-    other reports are still shown."""
+    other reports, and the command's own exceptions, are still shown."""
     import shutil
 
     from ast_jax.cli import _quiet_once_stopped
 
+    import threading
+
     shown = []
-    hook = _quiet_once_stopped(lambda *args: shown.append(args))
-    hook(RuntimeError, RuntimeError("Event loop is closed"), None)
-    hook(RuntimeError, RuntimeError("something else"), None)
-    assert [str(args[1]) for args in shown] == ["something else"]
+    hook = _quiet_once_stopped(lambda *args: shown.append(str(args[1])))
+    report = lambda message: hook(RuntimeError, RuntimeError(message), None)
+    for message in ("Event loop is closed", "something else"):
+        thread = threading.Thread(target=report, args=(message,))
+        thread.start()
+        thread.join()
+    report("Event loop is closed")  # the command's own, in the main thread, is shown
+    assert shown == ["something else", "Event loop is closed"]
     import logging
 
     from ast_jax.cli import _not_left_behind

@@ -62,7 +62,12 @@ def raise_if_interrupted() -> None:
 def partial_name(output: str) -> str:
     """Where an interrupted run puts what it has done: OUTPUT with ".partial" before its extension (p.csv ->
     p.partial.csv). OUTPUT, perhaps the finished result of an earlier run, stays as it was, and nothing
-    unfinished is written under a finished result's name."""
+    unfinished is written under a finished result's name. A device, pipe or stream (`/dev/stdout`) holds no
+    finished result: what is done goes into it, as it would to stdout."""
+    from ast_jax._atomic import is_special_file
+
+    if is_special_file(output):
+        return output
     root, extension = os.path.splitext(output)
     return f"{root}.partial{extension}"
 
