@@ -283,8 +283,8 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
         text = str(error)
         opcode = re.search(r"Unsupported operand (\d+)", text)
         if "GLOBAL" in text:  # weights_only met a reference to a Python callable or class
-            message = "not a PyTorch checkpoint (refused: it refers to Python code or classes, not only tensors; " \
-                      "nothing was run)"
+            message = ("not a PyTorch checkpoint (refused: it refers to Python code or classes, not only tensors; "
+                       "nothing was run)")
         elif opcode and 140 <= int(opcode.group(1)) <= 152:  # protocol 4 and 5's opcodes (FRAME, 149, comes first)
             message = (f"pickle protocol 4+ (opcode {opcode.group(1)}), beyond torch's weights-only loader; nothing "
                        f"was run; re-save it with protocol 2")

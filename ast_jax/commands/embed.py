@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         with open(path, "w") as handle:
             handle.writelines(name + "\n" for name in names)
 
-    # Interrupted, the embeddings done go beside the output (e.npz -> e.partial.npz), which stays as it was.
+    # Interrupted, the embeddings done go beside the output (e.npz -> e.partial.npz), which stays as it was
+    # (into it, for a device or stream).
     output = args.output if interrupted is None else partial_name(args.output)
     if not names and interrupted is None:  # every input failed: an earlier output stays as it was
         print(f"ast-jax embed: no embeddings; {output} not written", file=sys.stderr)
