@@ -39,6 +39,19 @@ def test_parameter_counts_match_transformers(size, geometry):
     assert count_parameters(parameter_shapes(config)) == sum(p.numel() for p in reference.parameters())
 
 
+@pytest.mark.parametrize("size, geometry", [
+    ("tiny224", dict(max_length=128, num_labels=35, num_layers=3)),
+    ("small224", dict(max_length=512, num_mel_bins=64, num_labels=1, frequency_stride=12, time_stride=14)),
+    ("base384", dict(max_length=1024, num_labels=527, param_dtype="bfloat16", dtype="bfloat16")),
+])
+def test_parameter_shapes_are_the_tree_init_makes(size, geometry):
+    config = ASTConfig.from_size(size, **geometry)
+    dummy = jax.ShapeDtypeStruct((1, config.max_length, config.num_mel_bins), jnp.float32)
+    traced = jax.eval_shape(lambda x: AST(config).init(jax.random.PRNGKey(0), x), dummy)["params"]
+    assert jax.tree_util.tree_structure(parameter_shapes(config)) == jax.tree_util.tree_structure(traced)
+    assert jax.tree_util.tree_leaves(parameter_shapes(config)) == jax.tree_util.tree_leaves(traced)
+
+
 # ---- an independent torch re-statement of the original forward ------------------------------------------------
 class OriginalAttention(torch.nn.Module):
     def __init__(self, width, heads):
