@@ -147,10 +147,7 @@ def _write_into(path: Path, content: str) -> None:
     (/dev/stdout, /dev/fd/N) is written through its descriptor, after what Python has buffered for it."""
     import sys
 
-    match = _STREAM.fullmatch(os.path.abspath(path))
-    descriptor = None
-    if match and (match.group(2) in (None, "self") or int(match.group(2)) == os.getpid()):
-        descriptor = {"stdout": 1, "stderr": 2}.get(match.group(1)) or int(str(path).rsplit("/", 1)[1])
+    descriptor = own_descriptor(path)
     try:
         if descriptor is not None:
             for stream in (sys.stdout, sys.stderr):
@@ -165,15 +162,32 @@ def _write_into(path: Path, content: str) -> None:
         raise OSError(f"{path}: cannot be written ({error.strerror or error})") from None
 
 
-# A process's own streams: /dev/stdout, /dev/fd/3, /proc/self/fd/1... Written through, even where the stream is
-# a plain file (`> log`): renaming over the file a descriptor stands for would cut it off from that descriptor.
-_STREAM = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+# The names of a process's own streams: /dev/stdout, /dev/fd/3, /proc/self/fd/1, /proc/<pid>/fd/1.
+_STREAM = re.compile(r"/dev/(stdout|stderr|fd/(\d+))|/proc/(self|\d+)/fd/(\d+)")
+
+
+def own_descriptor(path: str | os.PathLike) -> int | None:
+    """The descriptor of this process that `path` names (/dev/stdout: 1, /dev/fd/3: 3), directly or through
+    links, or None. Such a path is written through the descriptor, at its own position, even where it stands
+    for a plain file (`>> log`): replacing the file would lose what it held and cut it off from the descriptor."""
+    path = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        path = "/" + path.lstrip("/")  # "//dev/stdout" is "/dev/stdout"
+        match = _STREAM.fullmatch(path)
+        if match:
+            if match.group(3) not in (None, "self") and int(match.group(3)) != os.getpid():
+                return None  # another process's
+            return {"stdout": 1, "stderr": 2}.get(match.group(1)) or int(match.group(2) or match.group(4))
+        if not os.path.islink(path):
+            return None
+        path = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return None
 
 
 def is_special_file(path: str | os.PathLike) -> bool:
-    """Whether `path` is one of the process's streams (/dev/stdout, /dev/fd/N) or (through links) an existing
+    """Whether `path` names one of the process's streams (/dev/stdout, /dev/fd/N) or (through links) an existing
     device, named pipe or socket: written into as it is, never replaced."""
-    if _STREAM.fullmatch(os.path.abspath(path)):
+    if own_descriptor(path) is not None:
         return True
     try:
         mode = os.stat(path).st_mode

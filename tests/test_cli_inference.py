@@ -734,6 +734,24 @@ def test_outputs_into_pipes_and_streams_are_written_in_place(model_dir, clips, c
                 os.close(end)
     assert code == 0 and sorted(Path(row["file"]).name for row in rows) == ["up0.wav", "up1.wav", "up2.wav"], err
 
+    # a stream standing for a log opened for appending (`>> log`), named through a link or with "//": written
+    # through the descriptor, so the log keeps its lines; a descriptor that is not open is said to be so
+    (tmp_path / "log").write_text("earlier line\n")
+    log = os.open(tmp_path / "log", os.O_WRONLY | os.O_APPEND)
+    (tmp_path / "out.csv").symlink_to(f"/dev/fd/{log}")
+    try:
+        for output in (tmp_path / "out.csv", f"//dev/fd/{log}"):
+            code, _, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up" / "up0.wav", "-o", output,
+                                   "--format", "csv")
+            assert code == 0, err
+    finally:
+        os.close(log)
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert lines[0] == "earlier line" and len(lines) == 5 and lines[1] == lines[3]  # two headers, two rows
+    assert (tmp_path / "out.csv").is_symlink()
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, clips / "up", "-o", f"/dev/fd/{log}")
+    assert code == 1 and err == f"ast-jax predict: error: /dev/fd/{log}: cannot write there (descriptor {log} is not open)\n"
+
     # numpy seeks as it writes a .npz: made aside, then written into the pipe
     npz = tmp_path / "e.npz"
     os.mkfifo(npz)

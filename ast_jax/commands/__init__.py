@@ -93,9 +93,16 @@ def check_output_file(path: str | None) -> None:
     """Before any work: a ValueError naming `path` when a file cannot be written there (a folder, a loop of
     links, or a place that is not writable). A device or named pipe (`/dev/null`, `/dev/stdout`) is written
     into, so it only needs to be writable."""
-    from ast_jax._atomic import is_special_file, resolve_output
+    from ast_jax._atomic import is_special_file, own_descriptor, resolve_output
 
     if path is None:
+        return
+    descriptor = own_descriptor(path)
+    if descriptor is not None:
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            raise ValueError(f"{path}: cannot write there (descriptor {descriptor} is not open)") from None
         return
     if is_special_file(path):
         if not os.access(path, os.W_OK):
