@@ -309,12 +309,19 @@ def test_tfds_mock_data_padded_to_a_second_and_sharded_per_process():
         assert sorted(parts[0]) == list(range(0, 5)) and sorted(parts[1]) == list(range(5, 10))
 
 
-def test_tfds_without_prepared_data_is_one_line(tmp_path):
+def test_tfds_without_prepared_data_is_one_line(tmp_path, monkeypatch):
+    """...and leaves none of the empty /tmp/tmpXXXXtfds folders TFDS makes while it looks for the data's
+    description online."""
+    import tempfile
+
     pytest.importorskip("tensorflow_datasets")
-    src = build_source(ConfigDict(dict(source="tfds", num_classes=12, data_dir=str(tmp_path))))
-    with pytest.raises(ValueError, match=rf"^{tmp_path}/speech_commands/[0-9.]+: no prepared TFDS speech_commands "
-                                         r"data there; prepare it once where the network is reachable"):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    src = build_source(ConfigDict(dict(source="tfds", num_classes=12, data_dir=str(tmp_path / "data"))))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/data/speech_commands/[0-9.]+: no prepared TFDS "
+                                         r"speech_commands data there; prepare it once where the network is reachable"):
         src.num_examples("train")
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_training_on_tfds_without_prepared_data_says_only_that(tmp_path):

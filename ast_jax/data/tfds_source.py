@@ -29,17 +29,28 @@ class _ErrorsOnly(logging.Filter):
 
 
 @contextlib.contextmanager
-def tfds_warnings_held():
-    """TFDS's absl warnings about a data_dir without prepared data ("Variant folder ... has no dataset_info.json",
-    several times) are not shown: the error raised for it says what is missing and what to do, in one line.
-    Each hold is a filter of its own, so holds in several threads (the prefetching one reads splits too) end
-    independently."""
+def tfds_quietly():
+    """A call into TFDS that leaves neither warnings nor empty folders behind. TFDS's absl warnings about a
+    data_dir without prepared data ("Variant folder ... has no dataset_info.json", several times) are not
+    shown: the error raised for it says what is missing and what to do, in one line. Each hold is a filter of
+    its own, so holds in several threads (the prefetching one reads splits too) end independently. And TFDS
+    makes a temporary folder (/tmp/tmpXXXXtfds) for each description of unprepared data it looks for online,
+    and leaves it, empty when nothing came: those it made during the call are removed if empty."""
+    import glob
+    import os
+    import tempfile
+
+    pattern = os.path.join(tempfile.gettempdir(), "tmp*tfds")
+    before = set(glob.glob(pattern))
     logger, only_errors = logging.getLogger("absl"), _ErrorsOnly()
     logger.addFilter(only_errors)
     try:
         yield
     finally:
         logger.removeFilter(only_errors)
+        for folder in set(glob.glob(pattern)) - before:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only an empty folder goes
 
 
 @dataclasses.dataclass
@@ -73,11 +84,11 @@ class TFDSSource(DataSource):
 
             try:
                 part = f"{SPLIT_NAMES[split]}[{start}:{'' if stop is None else stop}]"
-                with tfds_warnings_held():
+                with tfds_quietly():
                     dataset = tfds.load(self.name, split=part, data_dir=self.data_dir or None, shuffle_files=False,
                                         download=False)
             except AssertionError:  # what tfds raises for data that was never prepared (download=False)
-                with tfds_warnings_held():
+                with tfds_quietly():
                     where = tfds.builder(self.name, data_dir=self.data_dir or None).data_dir
                 raise ValueError(f"{where}: no prepared TFDS {self.name} data there; prepare it once where the "
                                  f"network is reachable (`tfds build {self.name} --data_dir DIR`) and set "
@@ -115,7 +126,7 @@ def from_config(data_config, clip_samples: int) -> TFDSSource:
                          "(tensorflow-cpu and tensorflow-datasets)") from None
 
     name = data_config.get("tfds_name", "speech_commands")
-    with tfds_warnings_held():
+    with tfds_quietly():
         builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
     labels = list(builder.info.features["label"].names)
     sizes = {split: builder.info.splits[tfds_split].num_examples for split, tfds_split in SPLIT_NAMES.items()
