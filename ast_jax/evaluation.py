@@ -4,10 +4,12 @@ Data-set labels are matched to model labels by name (the released Speech Command
 order, and a 12-class data set can be scored with a 35-class model on the labels they share). The prediction
 is the model's best label over all its outputs, so a prediction outside the data set's labels counts as wrong;
 several data-set labels may stand for one model label (merged classes), and its prediction is right for each.
-AP and AUC (`ast_jax.training.metrics`, scikit-learn's definitions) rank the examples by each data-set label's
-`ranking` value: `ast-jax evaluate` passes the sigmoid of the logits, as the original code and training do
-for every model (whatever its loss), so that a model's mAP and mAUC here equal those of its training log. For a
-softmax model they differ from ranking its softmax probabilities, which are normalised across labels.
+The prediction, AP and AUC (`ast_jax.training.metrics`, scikit-learn's definitions) go by the `ranking`
+values: `ast-jax evaluate` passes the logits. Their order is that of the sigmoid, by which the original code
+and training rank every model (whatever its loss), so that a model's mAP and mAUC here equal those of its
+training log; for a softmax model they differ from ranking its softmax probabilities, which are normalised
+across labels. The logits rather than the float32 sigmoid: it is 1.0 for every logit above about 17, and those
+ties would make the lowest-numbered label the prediction and blur the ranking.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Evaluation:
     label_indices: list[int]  # model output of each data-set label
     names: list[str]  # one name (file path or example index) per row
     multilabel: bool = False
-    ranking: np.ndarray | None = None  # (n, model classes) values AP and AUC rank by; the scores when None
+    ranking: np.ndarray | None = None  # (n, model classes) what predictions, AP and AUC go by; the scores if None
 
     @property
     def mapped_scores(self) -> np.ndarray:
@@ -80,8 +82,13 @@ class Evaluation:
         return np.argmax(self.targets, axis=1)
 
     @property
+    def ranked(self) -> np.ndarray:
+        """(n, model classes): the `ranking` values, or the scores when there are none."""
+        return self.scores if self.ranking is None else self.ranking
+
+    @property
     def predicted_model_classes(self) -> np.ndarray:
-        return np.argmax(self.scores, axis=1)
+        return np.argmax(self.ranked, axis=1)
 
     @property
     def hits(self) -> np.ndarray:
@@ -104,7 +111,7 @@ class Evaluation:
         for k, name in enumerate(self.dataset_labels):
             true_positives = int(np.sum(predicted[:, k] & positive[:, k]))
             predicted_count, support = int(predicted[:, k].sum()), int(positive[:, k].sum())
-            ranked = (self.scores if self.ranking is None else self.ranking)[:, self.label_indices[k]]
+            ranked = self.ranked[:, self.label_indices[k]]
             rows.append({
                 "label": name,
                 "precision": true_positives / predicted_count if predicted_count else float("nan"),

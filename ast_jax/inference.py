@@ -208,11 +208,17 @@ class Predictor:
         results = [out for _, out in self.run(enumerate(waveforms), outputs, count=len(waveforms))]
         return jax.tree_util.tree_map(lambda *rows: np.stack(rows), *results)
 
-    def top_k(self, scores: np.ndarray, k: int | None = 5) -> list[dict[str, Any]]:
-        """`[{"score", "label"}]` of the `k` best labels (all when None), best first, like transformers."""
+    def top_k(self, scores: np.ndarray, k: int | None = 5, logits: np.ndarray | None = None
+              ) -> list[dict[str, Any]]:
+        """`[{"score", "label"}]` of the `k` best labels (all when None), best first, like transformers.
+
+        With `logits` the labels are ranked by them: both activations keep the logits' order, but float32
+        scores lose it where they round to the same value (a sigmoid is 1.0 above a logit of about 17; softmax
+        probabilities far below the best underflow to 0), and ranking such ties by label index would put a
+        lower-scored label first."""
         labels = self.model.labels
         k = len(labels) if check_top_k(k) is None else min(int(k), len(labels))
-        best = np.argsort(-scores, kind="stable")[:k]
+        best = np.argsort(-(scores if logits is None else logits), kind="stable")[:k]
         return [{"score": float(scores[i]), "label": labels[i]} for i in best]
 
 
@@ -322,17 +328,18 @@ class Pipeline:
         items = [inputs] if single else list(inputs)
         if not items:
             return []
-        scores = predictor.outputs([self.load(item) for item in items], ("scores",))["scores"]
-        for index, row in enumerate(scores):
+        out = predictor.outputs([self.load(item) for item in items], ("scores", "logits"))
+        for index, row in enumerate(out["scores"]):
             check_finite(_input_name(items[index], index), row)
-        results = [predictor.top_k(row, top_k) for row in scores]
+        results = [predictor.top_k(row, top_k, logits) for row, logits in zip(out["scores"], out["logits"])]
         return results[0] if single else results
 
     def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, predictor: "Predictor"):
         examples = ((_input_name(item, index), self.load(item)) for index, item in enumerate(inputs))
-        for name, out in predictor.run(examples, ("scores",), read_ahead=False, batch_size=self._iterator_batch):
+        for name, out in predictor.run(examples, ("scores", "logits"), read_ahead=False,
+                                       batch_size=self._iterator_batch):
             check_finite(name, out["scores"])
-            yield predictor.top_k(out["scores"], top_k)
+            yield predictor.top_k(out["scores"], top_k, out["logits"])
 
     def predict_files(self, paths: Sequence[str], *, top_k: int | None = 5, outputs: Sequence[str] = ("scores",),
                       on_error: Callable[[str, Exception], None] | None = None,
@@ -356,6 +363,9 @@ class Pipeline:
                 else:
                     raise error
 
+        asked = tuple(outputs)
+        # the logits rank the top-k labels (see Predictor.top_k), asked for with the scores and then dropped
+        outputs = asked + (("logits",) if "scores" in asked and "logits" not in asked else ())
         for (path, samples), out in self.predictor.run(readable(), outputs, count=len(paths)):
             try:
                 for value in out.values():
@@ -367,7 +377,9 @@ class Pipeline:
                 continue
             out["samples"] = samples
             if "scores" in out:
-                out["labels"] = self.predictor.top_k(out["scores"], top_k)
+                out["labels"] = self.predictor.top_k(out["scores"], top_k, out["logits"])
+                if "logits" not in asked:
+                    del out["logits"]
             yield path, out
 
     def check_window(self, window_seconds: float, hop_seconds: float | None = None) -> None:
@@ -433,10 +445,10 @@ class Pipeline:
             except (OSError, ValueError) as error:
                 damage.append(error)
 
-        for (start, length), out in self.predictor.run(examples(), ("scores",), read_ahead=not live):
+        for (start, length), out in self.predictor.run(examples(), ("scores", "logits"), read_ahead=not live):
             check_finite(f"{name} at {start / rate:.2f} s", out["scores"])
             yield {"start": start / rate, "end": (start + length) / rate,
-                   "labels": self.predictor.top_k(out["scores"], top_k)}
+                   "labels": self.predictor.top_k(out["scores"], top_k, out["logits"])}
         if damage:
             raise damage[0]
 

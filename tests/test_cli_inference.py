@@ -475,6 +475,42 @@ def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monke
     assert code == 1 and "sideways" in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_overconfident_models_tied_scores_go_by_its_logits(clips, capsys, tmp_path, monkeypatch):
+    """Above a logit of about 17 a float32 sigmoid is 1.0: such a model's labels tie in score, and the top-k
+    order, the prediction, mAP and mAUC must follow the logits (the sigmoid's exact order), not the label
+    order. Reference logits: the model on features made by transformers' ASTFeatureExtractor."""
+    from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
+    from transformers import ASTFeatureExtractor
+    confident = tiny_model("sigmoid", seed=2)
+    confident.params["head"]["kernel"] = confident.params["head"]["kernel"] * 400.0
+    model_dir = save_model(tmp_path / "confident", confident)
+    dataset_labels = sorted(["up", "yes", "left", "no"])
+    files = [str(clips / label / f"{label}{j}.wav") for label in dataset_labels for j in range(3)]
+    extractor = ASTFeatureExtractor(**{k: v for k, v in confident.features.to_hf_preprocessor_config().items()
+                                       if k != "feature_extractor_type"})
+    values = extractor([sf.read(f, dtype="float32")[0] for f in files], sampling_rate=RATE, return_tensors="np")
+    logits = np.asarray(confident.apply(jnp.asarray(values["input_values"]))[0], np.float64)
+    assert np.sum(logits > 20.0) > len(files), "the scaled head should give several saturated labels a clip"
+
+    results = pipeline(model_dir)(files, top_k=None)
+    assert any(sum(item["score"] == 1.0 for item in result) > 1 for result in results)  # ties in score
+    for result, row in zip(results, logits):
+        assert [item["label"] for item in result] == [LABELS[i] for i in np.argsort(-row)]
+
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--output-dir", tmp_path / "eval")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    truth = np.repeat(np.arange(4), 3)
+    columns = [LABELS.index(name) for name in dataset_labels]
+    predicted = np.array(LABELS)[logits.argmax(1)]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(np.array(dataset_labels)[truth], predicted))
+    onehot = np.eye(4)[truth]
+    for name, metric in (("mAP", average_precision_score), ("mAUC", roc_auc_score)):
+        reference = np.mean([metric(onehot[:, k], logits[:, columns[k]]) for k in range(4)])
+        assert metrics[name] == pytest.approx(reference, abs=1e-9)
+
+
 def test_evaluation_confusion_and_multilabel_precision():
     from ast_jax.evaluation import OTHER, Evaluation
 

@@ -14,8 +14,9 @@ SOURCE is any source of the data layer (ast_jax.data):
 Data-set labels are matched to the model's labels by name; --label-map renames the ones that differ.
 Accuracy takes the model's best label (right when it is the clip's label, or one of them for multi-label data);
 per-class precision and recall take the best label too for single-label data, and every label scoring at least
-0.5 for multi-label data. mAP and mAUC rank the examples by the sigmoid of each label's logit, as the original
-code and `ast-jax train` do, so they equal the training log's figures.
+0.5 for multi-label data. mAP and mAUC rank the examples by each label's logit, in the order of its sigmoid,
+by which the original code and `ast-jax train` rank (and without the float32 sigmoid's ties at 1.0 above a
+logit of 17), so they equal the training log's figures. The best label, too, is the one with the largest logit.
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
@@ -210,7 +211,6 @@ def _which(shown_split: str) -> str:
 
 def score(args: argparse.Namespace, model, predictor, source, split: str, shown_split: str) -> int:
     """Score `model` on `split` of `source`, print the report and write the output files; the exit status."""
-    import jax
     import numpy as np
 
     from ast_jax._atomic import write_files_atomically
@@ -255,7 +255,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
 
     result = Evaluation(scores=scores, targets=targets, dataset_labels=list(source.labels),
                         model_labels=list(model.labels), label_indices=label_indices, names=names,
-                        multilabel=source.multilabel, ranking=np.asarray(jax.nn.sigmoid(logits)))
+                        multilabel=source.multilabel, ranking=logits)
     report = result.report()
     per_class = report["per_class"]
     shown = lambda value, width=0: "n/a".rjust(width) if value is None else f"{value:{width}.4f}"

@@ -55,7 +55,10 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def classification_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """accuracy, mAP and mAUC of `scores (n, C)` against `targets (n, C)` (a target >= 0.5 is a positive)."""
+    """accuracy, mAP and mAUC of `scores (n, C)` against `targets (n, C)` (a target >= 0.5 is a positive).
+
+    Only the order of the scores counts, so the logits give the figures of their sigmoid, which the original
+    recipe ranks by, without its float32 ties (1.0 above a logit of about 17); the trainer passes logits."""
     positive = targets >= 0.5
     per_class_ap = [average_precision(scores[:, k], positive[:, k]) for k in range(scores.shape[1])]
     per_class_auc = [roc_auc(scores[:, k], positive[:, k]) for k in range(scores.shape[1])]

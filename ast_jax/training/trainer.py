@@ -650,7 +650,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     def eval_step(params, batch):
         input_values = features_lib.input_values(batch["audio"], features, batch["length"])
         logits, _ = model.apply({"params": params}, input_values, return_tokens=False)
-        return {"scores": jax.nn.sigmoid(logits), "targets": batch["targets"], "valid": batch["valid"],
+        return {"logits": logits, "targets": batch["targets"], "valid": batch["valid"],
                 "loss": per_example_loss(config.loss, logits, batch["targets"])}
 
     eval_step = jax.jit(eval_step, in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
@@ -687,7 +687,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             rows.append(jax.tree_util.tree_map(np.asarray, out))
         out = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
         valid = out["valid"]
-        result = classification_metrics(out["scores"][valid], out["targets"][valid])
+        result = classification_metrics(out["logits"][valid], out["targets"][valid])
         result["loss"] = float(out["loss"][valid].mean())
         result["examples"] = int(valid.sum())
         return result
