@@ -146,6 +146,29 @@ def test_audio_files_follow_links_to_folders_once(tmp_path):
         "bird/a.wav", "car/b.flac"]
 
 
+def test_listed_clips_and_links_that_are_missing_are_reported_not_dropped(tmp_path, raw_folder, caplog):
+    """A clip a split list names but the folder lacks (a partial extraction), or a link leading nowhere, is
+    kept as a clip that cannot be read: it is reported, not silently left out of the split."""
+    caplog.set_level(logging.WARNING, logger="ast_jax.data")
+    with open(raw_folder / "testing_list.txt", "a") as lists:
+        lists.write("yes/ffffffff_nohash_9.wav\nwow/ffffffff_nohash_9.wav\n")  # wow: no folder at all
+    (raw_folder / "no" / "elsewhere.wav").symlink_to(tmp_path / "nowhere.wav")
+    (raw_folder / "no" / "pipe.wav").unlink(missing_ok=True)
+    os.mkfifo(raw_folder / "no" / "pipe.wav")  # not a file: left out (reading it would wait forever)
+    src = source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=35)
+    test = [Path(c.path).relative_to(raw_folder).as_posix() for c in src.split_files("test").clips]
+    assert test == ["no/0c40e715_nohash_0.wav", "wow/ffffffff_nohash_9.wav", "yes/ffffffff_nohash_9.wav"]
+    assert [src.labels[k] for k in src.split_files("test").targets.argmax(1)] == ["no", "wow", "yes"]
+    train = [Path(c.path).name for c in src.split_files("train").clips]
+    assert "elsewhere.wav" in train and "pipe.wav" not in train
+    assert src.num_examples("test") == 1 and src.num_examples("train") == 6
+    skipped = dict(src.prepare("test").skipped)
+    assert set(skipped) == {str(raw_folder / "wow" / "ffffffff_nohash_9.wav"),
+                            str(raw_folder / "yes" / "ffffffff_nohash_9.wav")}
+    assert set(skipped.values()) == {"file not found"}
+    assert "2 of 3 clips were unreadable" in caplog.text
+    assert str(raw_folder / "no" / "elsewhere.wav") in dict(src.prepare("train").skipped)
+
 def test_prepared_and_per_batch_decoding_agree(tmp_path, raw_folder):
     fields = dict(source="speech_commands", data_dir=str(raw_folder), num_classes=12)
     prepared = source(tmp_path, **fields)

@@ -41,6 +41,11 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", "
 DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 
+def decode_problem(error: Exception) -> str:
+    """What reports say of a clip that could not be decoded: "file not found", or the decoder's message."""
+    return "file not found" if isinstance(error, FileNotFoundError) else str(error)
+
+
 def default_cache_dir() -> Path:
     """$AST_JAX_CACHE/prepared, else $XDG_CACHE_HOME/ast_jax/prepared (~/.cache/ast_jax/prepared)."""
     cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -168,7 +173,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
                     lengths[i] = min(len(samples), clip_samples)
                     ok[i] = True
                 except DECODE_ERRORS as error:
-                    problems[i] = str(error)
+                    problems[i] = decode_problem(error)
 
         from tqdm.auto import tqdm
 
@@ -274,7 +279,7 @@ class FileSource(DataSource):
             except DECODE_ERRORS as error:
                 clip = files.clips[i].describe()
                 if clip not in self.unreadable:
-                    self.unreadable[clip] = str(error).removeprefix(clip + ": ")
+                    self.unreadable[clip] = decode_problem(error).removeprefix(clip + ": ")
                     log.warning("%s: %s; left out of every batch", clip, self.unreadable[clip])
                 return None
 
@@ -299,7 +304,8 @@ def one_hot(label_indices: Sequence[Sequence[int]], num_classes: int) -> np.ndar
 
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under `folder` (any depth, through links to folders, each real folder once), sorted; hidden
-    files are ignored."""
+    files are ignored. A link that leads nowhere is kept, so that reading it reports it rather than the data
+    shrinking unnoticed; other things that are not files (pipes, devices) are left out."""
     found, seen = [], set()
     for root, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -309,4 +315,4 @@ def audio_files(folder: Path) -> list[Path]:
         seen.add(real)
         found.extend(Path(root) / name for name in names
                      if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."))
-    return sorted(path for path in found if path.is_file())
+    return sorted(path for path in found if path.is_file() or (path.is_symlink() and not path.exists()))

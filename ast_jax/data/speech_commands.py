@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ast_jax.data.files import Clip, FileSource, SplitFiles, audio_files, one_hot
+from ast_jax.data.files import AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot
 
 # Index -> word of the released speechcommands_10_10_0.9812 model (egs/speechcommands/data).
 LABELS_35 = [
@@ -77,13 +77,19 @@ def speech_commands_splits(root: str | Path, num_classes: int = 35, *, sample_ra
         clips[split].append(clip)
         label_ids[split].append([index[label]])
 
-    words = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != BACKGROUND)
-    for word in words:
-        if word == SILENCE:
-            continue
+    found = {p.name: audio_files(p) for p in root.iterdir()
+             if p.is_dir() and p.name not in (BACKGROUND, SILENCE)}
+    present = {path.relative_to(root).as_posix() for paths in found.values() for path in paths}
+    # Clips the lists name that are not there (a partial download or extraction) are kept, so that reading
+    # them reports each one rather than the split shrinking unnoticed.
+    for entry in sorted(set().union(*listed.values()) - present):
+        word = entry.split("/")[0]
+        if "/" in entry and word not in (BACKGROUND, SILENCE) and Path(entry).suffix.lower() in AUDIO_EXTENSIONS:
+            found.setdefault(word, []).append(root / entry)
+    for word in sorted(found):
         if num_classes == 35 and word not in index:
             raise ValueError(f"{root / word}: unknown label {word!r}: not one of the 35 Speech Commands words")
-        for path in audio_files(root / word):
+        for path in sorted(found[word]):
             relative = path.relative_to(root).as_posix()
             split = next((s for s in ("validation", "test") if relative in listed[s]), "train")
             add(split, Clip(str(path)), label_of_word(word, num_classes))
