@@ -390,6 +390,29 @@ def test_evaluate_reports_each_unreadable_clip_once(model_dir, clips, capsys, ca
     assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
 
 
+def test_evaluate_a_raw_speech_commands_folder_names_listed_clips_it_lacks(capsys, tmp_path, monkeypatch):
+    """A clip testing_list.txt names but the folder lacks is one line and exit status 1 (the split does not
+    shrink unnoticed), and the folder's prepared copy is temporary like any folder's."""
+    import shutil
+
+    from ast_jax.data.speech_commands import LABELS_35
+    from ast_jax.model import init_params
+    from ast_jax.pretrained import Pretrained
+    from test_inference import CONFIG, FEATURES
+
+    config = CONFIG.replace(num_labels=35)
+    model_dir = save_model(tmp_path / "model35", Pretrained(config, init_params(config, 3), FEATURES, LABELS_35,
+                                                            "sigmoid", source="test"))
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "speech_commands_v0.02"
+    shutil.copytree(Path(__file__).parent / "data" / "speech_commands_mini", data)
+    (data / "validation_list.txt").write_text("yes/0cb74144_nohash_0.wav\n")
+    (data / "testing_list.txt").write_text("no/0c40e715_nohash_0.wav\nyes/ffffffff_nohash_9.wav\n")
+    code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", data)
+    assert code == 1 and f"{data} [test]: 1 examples" in out, (out, err)
+    assert err.splitlines()[0] == f"{data / 'yes' / 'ffffffff_nohash_9.wav'}: file not found"
+    assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
+
 def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
     code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--split", "test")

@@ -20,9 +20,9 @@ logit of 17), so they equal the training log's figures. The best label, too, is 
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
-Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder or CSV
-given directly is decoded into a temporary folder in the prepared-copy cache, removed at the end (a training
-config's data keeps its prepared copies in its cache_dir, as training does).
+Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder (labelled
+or raw Speech Commands) or CSV given directly is decoded into a temporary folder in the prepared-copy cache,
+removed at the end (a training config's data keeps its prepared copies in its cache_dir, as training does).
 
 example:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
@@ -193,7 +193,7 @@ def evaluate(args: argparse.Namespace) -> int:
                          f"WORKDIR/config.json as --data to score the split it held out")
     split = args.split or "test"  # data scored whole is all in its test split
     with contextlib.ExitStack() as scratch:
-        if config.source in ("folder", "manifest") and not is_config_file(args.data):
+        if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
             # Decoded once for this run: the prepared copy goes to a temporary folder beside the shared cache (on
             # the same disk, which may hold more than /tmp), removed at the end.
             from ast_jax.data.files import default_cache_dir
