@@ -413,6 +413,13 @@ def test_evaluate_a_raw_speech_commands_folder_names_listed_clips_it_lacks(capsy
     assert err.splitlines()[0] == f"{data / 'yes' / 'ffffffff_nohash_9.wav'}: file not found"
     assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
 
+def test_evaluate_names_data_that_is_not_there_or_not_data(model_dir, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "nope")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and f"{tmp_path / 'nope'}: not found" in err, err
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "notes.txt")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "notes.txt: not a folder, .csv manifest" in err
+
 def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
     code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--split", "test")

@@ -126,6 +126,9 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
         values.update(source="speech_commands", data_dir=str(path), num_classes=num_classes)
     elif path.is_dir():
         values.update(source="folder", data_dir=str(path))
+    elif not os.path.lexists(path):
+        raise FileNotFoundError(f"{source}: not found (--data takes a folder, a .csv manifest, a config .py or "
+                                f".json, 'demo' or 'tfds:speech_commands')")
     else:
         raise ValueError(f"{source}: not a folder, .csv manifest, config .py or .json, 'demo' or "
                          f"'tfds:speech_commands'")
