@@ -28,7 +28,7 @@ def optim_config(**changes):
 
 def torch_epoch_rates(lr, start, every, gamma, epochs, steps_per_epoch, warmup_steps=0):
     """Learning rate of every optimiser step, as the original loop sets it: warmup every 50 steps up to
-    step 1000, MultiStepLR(range(start, 1000, every)) stepped after each epoch."""
+    step `warmup_steps` (1000), MultiStepLR(range(start, 1000, every)) stepped after each epoch."""
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(range(start, 1000, every)), gamma=gamma)
     rates, step = [], 0
@@ -73,6 +73,20 @@ def test_warmup_equals_original_loop():
     expected = torch_epoch_rates(1e-5, 2, 1, 0.5, epochs, steps_per_epoch, warmup_steps=1000)
     np.testing.assert_allclose(ours, expected, rtol=1.5e-6, atol=1e-13)
     assert ours[0] == 0 and ours[49] == 0 and ours[50] == pytest.approx(5e-7)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.parametrize("steps_per_epoch,warmup_steps,every", [(300, 1000, 1), (130, 1000, 2), (300, 1030, 1)])
+def test_warmup_spanning_decays_equals_original_loop(steps_per_epoch, warmup_steps, every):
+    """A small data set: the 1000 warmup steps span decays, which each warmup update undid in the original loop
+    (and 1030: a warmup whose last update, at step 1000, stops short of the full rate)."""
+    epochs = 8
+    config = optim_config(learning_rate=1e-5, lr_decay_start=2, lr_decay_every=every, lr_decay_rate=0.5,
+                          warmup_steps=warmup_steps)
+    schedule = jax.jit(jax.vmap(make_schedule(config.optim, steps_per_epoch)))
+    ours = np.asarray(schedule(jnp.arange(epochs * steps_per_epoch)), np.float64)
+    expected = torch_epoch_rates(1e-5, 2, every, 0.5, epochs, steps_per_epoch, warmup_steps=warmup_steps)
+    np.testing.assert_allclose(ours, expected, rtol=1.5e-6, atol=1e-13)
 
 
 def apply_updates(optimizer, start, grads):

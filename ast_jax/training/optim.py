@@ -28,7 +28,9 @@ def make_schedule(optim_config, steps_per_epoch: int, total_steps: int = 0) -> o
 
     Warmup follows the original AudioSet recipe: for the first `warmup_steps` steps the rate is
     `lr * s / warmup_steps`, updated every `warmup_update_every` steps (the original set it every 50 steps, so it
-    is a staircase from 0, not a smooth ramp).
+    is a staircase from 0, not a smooth ramp). With the staircase decay it is the original loop's exactly, also
+    where the warmup spans a decay (fewer steps an epoch than the warmup's): each warmup update set the rate
+    afresh, undoing the decays since the one before, so the decays that count are those after the last update.
     """
     cfg = optim_config
     if cfg.lr_schedule not in LR_SCHEDULES:
@@ -43,12 +45,21 @@ def make_schedule(optim_config, steps_per_epoch: int, total_steps: int = 0) -> o
         raise ValueError(f"optim.lr_decay_start ({cfg.lr_decay_start}) must be >= optim.lr_decay_every "
                          f"({cfg.lr_decay_every}): the first decay ends an epoch after training begins")
     else:
-        decay = optax.exponential_decay(
-            init_value=cfg.learning_rate,
-            transition_steps=cfg.lr_decay_every * steps_per_epoch,
-            decay_rate=cfg.lr_decay_rate,
-            transition_begin=(cfg.lr_decay_start - cfg.lr_decay_every) * steps_per_epoch,
-            staircase=True)
+        begin = (cfg.lr_decay_start - cfg.lr_decay_every) * steps_per_epoch
+        between = cfg.lr_decay_every * steps_per_epoch
+        decay = optax.exponential_decay(init_value=cfg.learning_rate, transition_steps=between,
+                                        decay_rate=cfg.lr_decay_rate, transition_begin=begin, staircase=True)
+        if cfg.warmup_steps:
+            decays = lambda count: jnp.maximum(count - begin, 0) // between  # noqa: E731  (made by step `count`)
+
+            def schedule(count):
+                # the last warmup update (at a multiple of warmup_update_every, up to warmup_steps), and the
+                # decays made since
+                update = jnp.minimum(count, cfg.warmup_steps) // cfg.warmup_update_every * cfg.warmup_update_every
+                since = (decays(count) - decays(update)).astype(jnp.float32)
+                return cfg.learning_rate * update / cfg.warmup_steps * jnp.float32(cfg.lr_decay_rate) ** since
+
+            return schedule
     if not cfg.warmup_steps:
         return decay
 
