@@ -54,13 +54,14 @@ def test_two_processes_match_one(tmp_path):
 
 
 def run_two(workdirs, extra=((), ()), devices="2"):
-    """Both processes of a 2-process run to their end: [(exit status, stderr)]."""
+    """Both processes of a 2-process run to their end: [(exit status, stderr)]. `devices`: each process's CPU
+    device count, or one for both."""
     port = free_port()
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": devices, "JAX_PLATFORMS": "cpu"}
+    devices = (devices, devices) if isinstance(devices, str) else devices
     processes = [subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdirs[i]), *QUIET,
          *extra[i], "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        env={**os.environ, "JAX_NUM_CPU_DEVICES": devices[i], "JAX_PLATFORMS": "cpu"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = []
     for process in processes:
         _, err = process.communicate(timeout=200)
@@ -78,6 +79,11 @@ def test_processes_must_share_the_workdir_and_the_config(tmp_path):
     shared = tmp_path / "shared"
     for status, err in run_two([shared, shared], extra=((), ("--config.seed=1",))):
         assert status == 1 and "process 1 runs another config than process 0" in err, err[-2000:]
+    assert not shared.exists()
+    # processes with different device counts: one line each, not numpy's reshape error from inside JAX
+    for i, (status, err) in enumerate(run_two([shared, shared], devices=("3", "1"))):
+        assert status == 1 and (f"process {i} has {('3', '1')[i]} of the 4 devices of the 2 processes; every "
+                                f"process needs the same number of devices") in err, err[-2000:]
     assert not shared.exists()
 
 

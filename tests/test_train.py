@@ -112,12 +112,19 @@ def test_evaluate_reports_what_training_logged(reference, tmp_path, capsys):
 def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
     expected = train_losses(reference)
     averaging = ["--config.weight_averaging.start_epoch=1", "--config.weight_averaging.end_epoch=2"]
-    for name, overrides in (("data", []), ("fsdp", ["--config.mesh.fsdp=4", *averaging])):
+    # an evaluation batch far beyond the data is cut to what the splits need (it was padded to a million rows)
+    huge_eval = ["--config.eval_batch_size=1000000"]
+    for name, overrides in (("data", huge_eval), ("fsdp", ["--config.mesh.fsdp=4", *averaging])):
         run_training(tmp_path / name, *overrides, "--config.num_epochs=2", devices=8, cache=compilation_cache)
         losses = train_losses(tmp_path / name)
         assert sorted(losses) == list(range(1, 17))
         np.testing.assert_allclose([losses[s] for s in losses], [expected[s] for s in losses], rtol=2e-5,
                                    err_msg=name)
+    validation = lambda workdir: {row["step"]: row["loss"] for row in map(  # noqa: E731
+        json.loads, (workdir / "metrics.jsonl").read_text().splitlines()) if row["split"] == "validation"}
+    ours, theirs = validation(tmp_path / "data"), validation(reference)
+    assert sorted(ours) == [8, 16]
+    np.testing.assert_allclose([ours[s] for s in ours], [theirs[s] for s in ours], rtol=2e-5)
     # weight averaging (AudioSet recipe) on the FSDP run: the mean of the epoch-1 and epoch-2 parameters
     results = json.loads((tmp_path / "fsdp" / "results.json").read_text())["results"]
     assert {("averaged", "validation"), ("averaged", "test")} <= {(r["model"], r["split"]) for r in results}
@@ -272,6 +279,11 @@ def no_jit(monkeypatch):
     (["--config.data.source=folder", "--config.data.validation_fraction=0.6", "--config.data.test_fraction=0.5"],
      "data.validation_fraction and data.test_fraction add up to 1.1, leaving nothing to train on"),
     (["--config.mesh.fsdp=3"], "mesh.fsdp = 3 does not divide the 1 devices"),
+    (["--config.seed=-1"], "seed must be at least 0, got -1"),
+    (["--config.optim.b1=-1.0", "--config.optim.b2=1.5", "--config.optim.eps=0.0"],
+     "optim.b1 must be at least 0, got -1.0; optim.b2 must be below 1, got 1.5; optim.eps must be above 0, got 0.0"),
+    (["--config.data.clip_seconds=0.01"], "data.clip_seconds must be at least one 25 ms analysis frame, got 0.01"),
+    (["--config.optim.warmup_steps=10"], "optim.warmup_update_every (50) is beyond optim.warmup_steps (10)"),
 ])
 def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
@@ -334,6 +346,10 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     from ast_jax.training.trainer import check_resumable
 
     check_resumable(load_config(str(reference / "config.json")), reference)
+    # the parameters' layout over the devices may change (checkpoints restore onto any mesh)
+    relaid = load_config(str(reference / "config.json"))
+    relaid.mesh.fsdp = -1
+    check_resumable(relaid, reference)
     code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
     assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
 
@@ -375,6 +391,12 @@ def test_resuming_on_other_data_or_for_fewer_steps_is_refused(reference, capsys,
      "cfg.py:4: NameError: name 'b' is not defined"),
     ("x = 1\n", "cfg.py: a config file must define get_config()"),
     ("def get_config():\n    return {'a': 1}\n", "cfg.py: get_config() must return an ml_collections.ConfigDict"),
+    # a typo in a file trained at the default batch before; the same as an override was always refused
+    ("from ast_jax.training.trainer import default_config\n\ndef get_config():\n    c = default_config()\n"
+     "    c.batchsize = 16\n    c.optim.lr = 1e-3\n    return c\n",
+     "cfg.py: unknown config field 'batchsize' (fields of the config: augment, batch_size, "),
+    ("from ast_jax.training.trainer import default_config\n\ndef get_config():\n    c = default_config()\n"
+     "    c.batch_size = None\n    return c\n", "cfg.py: bad config: batch_size must be a number, got None"),
 ])
 def test_config_file_errors_are_one_line_with_the_place(tmp_path, capsys, no_jit, source, message):
     (tmp_path / "cfg.py").write_text(source)

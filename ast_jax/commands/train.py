@@ -93,10 +93,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--process-id {args.process_id} is not below --num-processes {args.num_processes}")
 
     from ast_jax.training.config_io import add_source_fields, apply_overrides, load_config
-    from ast_jax.training.trainer import Preempted, TrainingDiverged, train_and_evaluate
+    from ast_jax.training.trainer import Preempted, TrainingDiverged, check_fields, check_numbers, train_and_evaluate
 
     # The config is read and checked before joining other processes, so that a typo fails at once.
     config = apply_overrides(add_source_fields(load_config(args.config), args.set), args.set)
+    try:
+        check_fields(config)
+        check_numbers(config)
+    except ValueError as error:
+        raise ValueError(f"{args.config}: {error}") from None
     if args.coordinator:
         print(f"ast-jax train: process {args.process_id} of {args.num_processes} joining at {args.coordinator} "
               f"(waiting up to {args.join_timeout} s for the others, --join-timeout)", file=sys.stderr, flush=True)

@@ -126,11 +126,12 @@ class Preempted(Exception):
         self.exit_code = exit_code  # 143 for SIGTERM, 130 for Ctrl-C, as if the signal had ended the program
 
 
-# Fields a resumed run may change: how it reports, validates and checkpoints, where the data lives, and (with
-# the step schedule, which does not depend on it) how long it trains. Any other change would make the saved
+# Fields a resumed run may change: how it reports, validates and checkpoints, where the data lives, how the
+# parameters are laid out over the devices (mesh; checkpoints restore onto any layout), and (with the step
+# schedule, which does not depend on it) how long it trains. Any other change would make the saved
 # state belong to a different run.
 RESUMABLE_CHANGES = ("progress_bar", "log_every_steps", "eval_every_steps", "eval_batch_size", "test_split",
-                     "checkpoint.", "data.data_dir", "data.cache_dir", "data.prepared", "num_epochs")
+                     "checkpoint.", "data.data_dir", "data.cache_dir", "data.prepared", "num_epochs", "mesh.")
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -232,8 +233,34 @@ def feature_config_from(config) -> features_lib.FeatureConfig:
     return features_lib.FeatureConfig(sample_rate=config.data.sample_rate, **config.features.to_dict())
 
 
+def check_fields(config) -> None:
+    """Fields training has no use for (a typo in a config file, `c.batchsize = 16`, which would otherwise train at
+    the default batch) and groups set to plain values, as one ValueError. `data` is checked against its source's
+    fields in `check_config`."""
+    from ast_jax.training.config_io import OPEN_GROUPS
+
+    def problems(node, reference, prefix: str = ""):
+        for key in node.keys():
+            name = prefix + key
+            if name == "data" or name in OPEN_GROUPS:
+                continue
+            if key not in reference:
+                known = ", ".join(sorted(reference.keys()))
+                yield f"unknown config field {name!r} (fields of {prefix[:-1] or 'the config'}: {known})"
+            elif isinstance(reference[key], ml_collections.ConfigDict):
+                if isinstance(node[key], ml_collections.ConfigDict):
+                    yield from problems(node[key], reference[key], name + ".")
+                else:
+                    yield f"config field {name!r} is a group ({', '.join(sorted(reference[key].keys()))}), not a value"
+
+    found = list(problems(config, default_config()))
+    if found:
+        raise ValueError("; ".join(found[:3]) + (f"; and {len(found) - 3} more" if len(found) > 3 else ""))
+
+
 # (field, lowest allowed, whether the lowest is allowed itself) for the numbers of a training config.
 _NUMBER_RANGES = (
+    ("seed", 0, True), ("optim.b1", 0, True), ("optim.b2", 0, True), ("optim.eps", 0, False),
     ("num_epochs", 1, True), ("batch_size", 1, True), ("eval_batch_size", 1, True), ("log_every_steps", 1, True),
     ("eval_every_steps", 0, True), ("checkpoint.every_steps", 1, True), ("checkpoint.max_to_keep", 1, True),
     ("data.clip_seconds", 0, False), ("data.sample_rate", 1, True), ("features.std", 0, False),
@@ -247,13 +274,15 @@ _NUMBER_RANGES = (
 )
 _AT_MOST_ONE = ("augment.mixup", "optim.lr_decay_rate", "optim.min_lr_ratio", "data.validation_fraction",
                 "data.test_fraction")
+_BELOW_ONE = ("optim.b1", "optim.b2")  # Adam's moment decays
+_MISSING = object()
 
 
-def _field(config, dotted: str):
-    """The value of `a.b.c` in a ConfigDict, or None where the config has no such field."""
+def _field(config, dotted: str, missing=None):
+    """The value of `a.b.c` in a ConfigDict, or `missing` where the config has no such field."""
     for key in dotted.split("."):
         if not isinstance(config, ml_collections.ConfigDict) or key not in config:
-            return None
+            return missing
         config = config[key]
     return config
 
@@ -262,8 +291,8 @@ def check_numbers(config) -> None:
     """Counts, sizes and rates out of range, as one ValueError, before any data is read."""
     problems = []
     for name, lowest, inclusive in _NUMBER_RANGES:
-        value = _field(config, name)
-        if value is None:
+        value = _field(config, name, _MISSING)
+        if value is _MISSING:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             problems.append(f"{name} must be a number, got {value!r}")
@@ -271,6 +300,17 @@ def check_numbers(config) -> None:
             problems.append(f"{name} must be {'at least' if inclusive else 'above'} {lowest}, got {value}")
         elif name in _AT_MOST_ONE and value > 1:
             problems.append(f"{name} must be at most 1, got {value}")
+        elif name in _BELOW_ONE and value >= 1:
+            problems.append(f"{name} must be below 1, got {value}")
+    if not problems:
+        frame_seconds = feature_config_from(config).frame_length_ms / 1000
+        if config.data.clip_seconds < frame_seconds:
+            problems.append(f"data.clip_seconds must be at least one {frame_seconds * 1000:g} ms analysis frame, "
+                            f"got {config.data.clip_seconds:g}")
+        warmup = config.optim
+        if warmup.warmup_steps and warmup.warmup_update_every > warmup.warmup_steps:
+            problems.append(f"optim.warmup_update_every ({warmup.warmup_update_every}) is beyond "
+                            f"optim.warmup_steps ({warmup.warmup_steps}): the warmup would stay at 0")
     held_out = [_field(config, f"data.{name}_fraction") for name in ("validation", "test")]
     if all(isinstance(f, (int, float)) for f in held_out) and sum(held_out) >= 1:
         problems.append(f"data.validation_fraction and data.test_fraction add up to {sum(held_out):g}, "
@@ -285,6 +325,10 @@ def check_processes_agree(config, workdir: Path) -> None:
     together; separate folders make it wait forever). One line on every process, before anything is written."""
     if jax.process_count() == 1:
         return
+    local, total, processes = jax.local_device_count(), jax.device_count(), jax.process_count()
+    if local * processes != total:  # the batch and the mesh are laid out as processes x local devices
+        raise ValueError(f"process {jax.process_index()} has {local} of the {total} devices of the {processes} "
+                         f"processes; every process needs the same number of devices")
     import zlib
 
     from jax.experimental import multihost_utils
@@ -573,6 +617,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         raise ValueError(f"{workdir}: workdir exists and is not a folder")
     if blocking is not None:
         raise ValueError(f"{workdir}: workdir cannot be made ({blocking} is a file)")
+    check_fields(config)
     check_numbers(config)
     check_resumable(config, workdir)
     is_main = jax.process_index() == 0
@@ -587,6 +632,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                       f"model will score with softmax, so its labels compete; the AudioSet recipe trains these with "
                       f"--config.loss=bce")
     check_processes_agree(config, workdir)
+    # Evaluation batches are padded to their size: no larger than the largest split evaluated needs (a device
+    # multiple), whatever eval_batch_size says.
+    evaluated = [source.num_examples(split) for split in (config.validation_split, config.test_split) if split]
+    devices = jax.device_count()
+    eval_batch_size = min(config.eval_batch_size, -(-max(evaluated, default=1) // devices) * devices)
     num_train = source.num_examples("train")
     steps_per_epoch = -(-num_train // config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
@@ -679,7 +729,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     # ----------------------------------------------------------------------------------------------- evals
     def evaluate(params, split: str) -> dict[str, float]:
         rows = []
-        batches = source.batches(split, batch_size=config.eval_batch_size, process_index=jax.process_index(),
+        batches = source.batches(split, batch_size=eval_batch_size, process_index=jax.process_index(),
                                  process_count=jax.process_count())
         for local in prefetch(batches):
             out = eval_step(params, sharding.global_batch(
