@@ -151,7 +151,7 @@ def test_listed_clips_and_links_that_are_missing_are_reported_not_dropped(tmp_pa
     kept as a clip that cannot be read: it is reported, not silently left out of the split."""
     caplog.set_level(logging.WARNING, logger="ast_jax.data")
     with open(raw_folder / "testing_list.txt", "a") as lists:
-        lists.write("yes/ffffffff_nohash_9.wav\nwow/ffffffff_nohash_9.wav\n")  # wow: no folder at all
+        lists.write("./yes/ffffffff_nohash_9.wav\nwow/ffffffff_nohash_9.wav\n")  # wow: no folder at all
     (raw_folder / "no" / "elsewhere.wav").symlink_to(tmp_path / "nowhere.wav")
     (raw_folder / "no" / "pipe.wav").unlink(missing_ok=True)
     os.mkfifo(raw_folder / "no" / "pipe.wav")  # not a file: left out (reading it would wait forever)

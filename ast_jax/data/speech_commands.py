@@ -15,6 +15,7 @@ config.data fields: data_dir (the root), num_classes (35 or 12).
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 from ast_jax.data.files import AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot
@@ -43,7 +44,8 @@ def _read_list(path: Path) -> set[str]:
         raise FileNotFoundError(
             f"{path}: split list not found (a Speech Commands v0.02 folder has validation_list.txt and "
             f"testing_list.txt next to the word folders)")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    # normalised (`./yes/a.wav` is `yes/a.wav`), as the folder's own paths are compared with them
+    return {posixpath.normpath(line.strip()) for line in path.read_text().splitlines() if line.strip()}
 
 
 def silence_windows(recording: Path, sample_rate: int, clip_samples: int) -> list[Clip]:

@@ -235,14 +235,20 @@ def feature_config_from(config) -> features_lib.FeatureConfig:
 
 def check_fields(config) -> None:
     """Fields training has no use for (a typo in a config file, `c.batchsize = 16`, which would otherwise train at
-    the default batch) and groups set to plain values, as one ValueError. `data` is checked against its source's
-    fields in `check_config`."""
+    the default batch; a data field its source does not read) and groups set to plain values, as one ValueError."""
+    from ast_jax.data import SOURCE_FIELDS
     from ast_jax.training.config_io import OPEN_GROUPS
 
     def problems(node, reference, prefix: str = ""):
         for key in node.keys():
             name = prefix + key
-            if name == "data" or name in OPEN_GROUPS:
+            if name in OPEN_GROUPS:
+                continue
+            if name == "data" and isinstance(node[key], ml_collections.ConfigDict):
+                source = node[key].get("source")
+                known = sorted(set(reference[key]) | set(SOURCE_FIELDS.get(source, {})))
+                yield from (f"data.{field} is not a field of the {source} source (its fields: {', '.join(known)})"
+                            for field in sorted(set(node[key]) - set(known)))
                 continue
             if key not in reference:
                 known = ", ".join(sorted(reference.keys()))
@@ -302,6 +308,8 @@ def check_numbers(config) -> None:
             problems.append(f"{name} must be at most 1, got {value}")
         elif name in _BELOW_ONE and value >= 1:
             problems.append(f"{name} must be below 1, got {value}")
+        elif name == "seed" and value >= 2 ** 63:  # jax.random.key takes a 64-bit signed integer
+            problems.append(f"seed must be below 2**63, got {value}")
     if not problems:
         frame_seconds = feature_config_from(config).frame_length_ms / 1000
         if config.data.clip_seconds < frame_seconds:
@@ -319,16 +327,21 @@ def check_numbers(config) -> None:
         raise ValueError("bad config: " + "; ".join(problems))
 
 
+def check_device_counts() -> None:
+    """One line on every process unless all have the same number of devices: the batch and the mesh are laid
+    out as processes x local devices (numpy's reshape error, or a batch-size message, would say otherwise)."""
+    local, total, processes = jax.local_device_count(), jax.device_count(), jax.process_count()
+    if local * processes != total:
+        raise ValueError(f"process {jax.process_index()} has {local} of the {total} devices of the {processes} "
+                         f"processes; every process needs the same number of devices")
+
+
 def check_processes_agree(config, workdir: Path) -> None:
     """With several processes: the same config on every one (else each would train a different run, silently or
     until a collective fails), and one workdir that all of them see (Orbax writes each checkpoint into it
     together; separate folders make it wait forever). One line on every process, before anything is written."""
     if jax.process_count() == 1:
         return
-    local, total, processes = jax.local_device_count(), jax.device_count(), jax.process_count()
-    if local * processes != total:  # the batch and the mesh are laid out as processes x local devices
-        raise ValueError(f"process {jax.process_index()} has {local} of the {total} devices of the {processes} "
-                         f"processes; every process needs the same number of devices")
     import zlib
 
     from jax.experimental import multihost_utils
@@ -369,18 +382,11 @@ def source_name(config) -> str:
 
 def check_config(config, source: DataSource) -> None:
     """Every problem that can be seen before compiling, as one ValueError."""
-    from ast_jax.data import SOURCE_FIELDS
-
     problems = []
     devices = jax.device_count()
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % devices:
             problems.append(f"{name} {config[name]} is not divisible by the {devices} devices")
-    known = set(default_config().data) | set(SOURCE_FIELDS.get(config.data.source, {}))
-    unknown = sorted(set(config.data) - known)
-    if unknown:
-        problems.append(f"data.{unknown[0]} is not a field of the {config.data.source} source (its fields: "
-                        f"{', '.join(sorted(known))})")
     if source.num_classes < 2:
         problems.append(f"{source_name(config)} has {source.num_classes} class "
                         f"({', '.join(source.labels)}); a classifier needs at least two")
@@ -619,6 +625,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         raise ValueError(f"{workdir}: workdir cannot be made ({blocking} is a file)")
     check_fields(config)
     check_numbers(config)
+    check_device_counts()
     check_resumable(config, workdir)
     is_main = jax.process_index() == 0
 
