@@ -70,10 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def report_error(name: str, error: Exception) -> None:
     """One line per bad input on stderr: the reader's message already starts with the file name."""
-    if isinstance(error, FileNotFoundError):
-        message = "file not found"
-    else:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    from ast_jax.data.files import decode_problem
+
+    message = decode_problem(error).strip()
+    message = message.splitlines()[0] if message else type(error).__name__
     print(message if message.startswith(str(name)) else f"{name}: {message}", file=sys.stderr)
 
 

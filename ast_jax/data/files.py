@@ -42,7 +42,8 @@ DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 
 def decode_problem(error: Exception) -> str:
-    """What reports say of a clip that could not be decoded: "file not found", or the decoder's message."""
+    """What reports say of a clip or input that could not be decoded: "file not found", or the decoder's
+    message (the data layer's reports and the commands' per-file lines alike)."""
     return "file not found" if isinstance(error, FileNotFoundError) else str(error)
 
 

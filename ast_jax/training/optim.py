@@ -63,7 +63,7 @@ def make_schedule(optim_config, steps_per_epoch: int, total_steps: int = 0) -> o
     if not cfg.warmup_steps:
         return decay
 
-    def schedule(count):
+    def schedule(count):  # the cosine's warmup (the staircase's returned above): the warmup, then the cosine
         last_update = count // cfg.warmup_update_every * cfg.warmup_update_every
         warm = cfg.learning_rate * last_update / cfg.warmup_steps
         return jnp.where(count < cfg.warmup_steps, warm, decay(count))
