@@ -34,7 +34,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> N
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """`write_atomically` of a text file, written as given (no newline translation)."""
     def write(temporary: str) -> None:
-        with open(temporary, "w", newline="") as handle:
+        with open(temporary, "w", newline="", errors="surrogateescape") as handle:
             handle.write(text)
 
     write_atomically(path, write)

@@ -206,7 +206,7 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
     if not isinstance(opened, str) and _remaining_bytes(opened) == 0:
         raise AudioError(f"{name}: empty file (0 bytes)")
     try:
-        sound = sf.SoundFile(opened)
+        sound = sf.SoundFile(_native_path(opened))
     except sf.LibsndfileError as error:
         fallback = _audioread(opened) if isinstance(opened, str) else None
         if fallback is not None:
@@ -221,6 +221,13 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
         raise
     # A truncated WAV or AIFF gives the samples it holds, then the error: windows before the cut are kept.
     return sound.samplerate, _soundfile_blocks(sound, name, block_seconds, cut_short=_truncation(sound, name))
+
+
+def _native_path(opened: Any) -> Any:
+    """A path as the bytes the operating system gave for it (POSIX). soundfile encodes a str path strictly in the
+    filesystem encoding, so a name that is not valid UTF-8 (which Python holds with surrogate escapes, as
+    os.listdir returns it) would fail to open; its bytes open it."""
+    return os.fsencode(opened) if isinstance(opened, str) and os.name == "posix" else opened
 
 
 def _ogg_ends_cleanly(opened: Any) -> bool:

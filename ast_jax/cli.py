@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         sys.excepthook = _quiet_once_stopped(sys.__excepthook__)
         threading.excepthook = _quiet_once_stopped(threading.__excepthook__)
         logging.getLogger("asyncio").addFilter(_not_left_behind)
+        # A file name that is not valid in the locale's encoding (Python holds its bytes as surrogate escapes)
+        # goes out as those bytes, as ls and find write it, rather than failing the whole output.
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="surrogateescape")
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if not argv or argv[0] not in COMMANDS:

@@ -199,7 +199,9 @@ def plot_confusion_matrix(matrix: np.ndarray, rows: Sequence[str], columns: Sequ
 
 
 def write_csv(path: str, rows: Sequence[dict], fieldnames: Sequence[str]) -> None:
-    with open(path, "w", newline="") as handle:
+    """RFC 4180 CSV (CRLF line ends, so a carriage return inside a field is quoted); file names that are not valid
+    UTF-8 are written as the bytes the filesystem holds."""
+    with open(path, "w", newline="", errors="surrogateescape") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
         writer.writeheader()
         writer.writerows(rows)

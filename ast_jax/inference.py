@@ -53,14 +53,22 @@ def load_model_source(source: str | os.PathLike | Pretrained, dtype: str | None 
 
 def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
     """Audio files named by `patterns` (files, folders searched recursively, globs), and the patterns that
-    matched nothing. Files named directly are kept whatever their extension, so that a bad one is reported."""
+    matched nothing. Files named directly are kept whatever their extension, so that a bad one is reported; a
+    name that exists is that file even where it holds glob characters (`take[1].wav`). A glob, like a folder,
+    gives the files of each real folder once (through links to folders, and around a link back up the tree),
+    links that lead nowhere included, to be reported."""
     files, unmatched = [], []
     for pattern in patterns:
         if os.path.isdir(pattern):
             found = [str(p) for p in audio_files(Path(pattern))]
-        elif glob.has_magic(pattern):
-            found = sorted(p for p in glob.glob(pattern, recursive=True)
-                           if os.path.isfile(p) and p.lower().endswith(AUDIO_EXTENSIONS))
+        elif glob.has_magic(pattern) and not os.path.lexists(pattern):
+            found, seen = [], set()
+            for path in sorted(glob.glob(pattern, recursive=True)):
+                place = (os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+                readable = os.path.isfile(path) or not os.path.exists(path)  # a dangling link is reported
+                if readable and path.lower().endswith(AUDIO_EXTENSIONS) and place not in seen:
+                    seen.add(place)
+                    found.append(path)
         else:
             found = [pattern]  # a missing file is reported by the reader, in order, like any other bad file
         if not found:

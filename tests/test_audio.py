@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -80,6 +81,15 @@ def test_path_bytes_and_file_objects_agree():
         np.testing.assert_array_equal(loaded, expected)
     np.testing.assert_array_equal(expected, sf.read(CLIP, dtype="float32")[0])
     np.testing.assert_array_equal(expected, librosa_load(CLIP))
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path):
+    """A name with a Latin-1 byte, which Python holds with a surrogate escape (as os.listdir gives it)."""
+    name = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    name.write_bytes(CLIP.read_bytes())
+    assert "\udce9" in str(name)
+    np.testing.assert_array_equal(load_audio(name), load_audio(CLIP))
+    np.testing.assert_array_equal(load_audio(str(name)), load_audio(CLIP))
 
 
 def as_recorded(wav: bytes, unknown: int = 0xFFFFFFFF) -> bytes:

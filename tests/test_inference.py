@@ -257,6 +257,23 @@ def test_expand_inputs(tmp_path):
     assert unmatched == [str(tmp_path / "none*.wav")]
 
 
+def test_expand_inputs_names_that_look_like_globs_and_globs_through_links(tmp_path):
+    for name in ("take[1].wav", "take1.wav", "take*2.wav", "take-b2.wav", "sub/c.wav"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    # a file that exists is itself, not the glob its name would be
+    files, unmatched = expand_inputs([str(tmp_path / "take[1].wav"), str(tmp_path / "take*2.wav")])
+    assert files == [str(tmp_path / "take[1].wav"), str(tmp_path / "take*2.wav")] and unmatched == []
+    files, _ = expand_inputs([str(tmp_path / "take[1]x.wav")])  # no such file: a glob (matching nothing)
+    assert files == []
+    # a link back up the tree: every file once, as a folder gives them; a link that leads nowhere is kept
+    (tmp_path / "sub" / "loop").symlink_to("..")
+    (tmp_path / "sub" / "gone.wav").symlink_to("missing.wav")
+    files, _ = expand_inputs([str(tmp_path / "**" / "c.wav"), str(tmp_path / "sub" / "*.wav")])
+    sub = tmp_path / "sub"
+    assert files == [str(sub / "c.wav"), str(sub / "c.wav"), str(sub / "gone.wav")]
+
+
 def test_attention_maps_rollout_and_grid(model):
     from ast_jax.explain import attention_rollout, grid_to_spectrogram, patch_grid
 

@@ -42,6 +42,17 @@ def output_path(output: str, name: str, many: bool) -> str:
     return os.path.join(output, name)
 
 
+def shown(name: str) -> str:
+    """`name` with bytes that are not UTF-8 (held by Python as surrogate escapes) as \\xNN, for messages and
+    titles: a font has no glyph for a surrogate, and a strict stream cannot encode it."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def plain_text(name: str) -> str:
+    """`name` as matplotlib draws it literally: `shown`, with dollar signs escaped (two would start TeX math)."""
+    return shown(name).replace("$", r"\$")
+
+
 def run(args: argparse.Namespace) -> int:
     from ast_jax.explain import grid_to_spectrogram, patch_grid, plot_explanation
     from ast_jax._atomic import write_atomically
@@ -75,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         target = output_path(args.output, names[path], len(files) > 1 or os.path.isdir(args.output))
         frames = min(max(1, feats.num_frames(out["samples"])), config.max_length)
         write_atomically(target, lambda temporary: plot_explanation(
-            out["input_values"], maps, temporary, title=f"{os.path.basename(path)}: {best['label']} "
-            f"({best['score']:.3f})", frame_shift_ms=feats.frame_shift_ms, frames=frames))
-        print(f"{path} -> {target}", file=sys.stderr)
+            out["input_values"], maps, temporary, title=f"{plain_text(os.path.basename(path))}: "
+            f"{plain_text(best['label'])} ({best['score']:.3f})", frame_shift_ms=feats.frame_shift_ms, frames=frames))
+        print(f"{shown(str(path))} -> {shown(str(target))}", file=sys.stderr)
     return failures.exit_code(len(files) + len(unmatched))

@@ -30,10 +30,14 @@ FORMATS = ("table", "jsonl", "csv")
 
 
 def output_format(chosen: str | None, output: str | None) -> str:
-    """--format when given, else what --output's extension names (.csv, .jsonl), else a table."""
+    """--format when given, else what --output's extension names (.csv, .jsonl), else a table. A .json name
+    is refused: the rows are JSON lines, which a JSON reader would not take."""
     if chosen is not None:
         return chosen
     suffix = os.path.splitext(str(output or ""))[1].lower().lstrip(".")
+    if suffix == "json":
+        raise ValueError(f"{output}: predict writes JSON lines, not one JSON document; name the file .jsonl, or "
+                         "give --format")
     return suffix if suffix in ("csv", "jsonl") else "table"
 
 
@@ -104,7 +108,26 @@ def progress(total: int, description: str):
 
 
 def _format_labels(labels: list[dict]) -> str:
-    return ", ".join(f"{item['label']} ({item['score']:.3f})" for item in labels)
+    return ", ".join(f"{_shown(item['label'])} ({item['score']:.3f})" for item in labels)
+
+
+# Control characters (line breaks, tabs, escape sequences) as Python writes them in a string literal.
+_CONTROL = {code: repr(chr(code))[1:-1] for code in (*range(32), *range(127, 160))}
+
+
+def _shown(text: str) -> str:
+    """`text` for a table cell: a line break or tab in a file name or label would break the table's rows."""
+    return text.translate(_CONTROL)
+
+
+def _csv_rows(buffer: io.StringIO, rows: list[list[str]]) -> None:
+    """CSV rows with "\n" line ends. Python's csv module quotes fields holding a character of the line end,
+    so a bare carriage return would be written unquoted and read back as a line break: rows that hold one are
+    written fully quoted."""
+    plain = csv.writer(buffer, lineterminator="\n")
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in field for field in row) else plain).writerow(row)
 
 
 def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool = False, *,
@@ -116,19 +139,16 @@ def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool
         return "".join(json.dumps(row) + "\n" for row in rows)
     if output_format == "csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        if header:
-            writer.writerow(["file"] + (["start", "end"] if windowed else [])
-                            + [f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")])
-        for row in rows:
-            times = [f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else []
-            writer.writerow([row["file"]] + times
-                            + [v for item in row["labels"] for v in (item["label"], f"{item['score']:.6f}")])
+        titles = ["file"] + (["start", "end"] if windowed else []) + [
+            f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")]
+        _csv_rows(buffer, ([titles] if header else []) + [
+            [row["file"]] + ([f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else [])
+            + [v for item in row["labels"] for v in (item["label"], f"{item['score']:.6f}")] for row in rows])
         return buffer.getvalue()
     titles = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
     table = ([titles] if header else []) + [
-        [row["file"]] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
-        + [row["labels"][0]["label"], f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
+        [_shown(row["file"])] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
+        + [_shown(row["labels"][0]["label"]), f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
         for row in rows]
     widths = widths or [max(len(line[i]) for line in table) for i in range(len(titles) - 1)]
     return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] + "\n"
@@ -163,7 +183,8 @@ def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowe
     widths = None
     if output_format == "table":
         times = [8, 8] if windowed else []  # up to 99999.99 s, about a day
-        widths = [max(len("file"), len(STDIN)), *times, max(len("label"), *map(len, labels)), len("score")]
+        label_width = max(len("label"), *(len(_shown(label)) for label in labels))
+        widths = [max(len("file"), len(STDIN)), *times, label_width, len("score")]
     yield format_rows([], output_format, top_k, windowed, widths=widths)
     for row in rows:
         yield format_rows([row], output_format, top_k, windowed, header=False, widths=widths)

@@ -30,7 +30,8 @@ SPLITS = ("train", "validation", "test")
 
 
 def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> str:
-    position = zlib.crc32(key.encode()) / 2 ** 32
+    # a name that is not valid UTF-8 hashes as the bytes the filesystem holds (the same bytes for any other)
+    position = zlib.crc32(key.encode("utf-8", "surrogateescape")) / 2 ** 32
     if position < test_fraction:
         return "test"
     return "validation" if position < test_fraction + validation_fraction else "train"
