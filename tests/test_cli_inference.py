@@ -664,6 +664,104 @@ def test_outputs_through_links_windows_and_names_the_outputs_cannot_hold(model_d
     code, _, err = run_cli(capsys, "embed", "--model", model_dir, tmp_path / "odd", "-o", tmp_path / "e.npy")
     assert code == 1 and "a file name with a line break cannot be listed in" in err and err.count("\n") == 1
     assert not (tmp_path / "e.npy").exists()
+    # a .npy written through a link: its file list goes beside the array it lists
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "linked.npy").symlink_to(tmp_path / "arrays" / "e.npy")
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, up, "-o", tmp_path / "linked.npy")
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "arrays")) == ["e.npy", "e.npy.files.txt"]
+    assert not (tmp_path / "linked.npy.files.txt").exists()
+
+
+def test_awkward_file_names_in_every_output(model_dir, clips, capsys, tmp_path):
+    """Names with a carriage return, line break, tab, glob characters, dollar signs or bytes that are not UTF-8
+    (held by Python as surrogate escapes) come back out as they are, one row each."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    names = ["cr\rname.wav", "new\nline.wav", "tab\tname.wav", "x[1].wav", "x1.wav", "two $_$.wav",
+             os.fsdecode(b"caf\xe9.wav")]
+    for name in names:
+        (odd / name).write_bytes((clips / "up" / "up1.wav").read_bytes())
+    files = sorted(str(odd / name) for name in names)
+
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, odd, "-o", tmp_path / "out.csv")
+    assert code == 0, err
+    with open(tmp_path / "out.csv", newline="", errors="surrogateescape") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == files
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, odd, "-o", tmp_path / "out.txt")
+    assert code == 0, err
+    table = (tmp_path / "out.txt").read_bytes().split(b"\n")
+    assert len(table) == 1 + len(files) + 1 and table[-1] == b""  # a line per file, control characters shown
+    assert any(b"cr\\rname.wav" in line for line in table) and any(b"new\\nline.wav" in line for line in table)
+    assert b"caf\xe9.wav" in (tmp_path / "out.txt").read_bytes()  # the bytes the filesystem holds
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, odd / "x[1].wav", "--format", "jsonl",
+                           "-o", tmp_path / "one.jsonl")  # the file of that name, not the glob matching x1.wav
+    assert code == 0 and json.loads((tmp_path / "one.jsonl").read_text())["file"] == str(odd / "x[1].wav")
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, odd, "-o", tmp_path / "out.json")
+    assert code == 1 and "JSON lines" in err and not (tmp_path / "out.json").exists()
+
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, odd, "-o", tmp_path / "e.NPZ")
+    assert code == 0, err
+    assert list(np.load(tmp_path / "e.NPZ")["files"]) == files
+    latin = str(odd / os.fsdecode(b"caf\xe9.wav"))
+    code, _, err = run_cli(capsys, "embed", "--model", model_dir, latin, "-o", tmp_path / "e.npy")
+    assert code == 0, err
+    assert (tmp_path / "e.npy.files.txt").read_bytes() == os.fsencode(latin) + b"\n"
+
+    code, _, err = run_cli(capsys, "explain", "--model", model_dir, odd, "-o", tmp_path / "maps")
+    assert code == 0, err
+    assert len(os.listdir(tmp_path / "maps")) == len(files)
+
+    labelled = tmp_path / "labelled"
+    for label in ("up", "no"):
+        (labelled / label).mkdir(parents=True)
+        (labelled / label / os.fsdecode(b"caf\xe9.wav")).write_bytes((clips / label / f"{label}1.wav").read_bytes())
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", labelled, "--output-dir",
+                           tmp_path / "eval")
+    assert code == 0, err
+    with open(tmp_path / "eval" / "misclassified.csv", newline="", errors="surrogateescape") as handle:
+        assert all(row["file"].endswith(os.fsdecode(b"/caf\xe9.wav")) for row in csv.DictReader(handle))
+
+    # standard output too, under a locale that would refuse to encode the name
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off", "PYTHONIOENCODING": "utf-8:strict"}
+    done = subprocess.run([sys.executable, "-m", "ast_jax", "predict", "--model", model_dir, "--format", "csv",
+                           latin], env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.splitlines()[1].startswith(os.fsencode(latin) + b",")
+
+
+def test_embed_keeps_its_rows_on_disk_not_in_memory(model_dir, capsys, tmp_path, monkeypatch):
+    """6,000 files' tokens (46 MB for the tiny model) go through embed in a few MB of memory, and come out whole."""
+    import tracemalloc
+
+    from ast_jax.inference import Pipeline
+    from ast_jax.pretrained import load_model
+
+    config = load_model(model_dir).config
+    shape = (2 + config.num_patches, config.hidden_size)
+    paths = [str(tmp_path / f"clip{i}.wav") for i in range(6000)]
+
+    def predict_files(self, files, *, outputs, on_error, top_k=5):  # the model's outputs, made up
+        for i, path in enumerate(files):
+            tokens = np.random.default_rng(i).standard_normal(shape, dtype=np.float32)
+            yield path, {"pooled": tokens[:2].mean(0), "tokens": tokens}
+
+    monkeypatch.setattr(Pipeline, "predict_files", predict_files)
+    tracemalloc.start()
+    try:
+        code, _, err = run_cli(capsys, "embed", "--model", model_dir, "--tokens", "-o", tmp_path / "e.npz", *paths)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, err
+    total = len(paths) * np.prod(shape) * 4
+    assert peak < total / 4, (peak, total)
+    saved = np.load(tmp_path / "e.npz")
+    assert list(saved["files"]) == paths and saved["tokens"].shape == (len(paths), *shape)
+    for i in (0, 2999, 5999):
+        tokens = np.random.default_rng(i).standard_normal(shape, dtype=np.float32)
+        np.testing.assert_array_equal(saved["tokens"][i], tokens)
+        np.testing.assert_array_equal(saved["embeddings"][i], tokens[:2].mean(0))
 
 
 def test_a_reader_that_goes_away_ends_predict_quietly(model_dir, clips):
