@@ -1,5 +1,5 @@
-# Fresh-machine entry points. Everything is installed into ./.venv from PyPI (torch stays the CPU build:
-# constraints.txt pins it, so no package can pull a CUDA build of torch).
+# Fresh-machine entry points. Everything is installed into ./.venv from PyPI, except torch: constraints.txt pins
+# its CPU build, which pip finds in a local wheel folder or PyTorch's CPU index (see the README's Quick start).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
