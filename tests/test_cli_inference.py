@@ -387,12 +387,31 @@ def test_evaluate_reports_each_unreadable_clip_once(model_dir, clips, capsys, ca
     assert code == 1 and f"{data} [all clips]: 12 examples" in out
     assert err.count("broken.wav") == 1 and f"{data / 'up' / 'broken.wav'}: not an audio file" in err, err
     assert not [r for r in caplog.records if r.name == "ast_jax.data" and r.levelno >= 30]
-    assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
+    assert not (tmp_path / "cache").exists()  # decoded batch by batch: no prepared copy
+
+
+def test_evaluate_scores_float_files_beyond_full_scale_as_predict_does(model_dir, clips, capsys, tmp_path):
+    """A float file peaking at 1.5 is scored from its samples as they are, as predict scores it (a 16-bit
+    prepared copy would clip them at +-1)."""
+    loud = waveform(0.5, 3, 900.0) * (1.5 / np.abs(waveform(0.5, 3, 900.0)).max())
+    sf.write(tmp_path / "loud.wav", loud, RATE, subtype="FLOAT")
+    expected = {row["label"]: row["score"] for row in pipeline(model_dir)(str(tmp_path / "loud.wav"), top_k=None)}
+    wrong = min(expected, key=expected.get)  # labelled as its least likely label: listed as misclassified
+    (tmp_path / "data" / wrong).mkdir(parents=True)
+    (tmp_path / "data" / wrong / "loud.wav").write_bytes((tmp_path / "loud.wav").read_bytes())
+    (tmp_path / "data" / "no").mkdir(exist_ok=True)
+    (tmp_path / "data" / "no" / "other.wav").write_bytes((clips / "no" / "no1.wav").read_bytes())
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "data", "--output-dir",
+                           tmp_path / "eval")
+    assert code == 0, err
+    row = next(r for r in csv.DictReader(open(tmp_path / "eval" / "misclassified.csv")) if r["label"] == wrong)
+    assert abs(float(row["label_score"]) - expected[wrong]) < 1e-6
+    assert abs(float(row["predicted_score"]) - expected[row["predicted"]]) < 1e-6
 
 
 def test_evaluate_a_raw_speech_commands_folder_names_listed_clips_it_lacks(capsys, tmp_path, monkeypatch):
     """A clip testing_list.txt names but the folder lacks is one line and exit status 1 (the split does not
-    shrink unnoticed), and the folder's prepared copy is temporary like any folder's."""
+    shrink unnoticed), and nothing is written to the prepared-copy cache."""
     import shutil
 
     from ast_jax.data.speech_commands import LABELS_35
@@ -411,7 +430,7 @@ def test_evaluate_a_raw_speech_commands_folder_names_listed_clips_it_lacks(capsy
     code, out, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", data)
     assert code == 1 and f"{data} [test]: 1 examples" in out, (out, err)
     assert err.splitlines()[0] == f"{data / 'yes' / 'ffffffff_nohash_9.wav'}: file not found"
-    assert not list((tmp_path / "cache" / "prepared").iterdir())  # decoded into a temporary folder, removed
+    assert not (tmp_path / "cache").exists()  # decoded batch by batch: no prepared copy
 
 def test_evaluate_names_data_that_is_not_there_or_not_data(model_dir, capsys, tmp_path):
     code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "nope")

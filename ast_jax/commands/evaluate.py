@@ -21,8 +21,9 @@ Clips longer than --clip-seconds are cut (default: the model's input length, 1.2
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
 Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder (labelled
-or raw Speech Commands) or CSV given directly is decoded into a temporary folder in the prepared-copy cache,
-removed at the end (a training config's data keeps its prepared copies in its cache_dir, as training does).
+or raw Speech Commands) or CSV given directly is decoded batch by batch, as predict decodes its files, and
+leaves nothing in the prepared-copy cache (a training config's data is read as training reads it: from its
+prepared copies in its cache_dir, 16-bit, unless it sets prepared=False).
 
 example:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
@@ -32,11 +33,9 @@ example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ast_jax.commands import check_output_folder, positive_float, raise_if_interrupted
@@ -195,16 +194,11 @@ def evaluate(args: argparse.Namespace) -> int:
                          f", so it is scored whole; leave out --split, or give the training run's "
                          f"WORKDIR/config.json as --data to score the split it held out")
     split = args.split or "test"  # data scored whole is all in its test split
-    with contextlib.ExitStack() as scratch:
-        if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
-            # Decoded once for this run: the prepared copy goes to a temporary folder beside the shared cache (on
-            # the same disk, which may hold more than /tmp), removed at the end.
-            from ast_jax.data.files import default_cache_dir
-
-            parent = default_cache_dir()
-            parent.mkdir(parents=True, exist_ok=True)
-            config.cache_dir = scratch.enter_context(tempfile.TemporaryDirectory(prefix="evaluate-", dir=parent))
-        return score(args, model, predictor, build_source(config), split, WHOLE if whole else split)
+    if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
+        # Read once: decoded batch by batch as predict decodes (float32, nothing clipped), with no prepared copy,
+        # whose 16 bits would clip float samples beyond full scale and round 24-bit and float audio.
+        config.prepared = False
+    return score(args, model, predictor, build_source(config), split, WHOLE if whole else split)
 
 
 def _which(shown_split: str) -> str:
