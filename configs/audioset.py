@@ -18,6 +18,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if arg not in (None, "", "balanced"):
+        raise ValueError(f"audioset.py takes no argument or :balanced (the balanced subset), got {arg!r}")
     c = default_config()
     c.batch_size = 12
     c.eval_batch_size = 24

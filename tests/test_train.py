@@ -331,6 +331,15 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
     assert (config.data.validation_fraction, config.data.balanced, config.loss) == (0.1, True, "bce")
 
 
+@pytest.mark.parametrize("recipe, good, bad", [("audioset.py", "balanced", "balance"), ("esc50.py", "5", "6")])
+def test_recipe_arguments_are_checked(recipe, good, bad):
+    from ast_jax.training.config_io import load_config
+
+    assert load_config(str(ROOT / "configs" / f"{recipe}:{good}")).num_epochs == 25
+    with pytest.raises(ValueError, match=repr(bad)):  # a typo does not quietly run another recipe
+        load_config(str(ROOT / "configs" / f"{recipe}:{bad}"))
+
+
 def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     saved = (reference / "config.json").read_text()
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET,
