@@ -65,8 +65,8 @@ def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
             found, seen = [], set()
             for path in sorted(glob.glob(pattern, recursive=True)):
                 place = (os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
-                readable = os.path.isfile(path) or not os.path.exists(path)  # a dangling link is reported
-                if readable and path.lower().endswith(AUDIO_EXTENSIONS) and place not in seen:
+                file_or_dangling = os.path.isfile(path) or not os.path.exists(path)  # the latter is reported
+                if file_or_dangling and path.lower().endswith(AUDIO_EXTENSIONS) and place not in seen:
                     seen.add(place)
                     found.append(path)
         else:

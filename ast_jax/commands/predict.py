@@ -108,14 +108,14 @@ def progress(total: int, description: str):
 
 
 def _format_labels(labels: list[dict]) -> str:
-    return ", ".join(f"{_shown(item['label'])} ({item['score']:.3f})" for item in labels)
+    return ", ".join(f"{_table_cell(item['label'])} ({item['score']:.3f})" for item in labels)
 
 
 # Control characters (line breaks, tabs, escape sequences) as Python writes them in a string literal.
 _CONTROL = {code: repr(chr(code))[1:-1] for code in (*range(32), *range(127, 160))}
 
 
-def _shown(text: str) -> str:
+def _table_cell(text: str) -> str:
     """`text` for a table cell: a line break or tab in a file name or label would break the table's rows."""
     return text.translate(_CONTROL)
 
@@ -147,8 +147,8 @@ def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool
         return buffer.getvalue()
     titles = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
     table = ([titles] if header else []) + [
-        [_shown(row["file"])] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
-        + [_shown(row["labels"][0]["label"]), f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
+        [_table_cell(row["file"])] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
+        + [_table_cell(row["labels"][0]["label"]), f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
         for row in rows]
     widths = widths or [max(len(line[i]) for line in table) for i in range(len(titles) - 1)]
     return "".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] + "\n"
@@ -183,7 +183,7 @@ def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowe
     widths = None
     if output_format == "table":
         times = [8, 8] if windowed else []  # up to 99999.99 s, about a day
-        label_width = max(len("label"), *(len(_shown(label)) for label in labels))
+        label_width = max(len("label"), *(len(_table_cell(label)) for label in labels))
         widths = [max(len("file"), len(STDIN)), *times, label_width, len("score")]
     yield format_rows([], output_format, top_k, windowed, widths=widths)
     for row in rows:
