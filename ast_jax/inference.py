@@ -31,7 +31,7 @@ import numpy as np
 
 from ast_jax import features as features_lib
 from ast_jax._checks import is_positive_int
-from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files
+from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files, file_or_dangling_link
 from ast_jax.pretrained import Pretrained, scores_from_logits
 
 # How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
@@ -65,8 +65,7 @@ def expand_inputs(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
             found, seen = [], set()
             for path in sorted(glob.glob(pattern, recursive=True)):
                 place = (os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
-                file_or_dangling = os.path.isfile(path) or not os.path.exists(path)  # the latter is reported
-                if file_or_dangling and path.lower().endswith(AUDIO_EXTENSIONS) and place not in seen:
+                if file_or_dangling_link(path) and path.lower().endswith(AUDIO_EXTENSIONS) and place not in seen:
                     seen.add(place)
                     found.append(path)
         else:

@@ -137,13 +137,11 @@ def write_outputs(output: str, list_path: str | None, rows: dict[str, RowFile], 
 
     def write_npz(path):
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:  # as np.savez writes
-            for key in ("embeddings", "files", "tokens"):
-                if key == "files":
-                    with archive.open("files.npy", "w", force_zip64=True) as entry:
-                        np.lib.format.write_array(entry, np.array(names, dtype=str))
-                elif key in rows:
-                    with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
-                        rows[key].write_npy(entry, count)
+            with archive.open("files.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.array(names, dtype=str))
+            for key, row_file in rows.items():
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as entry:
+                    row_file.write_npy(entry, count)
 
     def write_npy(path):
         with open(path, "wb") as handle:

@@ -303,6 +303,12 @@ def one_hot(label_indices: Sequence[Sequence[int]], num_classes: int) -> np.ndar
     return targets
 
 
+def file_or_dangling_link(path: str | os.PathLike) -> bool:
+    """A file, or a link that leads nowhere: kept among found inputs so that reading it reports it, rather than
+    the data shrinking unnoticed (pipes, devices and folders are not)."""
+    return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
+
+
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under `folder` (any depth, through links to folders, each real folder once), sorted; hidden
     files are ignored. A link that leads nowhere is kept, so that reading it reports it rather than the data
@@ -316,4 +322,4 @@ def audio_files(folder: Path) -> list[Path]:
         seen.add(real)
         found.extend(Path(root) / name for name in names
                      if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."))
-    return sorted(path for path in found if path.is_file() or (path.is_symlink() and not path.exists()))
+    return sorted(path for path in found if file_or_dangling_link(path))
