@@ -205,17 +205,33 @@ class LayerNorm(nn.Module):
         return layer_norm(x, scale, bias, self.epsilon).astype(self.dtype or x.dtype)
 
 
+def _product(x, y, dimensions):
+    """`jax.lax.dot_general(x, y, dimensions)`, in x's dtype. On CPU, bfloat16 and float16 operands are multiplied
+    with a float32 result that is rounded once at the end: XLA:CPU's fast path for them (about twice float32's
+    speed on CPUs with AVX512-BF16), where a product asked for in bfloat16 takes a path slower than float32.
+    Other backends already accumulate in float32 and get the plain product."""
+    if x.dtype == jnp.float32 or jax.default_backend() != "cpu":
+        return jax.lax.dot_general(x, y, dimensions)
+    return jax.lax.dot_general(x, y, dimensions, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
 @jax.custom_vjp
 def linear(x, kernel, bias):
     """x @ kernel + bias over the last axis of x (nn.Dense's arithmetic).
 
-    The backward pass is written out for XLA on CPU, whose fast matrix-product path needs the contracted axis
-    innermost in both operands: the kernel gradient sums over rows, so one operand must be transposed first.
-    Left alone XLA may transpose the wide one (the (rows, 3072) MLP gradient); here the narrower of input and
-    output gradient is transposed, once, behind an optimisation barrier that keeps XLA from undoing the choice
-    (about 2% of a CPU training step). Other backends get the plain contraction.
+    On CPU a bfloat16 or float16 product is accumulated in float32 and the bias added before the one rounding
+    to x's dtype (see `_product`). The backward pass is written out for XLA on CPU, whose fast matrix-product
+    path needs the contracted axis innermost in both operands: the kernel gradient sums over rows, so one
+    operand must be transposed first. Left alone XLA may transpose the wide one (the (rows, 3072) MLP
+    gradient); here the narrower of input and output gradient is transposed, once, behind an optimisation
+    barrier that keeps XLA from undoing the choice (about 2% of a CPU training step). Other backends get the
+    plain contraction.
     """
-    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+    dimensions = (((x.ndim - 1,), (0,)), ((), ()))
+    if x.dtype == jnp.float32 or jax.default_backend() != "cpu":
+        return jax.lax.dot_general(x, kernel, dimensions) + bias
+    product = jax.lax.dot_general(x, kernel, dimensions, preferred_element_type=jnp.float32)
+    return (product + bias.astype(jnp.float32)).astype(x.dtype)
 
 
 def _linear_forward(x, kernel, bias):
@@ -224,14 +240,15 @@ def _linear_forward(x, kernel, bias):
 
 def _linear_backward(saved, grad):
     x, kernel, bias = saved
-    dx = jax.lax.dot_general(grad, kernel, (((grad.ndim - 1,), (1,)), ((), ())))
+    dx = _product(grad, kernel, (((grad.ndim - 1,), (1,)), ((), ())))
     rows_x, rows_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    rows = (((1,), (0,)), ((), ()))
     if jax.default_backend() != "cpu":
         dkernel = jax.lax.dot_general(rows_x, rows_grad, (((0,), (0,)), ((), ())))
     elif rows_x.shape[1] <= rows_grad.shape[1]:
-        dkernel = jax.lax.optimization_barrier(rows_x.T) @ rows_grad
+        dkernel = _product(jax.lax.optimization_barrier(rows_x.T), rows_grad, rows)
     else:
-        dkernel = (jax.lax.optimization_barrier(rows_grad.T) @ rows_x).T
+        dkernel = _product(jax.lax.optimization_barrier(rows_grad.T), rows_x, rows).T
     dbias = jnp.sum(rows_grad, axis=0, dtype=jnp.float32)
     return dx.astype(x.dtype), dkernel.astype(kernel.dtype), dbias.astype(bias.dtype)
 
@@ -271,8 +288,9 @@ def attend_from_few(query, x, kv_kernel, value_bias, num_heads: int):
     head_dim = width // num_heads
     key_kernel, value_kernel = (w.reshape(width, num_heads, head_dim) for w in jnp.split(kv_kernel, 2, axis=1))
     query = query.reshape(batch, -1, num_heads, head_dim) * np.asarray(head_dim ** -0.5, query.dtype)
-    logits = jnp.einsum("bqhc,bnc->bhqn", jnp.einsum("bqhd,chd->bqhc", query, key_kernel), x)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, H, Q, N)
+    logits = jnp.einsum("bqhc,bnc->bhqn", jnp.einsum("bqhd,chd->bqhc", query, key_kernel), x,
+                        preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1)  # (B, H, Q, N)
     mixed = jnp.einsum("bhqn,bnc->bqhc", weights.astype(x.dtype), x)  # (B, Q, H, D)
     out = jnp.einsum("bqhc,chd->bqhd", mixed, value_kernel) + value_bias.reshape(num_heads, head_dim)
     return out.reshape(batch, -1, width), weights
@@ -307,13 +325,15 @@ class Attention(nn.Module):
             # result instead of the (N, N) weights. On CPU this takes about half the time of
             # dot_product_attention's (B, N, H, Dh) layout.
             query, key, value = (jnp.swapaxes(t, 1, 2) for t in (query, key, value))  # each (B, H, N, Dh)
-            logits = jnp.matmul(query * head_dim ** -0.5, jnp.swapaxes(key, -1, -2)).astype(jnp.float32)
+            # Products accumulate in float32 (for bfloat16, XLA:CPU's fast path; see `_product`).
+            wide = dict(preferred_element_type=jnp.float32)
+            logits = jnp.matmul(query * head_dim ** -0.5, jnp.swapaxes(key, -1, -2), **wide)
             if return_attention:
                 weights = jax.nn.softmax(logits, axis=-1)  # (B, H, Q, N)
-                out = jnp.matmul(weights.astype(value.dtype), value)
+                out = jnp.matmul(weights.astype(value.dtype), value, **wide)
             else:
                 shifted = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
-                out = jnp.matmul(shifted.astype(value.dtype), value) / jnp.sum(shifted, axis=-1, keepdims=True)
+                out = jnp.matmul(shifted.astype(value.dtype), value, **wide) / jnp.sum(shifted, axis=-1, keepdims=True)
             out = jnp.swapaxes(out.astype(value.dtype), 1, 2)  # (B, Q, H, Dh)
         else:
             # Elsewhere let JAX pick the fused kernel (cuDNN flash attention on NVIDIA GPUs).
@@ -330,7 +350,10 @@ class MLP(nn.Module):
         cfg = self.config
         dense = lambda n, name: Dense(n, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype, name=name)
         x = dense(cfg.mlp_ratio * cfg.hidden_size, "fc1")(x)
-        x = gelu(x)
+        if x.dtype != jnp.float32 and jax.default_backend() == "cpu":
+            x = gelu(x.astype(jnp.float32)).astype(x.dtype)  # XLA:CPU's bfloat16 erf takes three times as long
+        else:
+            x = gelu(x)
         return dense(cfg.hidden_size, "fc2")(x)
 
 

@@ -272,6 +272,24 @@ def test_linear_and_its_gradients_match_torch(backend, width_in, width_out, monk
     assert_gradients_match(grads, (tx.grad, tk.grad, tb.grad))
 
 
+def test_bfloat16_linear_rounds_once_on_cpu():
+    """bfloat16 products are accumulated in float32 with the bias added before one rounding: forward and both
+    gradients within half a bfloat16 step of the exact (float64) result, element by element."""
+    rng = np.random.default_rng(3)
+    x, kernel, bias, grad = (jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+                             for shape in ((4, 9, 96), (96, 64), (64,), (4, 9, 64)))
+    exact = lambda a, b: np.asarray(a, np.float64) @ np.asarray(b, np.float64)
+    out, backward = jax.vjp(linear, x, kernel, bias)
+    dx, dkernel, _ = backward(grad)
+    for got, want in ((out, exact(x, kernel) + np.asarray(bias, np.float64)),
+                      (dx, exact(grad, np.asarray(kernel).T)),
+                      (dkernel, exact(np.asarray(x).reshape(-1, 96).T, np.asarray(grad).reshape(-1, 64)))):
+        assert got.dtype == jnp.bfloat16
+        got = np.asarray(got, np.float64)
+        half_step = np.abs(np.asarray(jnp.asarray(want, jnp.bfloat16), np.float64)) * 2.0 ** -8
+        assert (np.abs(got - want) <= half_step * 1.01 + 1e-30).all()
+
+
 def test_two_token_last_block_gives_the_same_gradients(tiny_params, spectrogram):
     x = spectrogram(3, 64)
 
