@@ -6,6 +6,7 @@ pipeline, and numpy re-derivations of attention rollout.
 
 from __future__ import annotations
 
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -244,6 +245,24 @@ def test_bfloat16_outputs_are_float32(model):
     assert len(jax.tree_util.tree_leaves(out)) == 3 + CONFIG.num_layers  # an attention map per layer
     full = pipeline(model).predictor.outputs([waveform(0.3)], ("pooled",))["pooled"]
     assert 0 < np.abs(out["pooled"] - full).max() < 0.1  # really computed in bfloat16, and close
+
+
+def test_bfloat16_predictor_stores_its_tables_in_bfloat16(model):
+    """The kernels and tables (cast by the model on every call anyway) are kept in bfloat16 on the device, the
+    vectors in float32; the outputs are those of the model applied to the float32 parameters, bit for bit."""
+    predictor = Predictor(dataclasses.replace(model, config=model.config.replace(dtype="bfloat16")))
+    dtypes = {jax.tree_util.keystr(path): leaf.dtype
+              for path, leaf in jax.tree_util.tree_leaves_with_path(predictor.params)}
+    assert dtypes["['block0']['mlp']['fc1']['kernel']"] == jnp.bfloat16
+    assert dtypes["['pos_embed']"] == dtypes["['patch_embed']['kernel']"] == jnp.bfloat16
+    assert dtypes["['block0']['mlp']['fc1']['bias']"] == dtypes["['norm']['scale']"] == jnp.float32
+    lengths = np.array([predictor.clip_samples, predictor.clip_samples // 2], np.int32)
+    rows = np.stack([waveform(1.0, seed)[:predictor.clip_samples] for seed in (1, 2)])
+    rows[1, lengths[1]:] = 0
+    stored = predictor.compiled(2, ("logits", "pooled"))(predictor.params, rows, lengths)
+    cast_each_call = jax.jit(predictor._function(("logits", "pooled")))(model.params, rows, lengths)
+    for name in ("logits", "pooled"):
+        np.testing.assert_array_equal(stored[name], cast_each_call[name])
 
 
 def test_expand_inputs(tmp_path):
