@@ -1,9 +1,11 @@
 """Inference speed of the AST-base Speech Commands model: jitted ast-jax against transformers, same CPU.
 
-Both run float32 on the same random weights (converted from the transformers model) and the same input, with
-the same number of threads; the table gives clips per second and the ratio ast-jax / transformers.
+Both run on the same random weights (converted from the transformers model) and the same input, with the same
+number of threads and the same compute dtype (float32, or bfloat16 with --dtype: ast-jax's model dtype, and the
+transformers model cast with .to(torch.bfloat16)); the table gives clips per second and the ratio
+ast-jax / transformers.
 
-    python bench/bench_inference_model.py [--threads N] [--batches 1 8 32] [--seconds 5]
+    python bench/bench_inference_model.py [--threads N] [--batches 1 8 32] [--seconds 5] [--dtype bfloat16]
 """
 
 import argparse
@@ -18,6 +20,7 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="threads (cores) for both frameworks")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per framework and batch")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype of both")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     if not 1 <= args.threads <= cores:  # more would give torch threads that XLA, pinned to the cores, cannot have
@@ -37,6 +40,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from ast_jax.convert import load_pretrained  # noqa: E402
+from ast_jax.inference import compute_copy  # noqa: E402
 
 
 def clips_per_second(run, batch: int, seconds: float) -> float:
@@ -59,20 +63,21 @@ def main() -> int:
     reference = transformers.ASTForAudioClassification(config).eval()
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
-        model = load_pretrained(folder)
+        model = load_pretrained(folder, dtype=args.dtype)
+    reference = reference.to(getattr(torch, args.dtype))
     # Logits only, as `ast-jax predict` asks for them: the last block then computes just the two tokens the
     # classifier reads (return_tokens=False), work transformers always does in full.
     forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x, return_tokens=False)[0])
-    params = jax.device_put(model.params)
+    params = jax.device_put(compute_copy(model.params, model.config.compute_dtype))  # as the Predictor keeps them
 
-    print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), float32, CPU, "
+    print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), {args.dtype}, CPU, "
           f"{args.threads} threads (process pinned to them; torch.set_num_threads), jax {jax.__version__}, "
           f"torch {torch.__version__}, transformers {transformers.__version__} "
           f"(attention: {reference.config._attn_implementation})")
     print(f"{'batch':>5}  {'transformers clips/s':>20}  {'ast-jax clips/s':>15}  {'ratio':>6}  {'max |dlogit|':>12}")
     for batch in args.batches:
         x = np.random.default_rng(batch).standard_normal((batch, 128, 128)).astype(np.float32)
-        x_torch, x_jax = torch.from_numpy(x), jax.device_put(x)
+        x_torch, x_jax = torch.from_numpy(x).to(reference.dtype), jax.device_put(x)
 
         def run_torch():
             with torch.inference_mode():
@@ -81,7 +86,7 @@ def main() -> int:
         def run_jax():
             return forward(params, x_jax).block_until_ready()
 
-        difference = np.abs(np.asarray(run_jax()) - run_torch().numpy()).max()
+        difference = np.abs(np.asarray(run_jax()) - run_torch().float().numpy()).max()
         theirs = clips_per_second(run_torch, batch, args.seconds)
         ours = clips_per_second(run_jax, batch, args.seconds)
         print(f"{batch:>5}  {theirs:>20.1f}  {ours:>15.1f}  {ours / theirs:>5.2f}x  {difference:>12.2e}")
