@@ -33,7 +33,7 @@ import numpy as np
 from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
-from ast_jax.model import MODEL_SIZES, ASTConfig, init_params, parameter_shapes
+from ast_jax.model import MODEL_SIZES, ASTConfig, dtype_name, init_params, parameter_shapes
 from ast_jax._atomic import UMASK, check_apart, check_free_space, staged_directory
 from ast_jax.pretrained import Pretrained, default_labels, is_model_dir, load_model, read_json
 from ast_jax.data.speech_commands import LABELS_35
@@ -408,7 +408,7 @@ def load_pretrained(source: str | os.PathLike, **options: Any) -> Pretrained:
 def convert_source(source: str | os.PathLike, *, max_length: int | None = None, num_mel_bins: int | None = None,
                    frequency_stride: int | None = None, time_stride: int | None = None,
                    num_labels: int | None = None, labels: Sequence[str] | str | os.PathLike | None = None,
-                   dtype: str | None = None, seed: int = 0) -> Conversion:
+                   dtype: Any = None, seed: int = 0) -> Conversion:
     """Read `source` and, where asked, adapt it to another input geometry or label set.
 
     max_length, num_mel_bins, frequency_stride, time_stride: the geometry of the model to return. Where it
@@ -420,8 +420,11 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
       also where the source's head has as many.
     labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
       number must match the head's.
-    dtype: compute dtype of the returned model ("float32", "bfloat16" or "float16"; parameters stay float32).
+    dtype: compute dtype of the returned model ("float32", "bfloat16" or "float16", or the numpy, JAX or torch
+      dtype; parameters stay float32). Without it a converted PyTorch checkpoint computes in float32, even one
+      stored in bfloat16, and an ast-jax folder in the dtype of its config.
     """
+    dtype = None if dtype is None else dtype_name(dtype)
     hints = dict(num_mel_bins=num_mel_bins, max_length=max_length, frequency_stride=frequency_stride,
                  time_stride=time_stride)
     label_names, label_source = None, "labels"

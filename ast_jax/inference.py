@@ -32,6 +32,7 @@ import numpy as np
 from ast_jax import features as features_lib
 from ast_jax._checks import is_positive_int
 from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files, file_or_dangling_link
+from ast_jax.model import dtype_name
 from ast_jax.pretrained import Pretrained, scores_from_logits
 
 # How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
@@ -41,9 +42,10 @@ ACTIVATIONS = ("softmax", "sigmoid", "none")
 OUTPUTS = ("logits", "scores", "pooled", "tokens", "attention", "input_values", "rollout", "last_attention")
 
 
-def load_model_source(source: str | os.PathLike | Pretrained, dtype: str | None = None) -> Pretrained:
+def load_model_source(source: str | os.PathLike | Pretrained, dtype: Any = None) -> Pretrained:
     """A `Pretrained` from anything `ast_jax.convert.load_pretrained` accepts (or a `Pretrained` itself), with
-    `dtype` (when given) as its compute dtype."""
+    `dtype` (when given: "bfloat16", jnp.bfloat16, torch.bfloat16, ...) as its compute dtype."""
+    dtype = None if dtype is None else dtype_name(dtype)
     if isinstance(source, Pretrained):
         return source if dtype is None else dataclasses.replace(source, config=source.config.replace(dtype=dtype))
     from ast_jax.convert import load_pretrained
@@ -106,13 +108,16 @@ def default_batch_size() -> int:
 
 
 def compute_copy(params, dtype):
-    """`params` with every matrix and larger table (kernels, position table, cls and dist tokens) stored in the
-    compute `dtype`, the vectors (biases, LayerNorm scales) left as they are. The model casts those tables to its
-    compute dtype on every call anyway, so the results are the same, without converting 86 M AST-base
-    parameters per batch (bfloat16 on 2 CPU cores, batch 6: 75 against 92 ms a clip)."""
+    """`params` with every matrix and larger table (kernels, position table, cls and dist tokens) but the head's
+    stored in the compute `dtype`; the vectors (biases, LayerNorm scales) and the head, which computes in float32,
+    left as they are. The model casts those tables to its compute dtype on every call anyway, so the results are
+    the same, without converting 86 M AST-base parameters per batch (bfloat16 on 2 CPU cores, batch 6: 75
+    against 92 ms a clip)."""
     if dtype == jnp.float32:
         return params
-    return jax.tree_util.tree_map(lambda p: p.astype(dtype) if np.ndim(p) >= 2 else p, params)
+    return {name: value if name == "head" else jax.tree_util.tree_map(
+                lambda p: p.astype(dtype) if np.ndim(p) >= 2 else p, value)
+            for name, value in params.items()}
 
 
 class Predictor:
@@ -284,7 +289,7 @@ class Pipeline:
     a `Pretrained`; `batch_size` the clips per jitted call (default 6 on CPU, 64 on an accelerator; a
     shorter request uses the next power of two); `activation` "sigmoid", "softmax" or "none" (logits; default:
     the model's); `dtype` the compute dtype ("bfloat16" for fast inference on accelerators and on CPUs with
-    AVX512-BF16 or AMX; default the model's);
+    AVX512-BF16 or AMX, "float16", or the numpy, JAX or torch dtype; default the model's);
     `workers` the threads that decode files while the device computes (default 4).
     """
 
@@ -474,8 +479,8 @@ class Pipeline:
 def pipeline(model: str | os.PathLike | Pretrained, **kwargs: Any) -> Pipeline:
     """An audio-classification `Pipeline` for `model` (an ast-jax folder, .pth, Hugging Face folder, hf:repo,
     or a `Pretrained`). Keyword arguments, all optional: batch_size (clips per jitted call; 6 on CPU, 64 on an
-    accelerator), activation ("sigmoid", "softmax", "none"; the model's by default), dtype ("bfloat16" for
-    speed on accelerators and recent CPUs), workers (file-decoding threads, 4); see `Pipeline`.
+    accelerator), activation ("sigmoid", "softmax", "none"; the model's by default), dtype ("bfloat16" or
+    torch.bfloat16 for speed on accelerators and recent CPUs), workers (file-decoding threads, 4); see `Pipeline`.
 
         classify = ast_jax.pipeline("models/sc")
         classify("yes.wav", top_k=3)  # [{"score": 0.98, "label": "yes"}, ...]

@@ -36,6 +36,21 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+def dtype_name(dtype: Any, what: str = "dtype") -> str:
+    """The name ASTConfig takes ("float32", "bfloat16", "float16") for a name or a numpy, JAX or torch dtype
+    (`jnp.bfloat16`, `np.float32`, `torch.bfloat16`); a one-line ValueError naming `what` otherwise."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name  # numpy and ml_dtypes (jnp.bfloat16) types and dtypes
+        except TypeError:
+            name = str(dtype).removeprefix("torch.")  # torch.bfloat16
+    if name not in _DTYPES:
+        raise ValueError(f"{what} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return name
+
+
 @dataclasses.dataclass(frozen=True)
 class ASTConfig:
     """Everything that fixes the function an AST computes (and nothing about features or training).
@@ -56,7 +71,7 @@ class ASTConfig:
     layer_norm_eps: float = 1e-6  # backbone LayerNorms (original 1e-6; transformers 1e-12)
     head_layer_norm_eps: float = 1e-5  # head LayerNorm (original 1e-5; transformers 1e-12)
     model_size: str = "base384"  # DeiT preset this backbone came from; fixes the ImageNet grid for init
-    dtype: str = "float32"  # compute dtype of matmuls and activations
+    dtype: str = "float32"  # compute dtype of matmuls and activations (the head's LayerNorm and Linear: float32)
     param_dtype: str = "float32"  # storage dtype of parameters
 
     def __post_init__(self):
@@ -432,10 +447,11 @@ class AST(nn.Module):
         x = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
                       param_dtype=cfg.parameter_dtype, name="norm")(x)
         pooled = (x[:, 0] + x[:, 1]) / 2
-        head_in = LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=cfg.compute_dtype,
+        # The head (LayerNorm and Linear, a few thousand products a clip) in float32 whatever the compute dtype:
+        # logits rounded to bfloat16 tie (two labels at exactly 2.78125) and the tie is settled by label order.
+        head_in = LayerNorm(epsilon=cfg.head_layer_norm_eps, dtype=jnp.float32,
                             param_dtype=cfg.parameter_dtype, name="head_norm")(pooled)
-        logits = Dense(cfg.num_labels, dtype=cfg.compute_dtype, param_dtype=cfg.parameter_dtype,
-                       name="head")(head_in)
+        logits = Dense(cfg.num_labels, dtype=jnp.float32, param_dtype=cfg.parameter_dtype, name="head")(head_in)
 
         out: dict[str, Any] = {"pooled": pooled}
         if all_tokens:
@@ -444,7 +460,7 @@ class AST(nn.Module):
             out["blocks"] = tuple(block_outputs)
         if return_attention:
             out["attention"] = tuple(attention)
-        return logits.astype(jnp.float32), out
+        return logits, out
 
 
 def init_params(config: ASTConfig, rng: jax.Array | int = 0) -> dict:

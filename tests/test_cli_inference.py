@@ -339,6 +339,8 @@ def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monk
                              "--batch-size", 4)
     assert code == 0, err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {key: metrics[key] for key in ("model", "data", "split", "dtype")} == {
+        "model": str(model_dir), "data": str(clips), "split": "all clips", "dtype": "float32"}
 
     # the reference: the Python pipeline's scores, labels matched by name
     dataset_labels = sorted(["up", "yes", "left", "no"])

@@ -249,13 +249,15 @@ def test_bfloat16_outputs_are_float32(model):
 
 def test_bfloat16_predictor_stores_its_tables_in_bfloat16(model):
     """The kernels and tables (cast by the model on every call anyway) are kept in bfloat16 on the device, the
-    vectors in float32; the outputs are those of the model applied to the float32 parameters, bit for bit."""
+    vectors and the head in float32; the outputs are those of the model applied to the float32 parameters, bit
+    for bit."""
     predictor = Predictor(dataclasses.replace(model, config=model.config.replace(dtype="bfloat16")))
     dtypes = {jax.tree_util.keystr(path): leaf.dtype
               for path, leaf in jax.tree_util.tree_leaves_with_path(predictor.params)}
     assert dtypes["['block0']['mlp']['fc1']['kernel']"] == jnp.bfloat16
     assert dtypes["['pos_embed']"] == dtypes["['patch_embed']['kernel']"] == jnp.bfloat16
     assert dtypes["['block0']['mlp']['fc1']['bias']"] == dtypes["['norm']['scale']"] == jnp.float32
+    assert dtypes["['head']['kernel']"] == jnp.float32  # the head computes in float32
     lengths = np.array([predictor.clip_samples, predictor.clip_samples // 2], np.int32)
     rows = np.stack([waveform(1.0, seed)[:predictor.clip_samples] for seed in (1, 2)])
     rows[1, lengths[1]:] = 0
@@ -263,6 +265,19 @@ def test_bfloat16_predictor_stores_its_tables_in_bfloat16(model):
     cast_each_call = jax.jit(predictor._function(("logits", "pooled")))(model.params, rows, lengths)
     for name in ("logits", "pooled"):
         np.testing.assert_array_equal(stored[name], cast_each_call[name])
+
+
+def test_dtype_may_be_given_as_a_numpy_jax_or_torch_dtype(model):
+    torch = pytest.importorskip("torch")
+    clip = waveform(0.4)
+    expected = pipeline(model, dtype="bfloat16")(clip, top_k=None)
+    assert expected != pipeline(model)(clip, top_k=None)  # bfloat16 really used
+    for dtype in (jnp.bfloat16, torch.bfloat16, np.dtype(jnp.bfloat16)):
+        assert pipeline(model, dtype=dtype)(clip, top_k=None) == expected
+    assert pipeline(model, dtype=torch.float32)(clip, top_k=None) == pipeline(model)(clip, top_k=None)
+    for bad in ("bf16", torch.int8, np.int32):
+        with pytest.raises(ValueError, match=r"^dtype must be one of float32, bfloat16, float16, got [^\n]+$"):
+            pipeline(model, dtype=bad)
 
 
 def test_expand_inputs(tmp_path):

@@ -217,6 +217,18 @@ def test_bfloat16_compute_keeps_float32_parameters(tiny_params, spectrogram):
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(stored)} == {jnp.dtype(jnp.bfloat16)}
 
 
+def test_bfloat16_compute_keeps_the_head_in_float32(tiny_params, spectrogram):
+    """The head reads the bfloat16 embedding but computes in float32: logits are not rounded to bfloat16 (where
+    two labels can tie exactly)."""
+    logits, out = AST(TINY.replace(dtype="bfloat16")).apply({"params": tiny_params}, spectrogram(2, 64))
+    assert out["pooled"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+    pooled = np.asarray(out["pooled"], np.float64)
+    normed = (pooled - pooled.mean(-1, keepdims=True)) / np.sqrt(pooled.var(-1, keepdims=True) + TINY.head_layer_norm_eps)
+    head_norm, head = tiny_params["head_norm"], tiny_params["head"]
+    expected = (normed * head_norm["scale"] + head_norm["bias"]) @ np.asarray(head["kernel"], np.float64) + head["bias"]
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
 def test_gelu_and_its_gradient_match_torch():
     x = np.concatenate([np.linspace(-12, 12, 20001), np.random.default_rng(0).standard_normal(5000) * 3])
     x = x.astype(np.float32)

@@ -268,7 +268,9 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         writers = {
-            out / "metrics.json": lambda p: write_json(p, report),
+            out / "metrics.json": lambda p: write_json(p, {"model": str(args.model), "data": str(args.data),
+                                                           "split": shown_split, "dtype": model.config.dtype,
+                                                           **report}),
             out / "per_class.csv": lambda p: write_csv(p, per_class, ["label", "precision", "recall", "support",
                                                                       "ap", "auc"]),
             out / "misclassified.csv": lambda p: write_csv(p, result.misclassified(), [

@@ -48,8 +48,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workers: bool = True
                         help="ast-jax model folder, .pth checkpoint, Hugging Face folder or hf:<repo>")
     parser.add_argument("--batch-size", type=positive_int, default=None, help=batch_help)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                        help="compute dtype (default: the model's; bfloat16 is fast on GPUs and on CPUs with "
-                             "AVX512-BF16 or AMX, and close to float32 rather than equal)")
+                        help="compute dtype (default: an ast-jax folder's config, float32 for a converted "
+                             "checkpoint; bfloat16 is fast on GPUs and on CPUs with AVX512-BF16 or AMX, and close "
+                             "to float32 rather than equal)")
     if workers:
         parser.add_argument("--workers", type=positive_int, default=4, help="threads decoding audio (default 4)")
 
