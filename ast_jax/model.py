@@ -36,9 +36,9 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def dtype_name(dtype: Any, what: str = "dtype") -> str:
+def dtype_name(dtype: Any) -> str:
     """The name ASTConfig takes ("float32", "bfloat16", "float16") for a name or a numpy, JAX or torch dtype
-    (`jnp.bfloat16`, `np.float32`, `torch.bfloat16`); a one-line ValueError naming `what` otherwise."""
+    (`jnp.bfloat16`, `np.float32`, `torch.bfloat16`); a one-line ValueError otherwise."""
     if isinstance(dtype, str):
         name = dtype
     else:
@@ -47,7 +47,7 @@ def dtype_name(dtype: Any, what: str = "dtype") -> str:
         except TypeError:
             name = str(dtype).removeprefix("torch.")  # torch.bfloat16
     if name not in _DTYPES:
-        raise ValueError(f"{what} must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     return name
 
 

@@ -483,6 +483,7 @@ def test_evaluate_leaves_out_clips_found_unreadable_while_decoding_per_batch(mod
                                  "--split", "test", "--output-dir", tmp_path / f"eval-{prepared}")
         assert code == 1 and err.count("broken.wav") == 1 and "broken.wav: not an audio file" in err, err
         results[prepared] = json.loads((tmp_path / f"eval-{prepared}" / "metrics.json").read_text())
+        assert results[prepared].pop("data") == str(tmp_path / f"{prepared}.json")
     assert results[False]["examples"] == 12 and results[False] == results[True]
 
 

@@ -223,7 +223,8 @@ def test_bfloat16_compute_keeps_the_head_in_float32(tiny_params, spectrogram):
     logits, out = AST(TINY.replace(dtype="bfloat16")).apply({"params": tiny_params}, spectrogram(2, 64))
     assert out["pooled"].dtype == jnp.bfloat16 and logits.dtype == jnp.float32
     pooled = np.asarray(out["pooled"], np.float64)
-    normed = (pooled - pooled.mean(-1, keepdims=True)) / np.sqrt(pooled.var(-1, keepdims=True) + TINY.head_layer_norm_eps)
+    centred = pooled - pooled.mean(-1, keepdims=True)
+    normed = centred / np.sqrt(pooled.var(-1, keepdims=True) + TINY.head_layer_norm_eps)
     head_norm, head = tiny_params["head_norm"], tiny_params["head"]
     expected = (normed * head_norm["scale"] + head_norm["bias"]) @ np.asarray(head["kernel"], np.float64) + head["bias"]
     np.testing.assert_allclose(logits, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
