@@ -32,7 +32,7 @@ import numpy as np
 from ast_jax import features as features_lib
 from ast_jax._checks import is_positive_int
 from ast_jax.data.files import AUDIO_EXTENSIONS, audio_files, file_or_dangling_link
-from ast_jax.model import dtype_name
+from ast_jax.model import compute_copy, dtype_name
 from ast_jax.pretrained import Pretrained, scores_from_logits
 
 # How scores are made from logits: transformers' function_to_apply ("none": the logits themselves).
@@ -105,19 +105,6 @@ def default_batch_size() -> int:
     7.9 clips/s, four paired runs, in a process without ast_jax/_host_memory.py's tunable).
     """
     return 6 if jax.default_backend() == "cpu" else 64
-
-
-def compute_copy(params, dtype):
-    """`params` with every matrix and larger table (kernels, position table, cls and dist tokens) but the head's
-    stored in the compute `dtype`; the vectors (biases, LayerNorm scales) and the head, which computes in float32,
-    left as they are. The model casts those tables to its compute dtype on every call anyway, so the results are
-    the same, without converting 86 M AST-base parameters per batch (bfloat16 on 2 CPU cores, batch 6: 75
-    against 92 ms a clip)."""
-    if dtype == jnp.float32:
-        return params
-    return {name: value if name == "head" else jax.tree_util.tree_map(
-                lambda p: p.astype(dtype) if np.ndim(p) >= 2 else p, value)
-            for name, value in params.items()}
 
 
 class Predictor:

@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from ast_jax.convert import load_pretrained  # noqa: E402
-from ast_jax.inference import compute_copy  # noqa: E402
+from ast_jax.model import compute_copy  # noqa: E402
 
 
 def clips_per_second(run, batch: int, seconds: float) -> float:
