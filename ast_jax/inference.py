@@ -20,6 +20,7 @@ import collections.abc
 import dataclasses
 import glob
 import itertools
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,9 +130,30 @@ class Predictor:
         # made the extractor's zero rows inside the jitted function.
         self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
         # Parameters placed on the device once: handing the host (numpy) copy to every call would transfer all
-        # of them per batch (about 4% of a CPU batch for AST-base).
-        self.params = jax.device_put(compute_copy(model.params, model.config.compute_dtype))
+        # of them per batch (about 4% of a CPU batch for AST-base). With several local devices (GPUs, or the two
+        # CPU devices the `ast-jax` inference commands ask for, ast_jax/_cpu_devices.py) batches are split
+        # across as many as divide the batch size, each holding a copy; a batch whose rows do not divide among
+        # them (one clip, say) runs whole on the first device.
+        self.devices = jax.local_devices()[:math.gcd(batch_size, jax.local_device_count())]
+        params = compute_copy(model.params, model.config.compute_dtype)
+        if len(self.devices) > 1:
+            mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
+            self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+            self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            self.params = jax.device_put(params, self._replicated)
+            self._first_params = jax.tree_util.tree_map(self._on_first_device, self.params)
+        else:
+            self._rows = self._replicated = None
+            self.params = self._first_params = jax.device_put(params)
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _on_first_device(self, array: jax.Array) -> jax.Array:
+        """The first device's copy of a replicated array (no transfer)."""
+        return next(shard.data for shard in array.addressable_shards if shard.device == self.devices[0])
+
+    def spreads(self, rows: int) -> bool:
+        """Whether a batch of `rows` is split across the local devices (else it runs on the first)."""
+        return self._rows is not None and rows % len(self.devices) == 0
 
     def _function(self, outputs: tuple[str, ...]):
         model, feats, activation = self.model.model, self.model.features, self.activation
@@ -166,7 +188,11 @@ class Predictor:
             shapes = (jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), self.params),
                       jax.ShapeDtypeStruct((batch, self.clip_samples), jnp.float32),
                       jax.ShapeDtypeStruct((batch,), jnp.int32))
-            self._compiled[key] = jax.jit(self._function(outputs)).lower(*shapes).compile()
+            if self.spreads(batch):
+                function = jax.jit(self._function(outputs), in_shardings=(self._replicated, self._rows, self._rows))
+            else:
+                function = jax.jit(self._function(outputs))
+            self._compiled[key] = function.lower(*shapes).compile()
         return self._compiled[key]
 
     def _batch_rows(self, count: int) -> int:
@@ -181,7 +207,10 @@ class Predictor:
             waveform = waveform[:self.clip_samples]
             batch[row, :len(waveform)] = waveform
             lengths[row] = len(waveform)
-        return self.compiled(rows, outputs)(self.params, batch, lengths)  # asynchronous
+        function = self.compiled(rows, outputs)
+        if self.spreads(rows):
+            return function(self.params, jax.device_put(batch, self._rows), jax.device_put(lengths, self._rows))
+        return function(self._first_params, batch, lengths)  # asynchronous
 
     def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
             count: int | None = None, read_ahead: bool = True,

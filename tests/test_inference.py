@@ -114,6 +114,56 @@ def test_one_compile_per_batch_shape_and_padding_is_harmless(model):
     assert batched["pooled"].shape == (7, CONFIG.hidden_size)
 
 
+SPLIT_SCRIPT = """
+import sys
+import numpy as np
+from ast_jax import _cpu_devices
+print(_cpu_devices.configure())
+import jax
+from test_inference import tiny_model, waveform
+from ast_jax.inference import Predictor
+predictor = Predictor(tiny_model("sigmoid", seed=3), batch_size=6)
+print(len(predictor.devices), predictor.spreads(6), predictor.spreads(4), predictor.spreads(1))
+clips = [waveform(0.2 + 0.05 * i, i, 300.0 + 40 * i) for i in range(9)]
+outputs = ("logits", "pooled", "scores", "tokens")
+np.savez(sys.argv[1] + "/nine.npz", **predictor.outputs(clips, outputs))   # batches of 6, then 3 padded to 6
+np.savez(sys.argv[1] + "/four.npz", **predictor.outputs(clips[:4], outputs))  # a batch of 4
+np.savez(sys.argv[1] + "/one.npz", **predictor.outputs(clips[:1], outputs))  # one clip: the first device only
+print(sorted(key[0] for key in predictor._compiled))
+"""
+
+
+def test_batches_split_across_two_cpu_devices_equal_one_device(tmp_path):
+    """What the `ast-jax` inference commands run on a CPU of two or more cores (ast_jax/_cpu_devices.py): two
+    CPU devices, each batch split across them when its rows divide, else run on the first; the outputs equal
+    those of one device up to float32 rounding of the different row counts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    result = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:  # nothing to split over: configure leaves JAX its one CPU device
+        assert result.stdout.split("\n")[:2] == ["None", "1 False False False"]
+        return
+    assert result.stdout.split("\n")[:3] == ["2", "2 True True False", "[1, 4, 6]"]
+    predictor = Predictor(tiny_model("sigmoid", seed=3), batch_size=6)
+    assert len(predictor.devices) == 1 and not predictor.spreads(6)
+    clips = [waveform(0.2 + 0.05 * i, i, 300.0 + 40 * i) for i in range(9)]
+    for name, count in (("nine", 9), ("four", 4), ("one", 1)):
+        split = np.load(tmp_path / f"{name}.npz")
+        whole = predictor.outputs(clips[:count], ("logits", "pooled", "scores", "tokens"))
+        for key, value in whole.items():
+            assert split[key].shape == value.shape
+            np.testing.assert_allclose(split[key], value, atol=1e-5, rtol=1e-5, err_msg=f"{name} {key}")
+
+
 def test_windows_cover_the_recording_and_equal_the_cut_windows(classify, tmp_path):
     recording = waveform(1.3, 7, frequency=300.0)  # windows of 0.4 s: the tiny model's input is 0.495 s
     recording[RATE // 2:RATE] = waveform(0.5, 8, frequency=1200.0)
