@@ -17,7 +17,7 @@ import sys
 import threading
 import warnings
 
-from ast_jax import _compilation_cache, _host_memory
+from ast_jax import _compilation_cache, _cpu_devices, _host_memory
 from ast_jax._atomic import interrupts_deferred
 from ast_jax.commands import forget_signals, raise_if_interrupted, raise_on_signal, received_signal
 
@@ -31,6 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("ast_jax.commands.embed", "write pooled (or per-token) embeddings of audio files to .npy/.npz"),
     "explain": ("ast_jax.commands.explain", "draw the model's attention over the spectrogram as a PNG"),
 }
+
+# Subcommands that classify with the Predictor, which splits each batch across two CPU devices (ast_jax/_cpu_devices.py)
+INFERENCE_COMMANDS = ("predict", "evaluate", "embed", "explain")
 
 
 def version_text() -> str:
@@ -138,6 +141,8 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
             # Held back while JAX loads: an exception raised inside its extension's start-up aborts the
             # interpreter ("terminate called after throwing ..."). Delivered, as one line, once it has loaded.
             with interrupts_deferred():
+                if name in INFERENCE_COMMANDS:
+                    _cpu_devices.configure()
                 _compilation_cache.enable()
         module = importlib.import_module(module_name)
         sub_parser = argparse.ArgumentParser(prog=f"ast-jax {name}", description=module.__doc__ or help_text,

@@ -3,8 +3,9 @@
 Both classify the same real Speech Commands clips (../shared/data/speech_commands_test_v0.02_dev) with the same
 random weights in the released Speech Commands geometry (AST-base, 128 frames, 35 labels), on the same CPU:
   ast-jax       ast_jax.pipeline(model).predict_files(paths), what `ast-jax predict` runs, at its default batch
-                (6 on CPU): threads decode while the device computes; features, model and softmax in one jitted
-                function; the time includes compiling it
+                (6 on CPU), split across two CPU devices as the command splits it (ast_jax/_cpu_devices.py; set
+                JAX_NUM_CPU_DEVICES=1 for one): threads decode while the device computes; features, model and
+                softmax in one jitted function; the time includes compiling it
   transformers  pipeline("audio-classification", model=folder, device="cpu")(waveforms, batch_size=16), its
                 best batch on this CPU (192 clips, two runs each: 6.1 clips/s at 8, 6.1-6.5 at 12, 6.3-6.5 at
                 16, 6.3-6.5 at 24, 6.2 at 32); the files read with soundfile inside the timed region (this
@@ -83,6 +84,10 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="both sides' compute dtype")
     args = parser.parse_args()
 
+    from ast_jax import _cpu_devices
+
+    _cpu_devices.configure()  # before JAX starts: the CPU devices `ast-jax predict` computes on
+
     import jax
     import torch
     import transformers
@@ -122,7 +127,8 @@ def main() -> None:
     score_diff = max(abs(x["score"] - y["score"]) for a, b in zip(ours_results, theirs_results)
                      for x, y in zip(a, b) if x["label"] == y["label"])
     n = len(paths)
-    print(f"{n} clips, {args.dtype}, batch {ours.predictor.batch_size} (ast-jax) / {args.theirs_batch_size} (transformers), "
+    print(f"{n} clips, {args.dtype}, batch {ours.predictor.batch_size} over {len(ours.predictor.devices)} device(s) "
+          f"(ast-jax) / {args.theirs_batch_size} (transformers), "
           f"{len(parts)} alternating rounds, CPU: {os.cpu_count()} cores "
           f"(load average {os.getloadavg()[0]:.1f}); jax {jax.__version__} ({jax.devices()[0].platform}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")

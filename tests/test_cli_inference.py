@@ -786,6 +786,30 @@ def test_embed_keeps_its_rows_on_disk_not_in_memory(model_dir, capsys, tmp_path,
         np.testing.assert_array_equal(saved["embeddings"][i], tokens[:2].mean(0))
 
 
+def test_predict_as_a_program_splits_its_batches_across_two_cpu_devices(model_dir, clips):
+    """The `ast-jax` program gives its inference commands two CPU devices (ast_jax/_cpu_devices.py) unless
+    JAX_NUM_CPU_DEVICES says otherwise; the rows equal the one-device pipeline's."""
+    program = ("import sys, jax\nfrom ast_jax.cli import main\ncode = main(sys.argv[1:], program=True)\n"
+               "print('devices', jax.local_device_count(), file=sys.stderr)\nsys.exit(code)")
+    paths = [str(p) for p in sorted(clips.rglob("*.wav"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    env.update(JAX_PLATFORMS="cpu", AST_JAX_COMPILATION_CACHE="off", AST_JAX_HOST_MALLOC="system")
+    expected = dict(pipeline(model_dir).predict_files(paths, top_k=3))
+    for devices in ("", "1"):
+        run_env = {**env, "JAX_NUM_CPU_DEVICES": devices} if devices else env
+        result = subprocess.run([sys.executable, "-c", program, "predict", "--model", model_dir, "--format", "jsonl",
+                                 "--top-k", "3", *paths], env=run_env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        split = devices == "" and len(os.sched_getaffinity(0)) >= 2
+        assert result.stderr.splitlines()[-1] == f"devices {2 if split else 1}"
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [row["file"] for row in rows] == paths
+        for row in rows:
+            labels = expected[row["file"]]["labels"]
+            assert [i["label"] for i in row["labels"]] == [i["label"] for i in labels]
+            np.testing.assert_allclose([i["score"] for i in row["labels"]], [i["score"] for i in labels], atol=1e-6)
+
+
 def test_a_reader_that_goes_away_ends_predict_quietly(model_dir, clips):
     """`ast-jax predict ... | head -1`: no traceback or error line when the pipe closes, and status 141."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}

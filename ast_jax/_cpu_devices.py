@@ -1,0 +1,42 @@
+"""Two CPU devices for the inference commands, so that two halves of each batch compute at once.
+
+XLA runs one CPU computation at a time per device. Within one, the matrix products use every core, but the
+steps between them (layer norms, softmax, GELU, copies) often do not, and a core taken away for a moment (the
+threads decoding the next files, another process) holds up every thread at the next product. Given two CPU
+devices, the `Predictor` splits each batch across them (ast_jax/inference.py): the two computations share the
+cores' thread pool, and each fills the other's gaps. On this project's 2-core machine that made the AST-base
+batch-6 forward 3-5% faster in paired timings, and files to results (bench/bench_predict.py) faster in every
+paired run (README, Benchmarks); the price is a second copy of the parameters in memory (344 MB for AST-base in
+float32).
+
+The number of CPU devices is fixed when JAX starts its CPU backend, so the `ast-jax` predict, evaluate, embed
+and explain commands call `configure()` before anything runs on it. A user's own choice wins: with
+JAX_NUM_CPU_DEVICES (or XLA's --xla_force_host_platform_device_count) set, nothing changes, and
+JAX_NUM_CPU_DEVICES=1 turns the split off. Python users who want it call `configure()` right after importing
+ast_jax, before any JAX computation.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ast_jax._host_memory import computes_on_cpu
+
+DEVICES = 2
+
+
+def chosen_by_user(environ=os.environ) -> bool:
+    """Whether the environment already sets the number of CPU devices."""
+    return "JAX_NUM_CPU_DEVICES" in environ or "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "")
+
+
+def configure(environ=os.environ) -> int | None:
+    """Give JAX two CPU devices where it computes on a CPU of two or more cores and the user has not chosen a
+    number; the number set, or None where nothing was changed. Must run before JAX starts its backends."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if chosen_by_user(environ) or not computes_on_cpu(environ) or cores < DEVICES:
+        return None
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", DEVICES)
+    return DEVICES
