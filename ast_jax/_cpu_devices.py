@@ -12,8 +12,9 @@ float32).
 The number of CPU devices is fixed when JAX starts its CPU backend, so the `ast-jax` predict, evaluate, embed
 and explain commands call `configure()` before anything runs on it. A user's own choice wins: with
 JAX_NUM_CPU_DEVICES (or XLA's --xla_force_host_platform_device_count) set, nothing changes, and
-JAX_NUM_CPU_DEVICES=1 turns the split off. Python users who want it call `configure()` right after importing
-ast_jax, before any JAX computation.
+JAX_NUM_CPU_DEVICES=1 turns the split off. In Python the pipeline splits over whatever local devices JAX has:
+JAX_NUM_CPU_DEVICES=2 in the environment, or `jax.config.update("jax_num_cpu_devices", 2)` before JAX computes
+anything, gives it the same two.
 """
 
 from __future__ import annotations

@@ -111,6 +111,9 @@ def default_batch_size() -> int:
 class Predictor:
     """The jitted waveform-to-outputs function of one model, applied batch by batch.
 
+    With several local devices (GPUs, or CPU devices: JAX_NUM_CPU_DEVICES), a batch is split across as many of
+    them as divide the batch size; a batch whose rows do not divide among them runs on the first.
+
     `activation` ("softmax", "sigmoid", or "none" for the logits) defaults to what the model was trained with.
     """
 
@@ -303,7 +306,8 @@ class Pipeline:
 
     Constructor: `model` is an ast-jax model folder, an original .pth, a Hugging Face folder, "hf:<repo id>" or
     a `Pretrained`; `batch_size` the clips per jitted call (default 6 on CPU, 64 on an accelerator; a
-    shorter request uses the next power of two); `activation` "sigmoid", "softmax" or "none" (logits; default:
+    shorter request uses the next power of two; split across the local devices when they divide it, see
+    `Predictor`); `activation` "sigmoid", "softmax" or "none" (logits; default:
     the model's); `dtype` the compute dtype ("bfloat16" for fast inference on accelerators and on CPUs with
     AVX512-BF16 or AMX, "float16", or the numpy, JAX or torch dtype; default the model's);
     `workers` the threads that decode files while the device computes (default 4).
