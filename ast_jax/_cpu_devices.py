@@ -1,13 +1,12 @@
 """Two CPU devices for the inference commands, so that two halves of each batch compute at once.
 
 XLA runs one CPU computation at a time per device. Within one, the matrix products use every core, but the
-steps between them (layer norms, softmax, GELU, copies) often do not, and a core taken away for a moment (the
-threads decoding the next files, another process) holds up every thread at the next product. Given two CPU
-devices, the `Predictor` splits each batch across them (ast_jax/inference.py): the two computations share the
-cores' thread pool, and each fills the other's gaps. On this project's 2-core machine that made the AST-base
-batch-6 forward 3-5% faster in paired timings, and files to results (bench/bench_predict.py) faster in every
-paired run (README, Benchmarks); the price is a second copy of the parameters in memory (344 MB for AST-base in
-float32).
+steps between them (layer norms, softmax, GELU, copies, waits at the end of each parallel step) leave cores
+idle. Given two CPU devices, the `Predictor` splits each batch across them (ast_jax/inference.py): the two
+computations share the cores' thread pool, and each can use the cores the other leaves idle. On this project's
+2-core machine the AST-base batch-6 forward took 3-5% less time a clip in paired timings; files to results
+(bench/bench_predict.py) gained less than its run-to-run spread (README, Benchmarks). The price is a second
+copy of the parameters in memory (344 MB for AST-base in float32).
 
 The number of CPU devices is fixed when JAX starts its CPU backend, so the `ast-jax` predict, evaluate, embed
 and explain commands call `configure()` before anything runs on it. A user's own choice wins: with
@@ -33,11 +32,16 @@ def chosen_by_user(environ=os.environ) -> bool:
 
 def configure(environ=os.environ) -> int | None:
     """Give JAX two CPU devices where it computes on a CPU of two or more cores and the user has not chosen a
-    number; the number set, or None where nothing was changed. Must run before JAX starts its backends."""
+    number; the number set, or None where nothing was changed (also where JAX has started already)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if chosen_by_user(environ) or not computes_on_cpu(environ) or cores < DEVICES:
         return None
     import jax
 
-    jax.config.update("jax_num_cpu_devices", DEVICES)
+    if jax.config.jax_num_cpu_devices >= 0:  # set already in this process
+        return None
+    try:
+        jax.config.update("jax_num_cpu_devices", DEVICES)
+    except RuntimeError:  # JAX already computes in this process (a program calling cli.main): its devices stay
+        return None
     return DEVICES

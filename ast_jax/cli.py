@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("ast_jax.commands.explain", "draw the model's attention over the spectrogram as a PNG"),
 }
 
-# Subcommands that classify with the Predictor, which splits each batch across two CPU devices (ast_jax/_cpu_devices.py)
+# Subcommands that run the Predictor, which splits each batch across two CPU devices (ast_jax/_cpu_devices.py)
 INFERENCE_COMMANDS = ("predict", "evaluate", "embed", "explain")
 
 

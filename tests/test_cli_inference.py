@@ -810,6 +810,20 @@ def test_predict_as_a_program_splits_its_batches_across_two_cpu_devices(model_di
             np.testing.assert_allclose([i["score"] for i in row["labels"]], [i["score"] for i in labels], atol=1e-6)
 
 
+def test_the_number_of_cpu_devices_is_left_to_the_user_and_to_a_started_jax():
+    """configure() changes nothing where the environment names a device count or another platform, nor in a
+    process whose JAX has started (it would raise there): that process keeps its devices."""
+    import jax
+
+    from ast_jax import _cpu_devices
+
+    devices = jax.local_device_count()
+    for environ in ({"JAX_NUM_CPU_DEVICES": "1"}, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+                    {"JAX_PLATFORMS": "cuda"}, {"JAX_PLATFORMS": "cpu"}):
+        assert _cpu_devices.configure(environ) is None
+    assert jax.local_device_count() == devices
+
+
 def test_a_reader_that_goes_away_ends_predict_quietly(model_dir, clips):
     """`ast-jax predict ... | head -1`: no traceback or error line when the pipe closes, and status 141."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_COMPILATION_CACHE": "off"}

@@ -114,13 +114,17 @@ def test_thp_mode_reads_the_bracketed_choice(tmp_path):
 
 @pytest.fixture
 def program_settings_restored(monkeypatch):
-    """cli.main(program=True) sets what a program may (signal handlers, exception hooks): undone after the test,
-    so that the rest of the session runs as a Python caller of cli.main would."""
+    """cli.main(program=True) sets what a program may (signal handlers, exception hooks, CPU devices): undone after
+    the test, so that the rest of the session runs as a Python caller of cli.main would."""
     import signal
     import threading
 
+    from ast_jax import _cpu_devices
+
     for owner, name in ((sys, "excepthook"), (sys, "unraisablehook"), (threading, "excepthook")):
         monkeypatch.setattr(owner, name, getattr(owner, name))
+    # The inference commands' two CPU devices would stay for the whole session if JAX has not started yet
+    monkeypatch.setattr(_cpu_devices, "configure", lambda: None)
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     yield
     for number, handler in handlers.items():
