@@ -135,24 +135,29 @@ class Predictor:
         # Parameters placed on the device once: handing the host (numpy) copy to every call would transfer all
         # of them per batch (about 4% of a CPU batch for AST-base). With several local devices (GPUs, or the two
         # CPU devices the `ast-jax` inference commands ask for, ast_jax/_cpu_devices.py) batches are split
-        # across as many as divide the batch size, each holding a copy; a batch whose rows do not divide among
-        # them (one clip, say) runs whole on the first device.
+        # across as many of them as divide the batch size (their greatest common divisor), each of those then
+        # holding a copy, made when the first split batch comes; a batch whose rows do not divide among them
+        # (one clip, say) runs whole on the first device.
         self.devices = jax.local_devices()[:math.gcd(batch_size, jax.local_device_count())]
-        params = compute_copy(model.params, model.config.compute_dtype)
+        self.params = jax.device_put(compute_copy(model.params, model.config.compute_dtype), self.devices[0])
+        self._replicated_params = None
         if len(self.devices) > 1:
             mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
             self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
             self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-            self.params = jax.device_put(params, self._replicated)
-            self._first_params = jax.tree_util.tree_map(self._on_first_device, self.params)
         else:
             self._rows = self._replicated = None
-            self.params = self._first_params = jax.device_put(params)
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
 
-    def _on_first_device(self, array: jax.Array) -> jax.Array:
-        """The first device's copy of a replicated array (no transfer)."""
-        return next(shard.data for shard in array.addressable_shards if shard.device == self.devices[0])
+    def _params_on_every_device(self):
+        """The parameters copied to each device a batch is split across, once; the first device's copy then
+        becomes `params`, so that device holds one."""
+        if self._replicated_params is None:
+            self._replicated_params = jax.device_put(self.params, self._replicated)
+            self.params = jax.tree_util.tree_map(
+                lambda array: next(shard.data for shard in array.addressable_shards
+                                   if shard.device == self.devices[0]), self._replicated_params)
+        return self._replicated_params
 
     def spreads(self, rows: int) -> bool:
         """Whether a batch of `rows` is split across the local devices (else it runs on the first)."""
@@ -212,8 +217,9 @@ class Predictor:
             lengths[row] = len(waveform)
         function = self.compiled(rows, outputs)
         if self.spreads(rows):
-            return function(self.params, jax.device_put(batch, self._rows), jax.device_put(lengths, self._rows))
-        return function(self._first_params, batch, lengths)  # asynchronous
+            return function(self._params_on_every_device(), jax.device_put(batch, self._rows),
+                            jax.device_put(lengths, self._rows))
+        return function(self.params, batch, lengths)  # asynchronous
 
     def run(self, examples: Iterable[tuple[Any, np.ndarray]], outputs: Sequence[str] = ("scores",), *,
             count: int | None = None, read_ahead: bool = True,

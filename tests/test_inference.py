@@ -126,9 +126,16 @@ predictor = Predictor(tiny_model("sigmoid", seed=3), batch_size=6)
 print(len(predictor.devices), predictor.spreads(6), predictor.spreads(4), predictor.spreads(1))
 clips = [waveform(0.2 + 0.05 * i, i, 300.0 + 40 * i) for i in range(9)]
 outputs = ("logits", "pooled", "scores", "tokens")
+np.savez(sys.argv[1] + "/one.npz", **predictor.outputs(clips[:1], outputs))  # one clip: the first device only
+first = jax.tree_util.tree_leaves(predictor.params)
+print("copies", sorted({len(leaf.devices()) for leaf in first}), predictor._replicated_params is None)
 np.savez(sys.argv[1] + "/nine.npz", **predictor.outputs(clips, outputs))   # batches of 6, then 3 padded to 6
 np.savez(sys.argv[1] + "/four.npz", **predictor.outputs(clips[:4], outputs))  # a batch of 4
-np.savez(sys.argv[1] + "/one.npz", **predictor.outputs(clips[:1], outputs))  # one clip: the first device only
+shared = all(leaf.unsafe_buffer_pointer() == next(s.data for s in whole.addressable_shards
+                                                  if s.device == jax.devices()[0]).unsafe_buffer_pointer()
+             for leaf, whole in zip(jax.tree_util.tree_leaves(predictor.params),
+                                    jax.tree_util.tree_leaves(predictor._replicated_params)))
+print("shared", shared)
 print(sorted(key[0] for key in predictor._compiled))
 """
 
@@ -152,7 +159,10 @@ def test_batches_split_across_two_cpu_devices_equal_one_device(tmp_path):
     if cores < 2:  # nothing to split over: configure leaves JAX its one CPU device
         assert result.stdout.split("\n")[:2] == ["None", "1 False False False"]
         return
-    assert result.stdout.split("\n")[:3] == ["2", "2 True True False", "[1, 4, 6]"]
+    # one clip leaves a single copy of the parameters; the first split batch copies them to the second device,
+    # and the first device then holds one copy, shared by both uses
+    assert result.stdout.split("\n")[:5] == ["2", "2 True True False", "copies [1] True", "shared True",
+                                              "[1, 4, 6]"]
     predictor = Predictor(tiny_model("sigmoid", seed=3), batch_size=6)
     assert len(predictor.devices) == 1 and not predictor.spreads(6)
     clips = [waveform(0.2 + 0.05 * i, i, 300.0 + 40 * i) for i in range(9)]
