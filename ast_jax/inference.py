@@ -141,12 +141,9 @@ class Predictor:
         self.devices = jax.local_devices()[:math.gcd(batch_size, jax.local_device_count())]
         self.params = jax.device_put(compute_copy(model.params, model.config.compute_dtype), self.devices[0])
         self._replicated_params = None
-        if len(self.devices) > 1:
-            mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
-            self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-            self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        else:
-            self._rows = self._replicated = None
+        mesh = jax.sharding.Mesh(np.array(self.devices), ("batch",))
+        self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+        self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self._compiled: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _params_on_every_device(self):
@@ -161,7 +158,7 @@ class Predictor:
 
     def spreads(self, rows: int) -> bool:
         """Whether a batch of `rows` is split across the local devices (else it runs on the first)."""
-        return self._rows is not None and rows % len(self.devices) == 0
+        return len(self.devices) > 1 and rows % len(self.devices) == 0
 
     def _function(self, outputs: tuple[str, ...]):
         model, feats, activation = self.model.model, self.model.features, self.activation
