@@ -116,7 +116,7 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
     text = caplog.text
     for bad in ("empty.wav", "corrupt.wav", "silent.wav"):
         assert bad in text
-    assert "skipped 3 of 9 clips" in text
+    assert text.count("3 of 9 clips are missing, unreadable, empty or corrupt") == 1  # one summary, after the lines
     from ast_jax.audio import load_audio
 
     audio, targets, lengths = src.load("train", np.arange(6))
@@ -130,7 +130,10 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
     caplog.clear()
     again = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
     assert again.num_examples("train") == 6
-    assert "3 of 9 clips were unreadable, empty or corrupt" in caplog.text  # reported again on reuse
+    text = caplog.text  # reported again on reuse, with the clips' paths
+    assert "3 of 9 clips are missing, unreadable, empty or corrupt" in text and "done.json" in text
+    for bad in ("empty.wav", "corrupt.wav", "silent.wav"):
+        assert bad in text
 
 
 def test_audio_files_follow_links_to_folders_once(tmp_path):
@@ -166,7 +169,7 @@ def test_listed_clips_and_links_that_are_missing_are_reported_not_dropped(tmp_pa
     assert set(skipped) == {str(raw_folder / "wow" / "ffffffff_nohash_9.wav"),
                             str(raw_folder / "yes" / "ffffffff_nohash_9.wav")}
     assert set(skipped.values()) == {"file not found"}
-    assert "2 of 3 clips were unreadable" in caplog.text
+    assert "2 of 3 clips are missing, unreadable" in caplog.text
     assert str(raw_folder / "no" / "elsewhere.wav") in dict(src.prepare("train").skipped)
 
 def test_prepared_and_per_batch_decoding_agree(tmp_path, raw_folder):
@@ -272,6 +275,85 @@ def test_recipe_json_multilabel_and_balanced_weights(tmp_path, raw_folder):
     (tmp_path / "train.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="entry 2 .*unknown label '/m/zzz'"):
         source(tmp_path, source="json", json={"train": str(tmp_path / "train.json")}, label_csv=str(label_csv))
+
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("0,/m/a,Speech\n1,/m/a,Noise\n", r":3: mid '/m/a' is given twice \(first at line 2\)"),
+    ("0,/m/a,Speech\n1,/m/b\n", r":3: no display_name"),
+    ("0,/m/a,Speech\nx,/m/b,Noise\n", r":3: index 'x' is not an integer"),
+    ("0,/m/a,Speech\n0,/m/b,Noise\n", r":3: index 0 is given twice"),
+    ("0,/m/a,Speech\n2,/m/b,Noise\n", r": label indices must run 0..1 without gaps"),
+    ("\n", r": no labels \(only the header\)"),
+])
+def test_label_csv_rows_checked_with_their_line(tmp_path, rows, problem):
+    from ast_jax.data.recipe_json import read_label_csv
+
+    path = tmp_path / "labels.csv"
+    path.write_text("index,mid,display_name\n" + rows)
+    with pytest.raises(ValueError, match=rf"^{path}{problem}"):
+        read_label_csv(path)
+
+
+def test_label_csv_saved_with_a_byte_order_mark(tmp_path):
+    from ast_jax.data.recipe_json import read_label_csv
+
+    path = tmp_path / "labels.csv"
+    path.write_bytes("index,mid,display_name\n1,/m/b,Noise\n0,/m/a,Speech\n".encode("utf-8-sig"))
+    assert read_label_csv(path) == (["Speech", "Noise"], {"/m/a": 0, "/m/b": 1})
+
+
+def test_recipe_json_entries_repeats_and_leaks_refused(tmp_path):
+    label_csv = tmp_path / "labels.csv"
+    label_csv.write_text("index,mid,display_name\n0,/m/a,Speech\n1,/m/b,Noise\n")
+
+    def manifests(**splits):
+        for split, entries in splits.items():
+            (tmp_path / f"{split}.json").write_text(json.dumps({"data": entries}))
+        return source(tmp_path, source="json", json={split: str(tmp_path / f"{split}.json") for split in splits},
+                      label_csv=str(label_csv))
+
+    a, b, c = ({"wav": f"clips/{name}.wav", "labels": "/m/a"} for name in "abc")
+    with pytest.raises(ValueError, match=r"train.json: entry 1 needs the keys 'wav' and 'labels' \(it has 'path', "
+                                         r"'label'\)"):
+        manifests(train=[a, {"path": "x.wav", "label": "/m/a"}])
+    with pytest.raises(ValueError, match=r"train.json: entry 2 \(clips/../clips/a.wav\) is listed again \(first as "
+                                         r"entry 0\)"):
+        manifests(train=[a, b, {"wav": "clips/../clips/a.wav", "labels": "/m/b"}])
+    with pytest.raises(ValueError, match=r"test.json: 1 of its clips are also in the training manifest "
+                                         r".*train.json \(the first: ./clips/b.wav\)"):
+        manifests(train=[a, b], validation=[c], test=[c, {"wav": "./clips/b.wav", "labels": "/m/b"}])
+    shared = manifests(train=[a, b], validation=[c], test=[c])  # the recipes score their eval set as both
+    assert len(shared.split_files("validation").clips) == len(shared.split_files("test").clips) == 1
+
+
+def test_folder_label_without_audio_refused(tmp_path):
+    root = tmp_path / "mine"
+    make_user_folder(root)
+    (root / "left").mkdir()
+    (root / "left" / "notes.txt").write_text("no audio here")
+    with pytest.raises(ValueError, match=rf"^{root}/left: a label folder with no audio files, so its label would be "
+                                         r"left out of the task \(1 such folder\)"):
+        source(tmp_path, source="folder", data_dir=str(root))
+    src = source(tmp_path, source="folder", data_dir=str(root), labels=["bird", "car", "left"])  # named: kept
+    assert src.labels == ["bird", "car", "left"]
+    for split in ("train", "test"):  # a label with clips in one split only is not empty
+        (root / split).mkdir()
+    shutil.move(root / "bird", root / "train" / "bird")
+    shutil.move(root / "car", root / "train" / "car")
+    shutil.move(root / "left", root / "test" / "left")
+    (root / "test" / "bird").mkdir()
+    with pytest.raises(ValueError, match=rf"^{root}/test/left: a label folder with no audio"):
+        source(tmp_path, source="folder", data_dir=str(root))
+    (root / "test" / "left" / "notes.txt").unlink()
+    (root / "test" / "left").rmdir()
+    assert source(tmp_path, source="folder", data_dir=str(root)).labels == ["bird", "car"]
+
+
+def test_tfds_unknown_name_is_one_line():
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ValueError, match=r"^TFDS has no data set 'speech_comands'; did you mean 'speech_commands'\?$"):
+        build_source(ConfigDict(dict(source="tfds", tfds_name="speech_comands")))
 
 
 def test_batches_resume_and_split_across_processes(tmp_path, raw_folder):

@@ -67,7 +67,7 @@ def test_raw_speech_commands_folder_train_resume_predict(tmp_path, capsys, caplo
     first = train_and_evaluate(tiny_config(1, **data), workdir)
     summary = train_and_evaluate(tiny_config(2, **data), workdir)
     assert first["steps"] == 2 and summary["steps"] == 4  # 6 readable training clips, batch 4
-    assert "broken.wav" in caplog.text and "skipped 1 of 7 clips" in caplog.text
+    assert "broken.wav" in caplog.text and "1 of 7 clips are missing" in caplog.text
     test_row = next(row for row in summary["results"] if row["split"] == "test")
     assert test_row["examples"] == 1
     model = load_model(workdir / "best")

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ log = logging.getLogger("ast_jax.data")
 
 # Bump when the prepared layout or the decoding changes, so old copies are not reused.
 PREPARED_VERSION = 2
+REPEATED_PROBLEMS = 5  # skipped clips logged again when a prepared copy is reused (all are in its done.json)
 INT16_SCALE = 32768.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", ".aif", ".aifc", ".au", ".caf", ".w64")
 
@@ -130,13 +132,18 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
     key = hashlib.sha256(json.dumps(
         [PREPARED_VERSION, sample_rate, clip_samples, [_file_facts(c) for c in clips]]).encode()).hexdigest()[:20]
     folder = cache_dir / f"{name}-{key}"
-    if not (folder / "done.json").is_file():
-        _write_prepared(folder, clips, sample_rate, clip_samples, name, workers)
+    reused = (folder / "done.json").is_file()
+    if not reused:
+        _write_prepared(folder, clips, sample_rate, clip_samples, name, workers)  # logs each clip it skips
     facts = json.loads((folder / "done.json").read_text())
     skipped = [tuple(item) for item in facts["skipped"]]
-    if skipped:
-        log.warning("%s: %d of %d clips were unreadable, empty or corrupt and are left out (listed in %s)",
-                    name, len(skipped), len(clips), folder / "done.json")
+    if skipped and reused:  # the copy was made by an earlier run, which logged them all; a few again, and where
+        for clip, problem in skipped[:REPEATED_PROBLEMS]:
+            log.warning("%s (skipped)", problem if clip in problem else f"{clip}: {problem}")
+        log.warning("%s: %d of %d clips are missing, unreadable, empty or corrupt and are left out (%s; all listed "
+                    "in %s)", name, len(skipped), len(clips),
+                    f"the first {REPEATED_PROBLEMS} above" if len(skipped) > REPEATED_PROBLEMS else "above",
+                    folder / "done.json")
     kept = np.load(folder / "kept.npy")
     audio = np.load(folder / "audio.npy", mmap_mode="r") if len(kept) else np.zeros((0, clip_samples), np.int16)
     return Prepared(audio=audio, lengths=np.load(folder / "lengths.npy"), kept=kept, skipped=skipped)
@@ -208,7 +215,8 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         skipped = [[clips[i].describe(), problems[i]] for i in sorted(problems)]
         (staging / "done.json").write_text(json.dumps({"name": name, "clips": len(clips), "skipped": skipped}))
         if skipped:
-            log.warning("%s: skipped %d of %d clips (unreadable, empty or corrupt)", name, len(skipped), len(clips))
+            log.warning("%s: %d of %d clips are missing, unreadable, empty or corrupt and are left out", name,
+                        len(skipped), len(clips))
         try:
             os.replace(staging, folder)
         except OSError:  # another process prepared the same copy first
@@ -307,6 +315,12 @@ def file_or_dangling_link(path: str | os.PathLike) -> bool:
     """A file, or a link that leads nowhere: kept among found inputs so that reading it reports it, rather than
     the data shrinking unnoticed (pipes, devices and folders are not)."""
     return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
+
+
+def spelled_path(path: str) -> str:
+    """A path as a list names it, spelled one way: "./a/x.wav" and "a/x.wav", or the NFC and NFD forms of one
+    name, are one clip."""
+    return unicodedata.normalize("NFC", os.path.normpath(path)).replace(os.sep, "/")
 
 
 def audio_files(folder: Path) -> list[Path]:

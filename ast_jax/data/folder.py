@@ -12,19 +12,20 @@ reads a clip's group, so that one speaker's clips are never on both sides: the m
 it has one; else, for a file named `<speaker>_nohash_<n>.wav` (the Speech Commands convention), the speaker,
 as Speech Commands' own split does; else the clip's path (each clip its own group).
 Labels are the sorted folder names or label values, unless `labels` lists them (then any other label is an
-error). An unknown split value, an empty folder or a clip with no label is an error before training starts.
+error). An unknown split value, a folder with no audio, a label folder with no audio (unless `labels` names it)
+or a clip with no label is an error before training starts.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 import unicodedata
 import zlib
 from pathlib import Path
 from typing import Sequence
 
-from ast_jax.data.files import AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot
+from ast_jax.data.files import (AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot,
+                                spelled_path)
 
 SPLITS = ("train", "validation", "test")
 
@@ -94,6 +95,16 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
     return entries
 
 
+def empty_label_folders(root: Path) -> list[Path]:
+    """Label folders (`root/<label>`, or `root/<split>/<label>`) with no audio in them for any split: their label
+    would silently be missing from the task."""
+    bases = [root / split for split in SPLITS if (root / split).is_dir()] or [root]
+    folders = [folder for base in bases for folder in sorted(base.iterdir())
+               if folder.is_dir() and not folder.name.startswith(".")]
+    with_audio = {folder.name for folder in folders if audio_files(folder)}
+    return [folder for folder in folders if folder.name not in with_audio]
+
+
 def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, str]]:
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: manifest not found")
@@ -122,9 +133,7 @@ def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, s
             raise ValueError(f"{manifest}:{line}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
         path = Path(row["path"])
         resolved = path if path.is_absolute() else manifest.parent / path
-        # A path as the manifest names it, spelled one way: "./a/x.wav" and "a/x.wav", NFC and NFD forms of the
-        # same name, are one clip.
-        spelled = unicodedata.normalize("NFC", os.path.normpath(row["path"])).replace(os.sep, "/")
+        spelled = spelled_path(row["path"])
         if spelled in first_row:
             raise ValueError(f"{manifest}:{line}: {row['path']!r} is listed again (first at line "
                              f"{first_row[spelled]}); give each clip one row, with all its labels joined by ';'")
@@ -144,6 +153,12 @@ def from_config(data_config, clip_samples: int) -> FileSource:
     else:
         entries = folder_entries(path)
     labels = data_config.get("labels") or None
+    if data_config.source == "folder" and not labels and entries:
+        empty = empty_label_folders(path)
+        if empty:
+            raise ValueError(f"{empty[0]}: a label folder with no audio files, so its label would be left out of "
+                             f"the task ({len(empty)} such folder{'s' if len(empty) > 1 else ''}); add clips or "
+                             f"remove it")
     labels, splits, multilabel = _build(entries, str(path), list(labels) if labels else None,
                                         float(data_config.get("validation_fraction", 0.1)),
                                         float(data_config.get("test_fraction", 0.1)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import logging
 
 import numpy as np
@@ -127,7 +128,12 @@ def from_config(data_config, clip_samples: int) -> TFDSSource:
 
     name = data_config.get("tfds_name", "speech_commands")
     with tfds_quietly():
-        builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
+        try:
+            builder = tfds.builder(name, data_dir=data_config.get("data_dir") or None)
+        except tfds.core.registered.DatasetNotFoundError:  # its message lists every data set TFDS has, a line each
+            close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=1)
+            raise ValueError(f"TFDS has no data set {name!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else "")) from None
     labels = list(builder.info.features["label"].names)
     sizes = {split: builder.info.splits[tfds_split].num_examples for split, tfds_split in SPLIT_NAMES.items()
              if tfds_split in builder.info.splits}
