@@ -25,6 +25,7 @@ import math
 import os
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -275,6 +276,14 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
     # torch.save writes a zip archive (since PyTorch 1.6) or, before that, a pickle of protocol 2 or higher.
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
         raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    if head.startswith(b"PK"):  # torch reads the archive without checking its CRC-32s: a flipped byte would load
+        try:
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            damaged = None  # a truncated archive: torch.load below says so
+        if damaged is not None:
+            raise ValueError(f"{path}: not a PyTorch checkpoint (corrupt: {damaged} fails its checksum)")
     try:
         with warnings.catch_warnings():  # said below in one line if it matters: the load fails at the opcode
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -291,7 +300,7 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
         elif head.startswith(b"PK"):  # torch's own words here range from zip internals to "[Errno 22]"
             message = "not a PyTorch checkpoint (a truncated or corrupt zip archive)"
         else:
-            message = "not a PyTorch checkpoint (a corrupt pickle)"
+            message = "not a PyTorch checkpoint (a pickle torch.save did not write, or a corrupt one)"
         raise ValueError(f"{path}: {message}") from None
     # timm and many training scripts wrap the state dict: {"model": ...}, {"state_dict": ...}, ...
     while isinstance(state, Mapping) and len(state) and not any(torch.is_tensor(v) for v in state.values()):
@@ -301,7 +310,17 @@ def _read_torch(path: Path) -> Mapping[str, Any]:
         state = inner
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    return {name: value.detach().float().numpy() if torch.is_tensor(value) else value for name, value in state.items()}
+    return {name: _torch_to_numpy(value, name, path) if torch.is_tensor(value) else value
+            for name, value in state.items()}
+
+
+def _torch_to_numpy(tensor: Any, name: str, path: Path) -> np.ndarray:
+    """A dense tensor as numpy: float16 and bfloat16 (which numpy lacks) widened to float32, other dtypes as they
+    are, for _float32 to refuse what is not floating point."""
+    try:
+        return (tensor.detach().float() if tensor.is_floating_point() else tensor.detach()).numpy()
+    except (TypeError, RuntimeError):  # sparse, quantized or meta tensors
+        raise ValueError(f"{path}: entry {name!r} is not a dense tensor ({tensor.layout}, {tensor.dtype})") from None
 
 
 def _float32(value: Any, name: str, path: Path) -> np.ndarray:
@@ -408,7 +427,7 @@ def load_pretrained(source: str | os.PathLike, **options: Any) -> Pretrained:
 def convert_source(source: str | os.PathLike, *, max_length: int | None = None, num_mel_bins: int | None = None,
                    frequency_stride: int | None = None, time_stride: int | None = None,
                    num_labels: int | None = None, labels: Sequence[str] | str | os.PathLike | None = None,
-                   dtype: Any = None, seed: int = 0) -> Conversion:
+                   dtype: Any = None, seed: int = 0, trained_geometry: bool = False) -> Conversion:
     """Read `source` and, where asked, adapt it to another input geometry or label set.
 
     max_length, num_mel_bins, frequency_stride, time_stride: the geometry of the model to return. Where it
@@ -416,6 +435,10 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
       does not reveal its frames and strides: it is read as the released geometry with as many patches as its
       position table (its feature statistics and labels with it), and otherwise as the geometry these describe
       (a checkpoint trained on another input: give its own geometry).
+    trained_geometry: for an original .pth, the four options above give the input it was trained on, which is
+      then taken as it is: needed where that input has as many patches as a released geometry on another grid
+      (96 mel bins x 166 frames at stride 10 is 9 x 16 = 144 patches, as Speech Commands' 12 x 12), which the
+      tensors cannot tell apart.
     num_labels: a new, freshly initialised head with this many outputs (from parameters seeded by `seed`),
       also where the source's head has as many.
     labels: label names, or the path of a label CSV in the original `index,mid,display_name` format; their
@@ -445,14 +468,18 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
         elif path.is_dir():
             conversion = _read_hf_folder(path, where=str(path))
         else:
-            conversion = _read_file(path, hints, num_labels, seed)
+            conversion = _read_file(path, hints, num_labels, seed, trained_geometry)
+    if trained_geometry and conversion.source_format != "original":
+        raise ValueError(f"{text}: trained_geometry (--trained-geometry) is for original .pth checkpoints, whose "
+                         f"tensors do not record their input; this {conversion.source_format} source records its own")
     conversion = _adapt(conversion, hints, num_labels, label_names, label_source, seed)
     if dtype is not None:
         conversion.model.config = conversion.model.config.replace(dtype=dtype)
     return conversion
 
 
-def _read_file(path: Path, hints: dict, num_labels: int | None, seed: int) -> Conversion:
+def _read_file(path: Path, hints: dict, num_labels: int | None, seed: int, trained_geometry: bool = False
+               ) -> Conversion:
     state = _strip_module_prefix(read_state_dict(path))
     source_format = detect_format(state, str(path))
     if source_format.startswith("hf"):
@@ -461,7 +488,7 @@ def _read_file(path: Path, hints: dict, num_labels: int | None, seed: int) -> Co
         return _read_hf_folder(path.parent, where=str(path), weights=path, state=state)
     if source_format == "deit":
         return _read_deit(path, state, hints, num_labels, seed)
-    return _read_original(path, state, hints)
+    return _read_original(path, state, hints, trained_geometry)
 
 
 def _backbone_shape(state: Mapping[str, np.ndarray], prefix: str, where: str) -> dict[str, int]:
@@ -502,17 +529,29 @@ def _patches(geometry: Geometry, patch_size: int) -> int:
     return frequency * time
 
 
-def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: str) -> tuple[Geometry, str | None]:
+def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: str, trained: bool = False
+                       ) -> tuple[Geometry, str | None]:
     """The input geometry an original checkpoint was trained on, from its position table's length: the released
-    geometry with that many patches, else the one the hints describe if it fits. Also a note when the hints fit
-    as well but with another patch grid (the table is then read as the released one and adapted)."""
+    geometry with that many patches, else the one the hints describe if it fits; with `trained`, the one the
+    hints describe. Also a note when the hints fit as well but with another patch grid (the table is then read as
+    the released one and adapted)."""
     hinted = None
+    if trained and hints["max_length"] is None:
+        raise ValueError(f"{where}: --trained-geometry needs the checkpoint's --max-length (and its --num-mel-bins "
+                         f"and strides where they are not 128 and 10)")
     if hints["max_length"] is not None:
         stride = hints["frequency_stride"] or hints["time_stride"] or 10
         hinted = Geometry(hints["num_mel_bins"] or 128, hints["max_length"], hints["frequency_stride"] or stride,
                           hints["time_stride"] or stride)
         if _patches(hinted, patch_size) != num_patches:
+            if trained:
+                frequency, time = _grid(hinted, patch_size)
+                raise ValueError(f"{where}: its position table has {num_patches} patches, but {hinted.num_mel_bins} "
+                                 f"mel bins x {hinted.max_length} frames at strides {hinted.frequency_stride}/"
+                                 f"{hinted.time_stride} make {frequency} x {time} = {frequency * time}")
             hinted = None
+        elif trained:
+            return hinted, None
     for known, recipe in KNOWN_GEOMETRIES.items():
         released = Geometry(*known)
         if _patches(released, patch_size) == num_patches:
@@ -520,7 +559,7 @@ def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: st
             if hinted is not None and _grid(hinted, patch_size) != _grid(released, patch_size):
                 note = (f"its {num_patches}-patch position table was read as the released {recipe} geometry's "
                         f"({released.max_length} frames, strides {released.frequency_stride}/{released.time_stride}"
-                        f"); a checkpoint trained on the requested grid itself cannot be told apart from its tensors")
+                        f"); for a checkpoint trained on the requested grid itself, add --trained-geometry")
             return released, note
     if hinted is not None:
         return hinted, None
@@ -528,7 +567,7 @@ def _original_geometry(num_patches: int, patch_size: int, hints: dict, where: st
                      f"checkpoint's --max-length, --frequency-stride, --time-stride and --num-mel-bins")
 
 
-def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
+def _read_original(path: Path, state: dict, hints: dict, trained_geometry: bool = False) -> Conversion:
     where = str(path)
     shape = _backbone_shape(state, "v.", where)
     if "mlp_head.1.weight" not in state or "v.pos_embed" not in state:
@@ -536,7 +575,7 @@ def _read_original(path: Path, state: dict, hints: dict) -> Conversion:
     table = state["v.pos_embed"]
     if table.ndim != 3 or table.shape[0] != 1 or table.shape[1] < 3:
         raise ValueError(f"{where}: tensor v.pos_embed has shape {table.shape}, not (1, patches + 2, width)")
-    geometry, note = _original_geometry(table.shape[1] - 2, shape["patch_size"], hints, where)
+    geometry, note = _original_geometry(table.shape[1] - 2, shape["patch_size"], hints, where, trained_geometry)
     num_labels = state["mlp_head.1.weight"].shape[0]
     config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels, layer_norm_eps=1e-6,
                        head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"]))
@@ -671,6 +710,10 @@ def config_from_hf(hf: Mapping[str, Any], where: str) -> ASTConfig:
     id2label = hf.get("id2label")
     if id2label is not None and not isinstance(id2label, Mapping):
         raise ValueError(f"{where}: id2label must map indices to names, got {type(id2label).__name__}")
+    if id2label:  # transformers takes len(id2label) as the label count: its keys must be exactly 0..n-1
+        keys = sorted(map(str, id2label), key=lambda key: (not key.isdigit(), int(key) if key.isdigit() else 0, key))
+        if keys != [str(i) for i in range(len(id2label))]:
+            raise ValueError(f"{where}: id2label keys must run 0..{len(id2label) - 1}; it has {', '.join(keys)}")
     num_labels = len(id2label) if id2label else number("num_labels", 2)
     try:
         return ASTConfig(hidden_size=width, num_layers=number("num_hidden_layers", 12),

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +91,11 @@ def test_reads_transformers_in_memory_names(tmp_path, randomize_torch, spectrogr
 
 
 # ---- original checkpoints: labels, features, geometry -------------------------------------------------------------
-def original_pth(path, randomize, width=64, layers=1, labels=35, frames=128, stride=10, prefix="module."):
+def original_pth(path, randomize, width=64, layers=1, labels=35, frames=128, stride=10, prefix="module.", bins=128):
     """An original-format .pth (`module.v.*`, `module.mlp_head.*`, DeiT heads included) with random weights."""
     from test_model import OriginalAST
 
-    reference = randomize(OriginalAST(width, max(width // 64, 1), layers, labels, frames, fstride=stride,
+    reference = randomize(OriginalAST(width, max(width // 64, 1), layers, labels, frames, bins=bins, fstride=stride,
                                       tstride=stride))
     torch.save({prefix + name: value for name, value in reference.state_dict().items()}, path)
     return reference
@@ -266,6 +267,32 @@ def test_original_geometry_from_its_table_and_the_hints(tmp_path, randomize_torc
         load_pretrained(tmp_path / "own.pth")
 
 
+
+@pytest.mark.filterwarnings("ignore:.*no preprocessor_config.json")
+def test_original_trained_on_a_grid_with_a_released_patch_count(tmp_path, randomize_torch, spectrogram):
+    """96 mel bins x 166 frames at stride 10 is a 9 x 16 grid, 144 patches as Speech Commands' 12 x 12: read as the
+    released geometry unless trained_geometry says the options give the checkpoint's own input."""
+    reference = original_pth(tmp_path / "own.pth", randomize_torch, labels=3, frames=166, bins=96)
+    table = reference.state_dict()["v.pos_embed"].numpy()
+    conversion = convert_source(tmp_path / "own.pth", max_length=166, num_mel_bins=96, trained_geometry=True)
+    model = conversion.model
+    assert (model.config.frequency_patches, model.config.time_patches) == (9, 16) and not conversion.notes
+    np.testing.assert_array_equal(model.params["pos_embed"], table)
+    x = spectrogram(2, 166, 96)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x))[0].numpy()
+    assert np.abs(np.asarray(model.apply(x)[0]) - expected).max() <= 1e-5
+    adapted = convert_source(tmp_path / "own.pth", max_length=166, num_mel_bins=96)  # without: a note says how
+    assert any("add --trained-geometry" in note for note in adapted.notes)
+    with pytest.raises(ValueError, match=r"own.pth: its position table has 144 patches, but 128 mel bins x 166 "
+                                         r"frames at strides 10/10 make 12 x 16 = 192"):
+        convert_source(tmp_path / "own.pth", max_length=166, trained_geometry=True)
+    with pytest.raises(ValueError, match=r"own.pth: --trained-geometry needs the checkpoint's --max-length"):
+        convert_source(tmp_path / "own.pth", trained_geometry=True)
+    hf_model(tmp_path / "hf", randomize_torch, max_length=128, num_labels=3)
+    with pytest.raises(ValueError, match=r"hf: trained_geometry \(--trained-geometry\) is for original .pth"):
+        convert_source(tmp_path / "hf", max_length=128, trained_geometry=True)
+
 # ---- adaptation, as the original code does it ---------------------------------------------------------------------
 def original_adaptation(table, source_grid, target_grid):
     """The original AST's position-table move, re-stated in torch: time axis then frequency axis, middle crop
@@ -359,7 +386,20 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     (tmp_path / "zip_magic.pth").write_bytes(b"PK\x03\x04 and then no archive")
     cases["zip_magic.pth"] = r"not a PyTorch checkpoint \(a truncated or corrupt zip archive\)$"
     (tmp_path / "bad_pickle.pth").write_bytes(b"\x80\x02\xff\xfe junk")
-    cases["bad_pickle.pth"] = r"not a PyTorch checkpoint \(a corrupt pickle\)$"
+    cases["bad_pickle.pth"] = r"not a PyTorch checkpoint \(a pickle torch.save did not write, or a corrupt one\)$"
+    (tmp_path / "plain.pth").write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    cases["plain.pth"] = r"not a PyTorch checkpoint \(a pickle torch.save did not write, or a corrupt one\)$"
+    with zipfile.ZipFile(tmp_path / "good.pth") as archive:  # flip a byte inside the pos_embed tensor's data
+        record = next(info for info in archive.infolist() if info.file_size == 146 * 64 * 4)
+    flipped = bytearray((tmp_path / "good.pth").read_bytes())
+    start = record.header_offset + 30 + len(record.filename.encode()) + len(record.extra) + 8
+    flipped[start] ^= 0x40
+    (tmp_path / "flipped.pth").write_bytes(bytes(flipped))
+    cases["flipped.pth"] = rf"not a PyTorch checkpoint \(corrupt: {re.escape(record.filename)} fails its checksum\)$"
+    torch.save({k: (v * 100).long() for k, v in state.items()}, tmp_path / "integers.pth")
+    cases["integers.pth"] = "entry 'module.v.cls_token' is not a floating-point tensor"
+    torch.save({**state, "module.v.cls_token": state["module.v.cls_token"].to(torch.complex64)}, tmp_path / "complex.pth")
+    cases["complex.pth"] = "entry 'module.v.cls_token' is not a floating-point tensor"
     torch.save({}, tmp_path / "no_tensors.pth")
     cases["no_tensors.pth"] = "holds no tensors"
     torch.save({**state, "module.v.blocks.0.norm2.bias": torch.full((64,), float("nan"))}, tmp_path / "nan.pth")
@@ -420,6 +460,8 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
                  str(tmp_path / "nowhere.csv")]) == 1
     assert f"{tmp_path / 'nowhere.csv'}: no such label file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    assert main(["convert", str(tmp_path / "good.pth"), ""]) == 1
+    assert capsys.readouterr().err.endswith("OUTPUT_DIR is empty: name the model folder to write\n")
 
 
 def test_malformed_configs_are_one_line_errors(tmp_path, randomize_torch, capsys):
@@ -434,6 +476,8 @@ def test_malformed_configs_are_one_line_errors(tmp_path, randomize_torch, capsys
         ("hf", "config.json", {**hf_config, "hidden_size": "64"}, "hidden_size must be a positive integer, got '64'"),
         ("hf", "config.json", {**hf_config, "layer_norm_eps": None}, "layer_norm_eps must be a positive number"),
         ("hf", "config.json", {**hf_config, "id2label": ["a", "b"]}, "id2label must map indices to names"),
+        ("hf", "config.json", {**hf_config, "id2label": {"0": "a", "1": "b", "7": "c"}},
+         "id2label keys must run 0..2; it has 0, 1, 7"),
         ("hf", "config.json", {**hf_config, "id2label": {"0": "a", "1": "b"}},
          f"id2label names 2 labels, but the head in {tmp_path / 'broken-hf' / 'model.safetensors'} has 3 outputs"),
         ("hf", "config.json", {k: v for k, v in hf_config.items() if k not in ("id2label", "label2id", "num_labels")},

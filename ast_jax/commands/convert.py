@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-mel-bins", type=positive_int, help="mel bins per frame (128 in the released models)")
     parser.add_argument("--frequency-stride", type=positive_int, help="patch step along the mel axis")
     parser.add_argument("--time-stride", type=positive_int, help="patch step along the frame axis")
+    parser.add_argument("--trained-geometry", action="store_true",
+                        help="(original .pth) the four options above give the input the checkpoint was trained on, "
+                             "not one to adapt it to; needed where that input has as many patches as a released "
+                             "geometry (e.g. 96 mel bins x 166 frames, 9x16, against Speech Commands' 12x12)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of a new head's initialisation (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it exists")
@@ -39,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax.model import MODEL_SIZES, count_parameters
     from ast_jax.pretrained import save_model
 
+    if not args.output.strip():
+        raise ValueError("OUTPUT_DIR is empty: name the model folder to write")
     check_apart(args.output, args.source)
     conversion = convert_source(
         args.source, max_length=args.max_length, num_mel_bins=args.num_mel_bins,
         frequency_stride=args.frequency_stride, time_stride=args.time_stride, num_labels=args.num_labels,
-        labels=args.labels, seed=args.seed)
+        labels=args.labels, seed=args.seed, trained_geometry=args.trained_geometry)
     model = conversion.model
     output = save_model(args.output, model, overwrite=args.overwrite)
     cfg = model.config
