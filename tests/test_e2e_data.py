@@ -82,3 +82,17 @@ def test_raw_speech_commands_folder_train_resume_predict(tmp_path, capsys, caplo
     top = rows[0]["labels"]
     assert len(top) == 3 and all(item["label"] in LABELS_35 and 0.0 <= item["score"] <= 1.0 for item in top)
     assert [item["score"] for item in top] == sorted((item["score"] for item in top), reverse=True)
+
+    # The data may move, but a resume must meet the same training clips: one renamed (as many clips, the same
+    # labels) is refused before training.
+    from ast_jax.data import build_source
+    from ml_collections import ConfigDict
+
+    moved = tmp_path / "moved" / "speech_commands_v0.02"
+    shutil.move(root, moved)
+    saved = json.loads((workdir / "data.json").read_text())["train_fingerprint"]
+    assert build_source(ConfigDict({**data, "data_dir": str(moved)})).fingerprint("train") == saved
+    (moved / "yes" / "63f7a489_nohash_1.wav").rename(moved / "yes" / "63f7a489_nohash_2.wav")
+    with pytest.raises(ValueError, match=r"its checkpoints were trained on other data than the speech_commands source "
+                                         r".*\(as many training clips and the same labels, but other clips or targets\)"):
+        train_and_evaluate(tiny_config(3, **{**data, "data_dir": str(moved)}), workdir)

@@ -377,6 +377,14 @@ def test_resuming_on_other_data_or_for_fewer_steps_is_refused(reference, capsys,
         with pytest.raises(ValueError, match=re.escape(f"{reference}: its checkpoints were trained on other data "
                                                        f"than the data has ({said}); resume with the same data")):
             check_same_data(reference, {**facts, **changed}, 8 * EPOCHS, "the data")
+    (reference / "data.json").write_text(json.dumps({**facts, "train_fingerprint": "a"}))
+    check_same_data(reference, {**facts, "train_fingerprint": "a"}, 8 * EPOCHS, "the data")
+    check_same_data(reference, facts, 8 * EPOCHS, "the data")  # a source without one (synthetic, TFDS)
+    with pytest.raises(ValueError, match=re.escape("(as many training clips and the same labels, but other clips or "
+                                                   "targets); resume with the same data")):
+        check_same_data(reference, {**facts, "train_fingerprint": "b"}, 8 * EPOCHS, "the data")
+    (reference / "data.json").write_text(saved["data.json"])  # a run from before fingerprints: not checked
+    check_same_data(reference, {**facts, "train_fingerprint": "b"}, 8 * EPOCHS, "the data")
     with pytest.raises(ValueError, match="64 training clips, now 32"):  # half the clips, half the steps: the data
         check_same_data(reference, {**facts, "train_examples": 32}, 4 * EPOCHS, "the data")
     for damaged in ("[]", '{"labels": 3}', "{"):

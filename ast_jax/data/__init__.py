@@ -63,6 +63,11 @@ class DataSource:
         """Per-example sampling weights for balanced sampling, or None where the source has none."""
         return None
 
+    def fingerprint(self, split: str) -> str | None:
+        """A digest of which examples the split holds, in order, with their targets, that stays the same when the
+        data moves to another folder (a resumed run checks it), or None where the source gives none."""
+        return None
+
     def process_range(self, split: str, process_index: int, process_count: int) -> tuple[int, int] | None:
         """The examples [start, stop) this process reads itself, or None when every process reads the whole split.
 

@@ -264,6 +264,19 @@ class FileSource(DataSource):
         files = self.split_files(split)
         return files.targets[self.prepare(split).kept] if self.prepared else files.targets
 
+    def fingerprint(self, split: str) -> str:
+        """Each example's file (its folder's and its own name, without the extension: the data may move or be
+        re-encoded), the part of it taken and its targets, in order, hashed."""
+        files = self.split_files(split)
+        kept = self.prepare(split).kept if self.prepared else np.arange(len(files.clips))
+        digest = hashlib.sha256()
+        for i in kept:
+            clip = files.clips[i]
+            path = Path(clip.path)
+            digest.update(f"{path.parent.name}/{path.stem}[{clip.start}:{clip.stop}]\n".encode("utf-8", "surrogateescape"))
+        digest.update(np.ascontiguousarray(files.targets[kept], np.float32).tobytes())
+        return digest.hexdigest()[:20]
+
     def example_weights(self, split: str) -> np.ndarray:
         """The AudioSet recipe's balanced-sampling weights (egs/audioset/gen_weight_file.py), from the labels:
         each class weighs 1000 / (its clip count in the split + 0.01), and a clip the sum over its labels."""

@@ -7,7 +7,8 @@ reads its own slice of every global batch and `jax.jit` with NamedShardings does
 
 The workdir holds
   config.json        the resolved config
-  data.json          the count of training clips and the labels: resuming on other data is refused
+  data.json          the count of training clips, their fingerprint and the labels: resuming on other data is
+                     refused
   checkpoints/       Orbax checkpoints (train state + metadata); a run started again here with the same config
                      resumes from the latest (SIGTERM or Ctrl-C write one after the current step, then stop)
   metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
@@ -198,6 +199,9 @@ def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data
         old, new = saved.get("labels") or [], facts["labels"]
         differences.append(f"labels {old[:3]}... ({len(old)}), now {new[:3]}... ({len(new)})"
                            if len(old) != len(new) or set(old) != set(new) else "the labels in another order")
+    if not differences and None not in (saved.get("train_fingerprint"), facts.get("train_fingerprint")) \
+            and saved["train_fingerprint"] != facts["train_fingerprint"]:  # (runs before it was recorded lack it)
+        differences.append("as many training clips and the same labels, but other clips or targets")
     if differences:
         raise ValueError(f"{workdir}: its checkpoints were trained on other data than {data_name} has "
                          f"({'; '.join(differences)}); resume with the same data, or give a new --workdir")
@@ -663,6 +667,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         check_room_for_checkpoints(config, model_config, workdir)
     mesh = sharding.make_mesh(config.mesh)  # checks mesh.fsdp against the devices
     data_facts = {"train_examples": num_train, "labels": list(source.labels)}
+    fingerprint = source.fingerprint("train")
+    if fingerprint is not None:
+        data_facts["train_fingerprint"] = fingerprint
     check_same_data(workdir, data_facts, total_steps, source_name(config))
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
