@@ -273,7 +273,8 @@ class FileSource(DataSource):
         for i in kept:
             clip = files.clips[i]
             path = Path(clip.path)
-            digest.update(f"{path.parent.name}/{path.stem}[{clip.start}:{clip.stop}]\n".encode("utf-8", "surrogateescape"))
+            name = f"{path.parent.name}/{path.stem}[{clip.start}:{clip.stop}]\n"
+            digest.update(name.encode("utf-8", "surrogateescape"))
         digest.update(np.ascontiguousarray(files.targets[kept], np.float32).tobytes())
         return digest.hexdigest()[:20]
 
