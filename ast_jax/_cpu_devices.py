@@ -4,8 +4,9 @@ XLA runs one CPU computation at a time per device. Within one, the matrix produc
 steps between them (layer norms, softmax, GELU, copies, waits at the end of each parallel step) leave cores
 idle. Given two CPU devices, the `Predictor` splits each batch across them (ast_jax/inference.py): the two
 computations share the cores' thread pool, and each can use the cores the other leaves idle. On this project's
-2-core machine the AST-base batch-6 forward took 3-5% less time a clip in paired timings; files to results
-(bench/bench_predict.py) gained less than its run-to-run spread (README, Benchmarks). The price is a second
+2-core machine the AST-base batch-6 forward took 3-5% less time a clip in paired timings in one process, but
+3% more in one process each, later the same day; files to results (bench/bench_predict.py) moved less than its
+run-to-run spread (README, Benchmarks). It also lets the Python pipeline use several GPUs. The price is a second
 copy of the parameters in memory (344 MB for AST-base in float32).
 
 The number of CPU devices is fixed when JAX starts its CPU backend, so the `ast-jax` predict, evaluate, embed

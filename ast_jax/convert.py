@@ -711,9 +711,9 @@ def config_from_hf(hf: Mapping[str, Any], where: str) -> ASTConfig:
     if id2label is not None and not isinstance(id2label, Mapping):
         raise ValueError(f"{where}: id2label must map indices to names, got {type(id2label).__name__}")
     if id2label:  # transformers takes len(id2label) as the label count: its keys must be exactly 0..n-1
-        keys = sorted(map(str, id2label), key=lambda key: (not key.isdigit(), int(key) if key.isdigit() else 0, key))
-        if keys != [str(i) for i in range(len(id2label))]:
-            raise ValueError(f"{where}: id2label keys must run 0..{len(id2label) - 1}; it has {', '.join(keys)}")
+        if set(map(str, id2label)) != {str(i) for i in range(len(id2label))}:
+            raise ValueError(f"{where}: id2label keys must run 0..{len(id2label) - 1}; it has "
+                             f"{', '.join(map(str, id2label))}")
     num_labels = len(id2label) if id2label else number("num_labels", 2)
     try:
         return ASTConfig(hidden_size=width, num_layers=number("num_hidden_layers", 12),

@@ -117,6 +117,13 @@ class ClipReader:
         return samples
 
 
+def skip_message(clip: str, problem: str) -> str:
+    """The line for a clip left out (`clip` as `Clip.describe` gives it): the problem, which names the file where
+    the decoder said it, else the clip and the problem."""
+    file = clip[:clip.rindex("[")] if clip.endswith("]") else clip
+    return problem if file in problem else f"{clip}: {problem}"
+
+
 def _file_facts(clip: Clip) -> list:
     try:
         stat = os.stat(clip.path)
@@ -139,7 +146,7 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
     skipped = [tuple(item) for item in facts["skipped"]]
     if skipped and reused:  # the copy was made by an earlier run, which logged them all; a few again, and where
         for clip, problem in skipped[:REPEATED_PROBLEMS]:
-            log.warning("%s (skipped)", problem if clip in problem else f"{clip}: {problem}")
+            log.warning("%s (skipped)", skip_message(clip, problem))
         log.warning("%s: %d of %d clips are missing, unreadable, empty or corrupt and are left out (%s; all listed "
                     "in %s)", name, len(skipped), len(clips),
                     f"the first {REPEATED_PROBLEMS} above" if len(skipped) > REPEATED_PROBLEMS else "above",
@@ -189,8 +196,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
             list(tqdm(pool.map(decode, runs), total=len(runs), desc=f"preparing {name}", unit="file",
                       disable=len(runs) < 500, leave=False))
         for i in sorted(problems):
-            log.warning("%s (skipped)", problems[i] if clips[i].path in problems[i] else
-                        f"{clips[i].describe()}: {problems[i]}")
+            log.warning("%s (skipped)", skip_message(clips[i].describe(), problems[i]))
         if beyond_full_scale:  # float files may hold samples beyond +-1, which 16 bits cannot
             log.warning("%s: %d clips have samples beyond full scale (the first: %s); the prepared 16-bit copy "
                         "clips them at +-1 (data.prepared=False decodes the files for every batch and keeps them)",

@@ -95,14 +95,13 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
     return entries
 
 
-def empty_label_folders(root: Path) -> list[Path]:
-    """Label folders (`root/<label>`, or `root/<split>/<label>`) with no audio in them for any split: their label
-    would silently be missing from the task."""
+def empty_label_folders(root: Path, entries: list[tuple[str, list[str], str | None, str]]) -> list[Path]:
+    """Label folders (`root/<label>`, or `root/<split>/<label>`) whose label no clip of `entries` (the folder's,
+    from `folder_entries`) has in any split: that label would silently be missing from the task."""
+    with_audio = {names[0] for _, names, _, _ in entries}
     bases = [root / split for split in SPLITS if (root / split).is_dir()] or [root]
-    folders = [folder for base in bases for folder in sorted(base.iterdir())
-               if folder.is_dir() and not folder.name.startswith(".")]
-    with_audio = {folder.name for folder in folders if audio_files(folder)}
-    return [folder for folder in folders if folder.name not in with_audio]
+    return [folder for base in bases for folder in sorted(base.iterdir())
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in with_audio]
 
 
 def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, str]]:
@@ -154,7 +153,7 @@ def from_config(data_config, clip_samples: int) -> FileSource:
         entries = folder_entries(path)
     labels = data_config.get("labels") or None
     if data_config.source == "folder" and not labels and entries:
-        empty = empty_label_folders(path)
+        empty = empty_label_folders(path, entries)
         if empty:
             raise ValueError(f"{empty[0]}: a label folder with no audio files, so its label would be left out of "
                              f"the task ({len(empty)} such folder{'s' if len(empty) > 1 else ''}); add clips or "

@@ -28,19 +28,21 @@ def read_label_csv(path: str | Path) -> tuple[list[str], dict[str, int]]:
     try:  # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark before the header
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = [(reader.line_num, row) for row in reader if any((value or "").strip() for value in row.values()
-                                                                    if isinstance(value, str))]
-            columns = reader.fieldnames or []
+            columns = [name.strip() for name in reader.fieldnames or []]
+            rows = []
+            for row in reader:  # names and values stripped; extra values (under None) dropped; blank lines skipped
+                row = {key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
+                if any(row.values()):
+                    rows.append((reader.line_num, row))
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path}: not a UTF-8 label CSV ({error})") from None
-    if not {"index", "mid", "display_name"} <= {name.strip() for name in columns}:
+    if not {"index", "mid", "display_name"} <= set(columns):
         raise ValueError(f"{path}: a label CSV needs the columns index,mid,display_name (it has "
                          f"{','.join(columns) or 'none'})")
     names: dict[int, str] = {}
     mid_index: dict[str, int] = {}
     mid_line: dict[str, int] = {}
     for line, row in rows:
-        row = {(key or "").strip(): value.strip() if isinstance(value, str) else value for key, value in row.items()}
         index, mid, name = row.get("index"), row.get("mid"), row.get("display_name")
         if not (index and mid and name):
             missing = [column for column, value in (("index", index), ("mid", mid), ("display_name", name))
