@@ -24,6 +24,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if arg:
+        raise ValueError(f"demo.py takes no argument, got {arg!r}")
     c = default_config()
     c.num_epochs = 80
     c.batch_size = 32

@@ -9,6 +9,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if arg:
+        raise ValueError(f"smoke.py takes no argument, got {arg!r}")
     c = default_config()
     c.num_epochs = 2
     c.batch_size = 8

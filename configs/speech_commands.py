@@ -13,6 +13,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if arg not in (None, "", "runlocal"):
+        raise ValueError(f"speech_commands.py takes no argument or :runlocal (a quick check), got {arg!r}")
     c = default_config()  # the defaults are this recipe
     c.data.update(source="speech_commands", data_dir="", num_classes=35, clip_seconds=1.0)
     # ImageNet DeiT-base-384 (distilled), any file ast_jax.load_pretrained reads; the position table is adapted

@@ -11,6 +11,8 @@ from ast_jax.training.trainer import default_config
 
 
 def get_config(arg=None):
+    if arg not in (None, "", "runlocal"):
+        raise ValueError(f"tfds_speech_commands.py takes no argument or :runlocal (a quick check), got {arg!r}")
     c = default_config()
     c.data.update(source="tfds", data_dir="", num_classes=12, clip_seconds=1.0)
     c.init.source = ""  # ImageNet DeiT-base-384, as in configs/speech_commands.py

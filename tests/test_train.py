@@ -307,6 +307,18 @@ def test_a_data_field_no_source_reads_is_refused():
     assert isinstance(config, ConfigDict)
 
 
+def test_overrides_apply_in_the_order_typed_whichever_form():
+    import argparse
+
+    from ast_jax.commands import train as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = command.parse_args(parser, ["--config", SMOKE, "--workdir", "w", "--set", "batch_size=4",
+                                       "--config.batch_size=8", "--config.seed", "3", "--set=seed=5"])
+    assert args.set == ["batch_size=4", "batch_size=8", "seed=3", "seed=5"]  # the last of each wins
+
+
 def test_source_fields_and_the_json_manifest_map_from_the_command_line():
     from ast_jax.training.config_io import add_source_fields, apply_overrides, load_config
 
@@ -331,11 +343,13 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
     assert (config.data.validation_fraction, config.data.balanced, config.loss) == (0.1, True, "bce")
 
 
-@pytest.mark.parametrize("recipe, good, bad", [("audioset.py", "balanced", "balance"), ("esc50.py", "5", "6")])
+@pytest.mark.parametrize("recipe, good, bad", [
+    ("audioset.py", "balanced", "balance"), ("esc50.py", "5", "6"), ("speech_commands.py", "runlocal", "runlocl"),
+    ("tfds_speech_commands.py", "runlocal", "runlcoal"), ("demo.py", "", "fast"), ("smoke.py", "", "x")])
 def test_recipe_arguments_are_checked(recipe, good, bad):
     from ast_jax.training.config_io import load_config
 
-    assert load_config(str(ROOT / "configs" / f"{recipe}:{good}")).num_epochs == 25
+    assert load_config(str(ROOT / "configs" / f"{recipe}:{good}")).batch_size >= 1
     with pytest.raises(ValueError, match=repr(bad)):  # a typo does not quietly run another recipe
         load_config(str(ROOT / "configs" / f"{recipe}:{bad}"))
 

@@ -42,22 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """argparse, plus `--config.FIELD=VALUE` / `--config.FIELD VALUE` collected as overrides."""
+    """argparse, plus `--config.FIELD=VALUE` / `--config.FIELD VALUE` collected as overrides, in the order given
+    together with `--set FIELD=VALUE` (so the last one typed for a field wins, whichever form it takes)."""
     rest, overrides, i = [], [], 0
     while i < len(argv):
         item = argv[i]
-        if item.startswith(OVERRIDE_PREFIX):
-            field = item[len(OVERRIDE_PREFIX):]
+        if item.startswith(OVERRIDE_PREFIX) or item == "--set":
+            field = item[len(OVERRIDE_PREFIX):] if item != "--set" else ""
             if "=" not in field:
                 if i + 1 >= len(argv):
                     parser.error(f"{item} needs a value")
-                field, i = f"{field}={argv[i + 1]}", i + 1
+                field, i = f"{field}={argv[i + 1]}" if field else argv[i + 1], i + 1
             overrides.append(field)
+        elif item.startswith("--set="):
+            overrides.append(item[len("--set="):])
         else:
             rest.append(item)
         i += 1
     args = parser.parse_args(rest)
-    args.set = overrides + args.set
+    args.set = overrides
     return args
 
 
