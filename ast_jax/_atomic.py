@@ -208,17 +208,24 @@ def resolve_output(path: str | os.PathLike) -> Path:
         raise OSError(f"{path}: is a loop of symbolic links") from None
 
 
+def check_output_folder(directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Where a folder written to `directory` lands (a link: the folder it points to), or a FileExistsError when
+    something is in the way: a file, or a folder with files in it unless `overwrite`."""
+    directory = resolve_output(Path(directory).absolute())
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory}: exists and is not a folder")
+    if directory.exists() and not overwrite and any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: output folder exists and is not empty")
+    return directory
+
+
 @contextlib.contextmanager
 def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
 
     So an interrupted or failed write never leaves a half-written folder behind.
     """
-    directory = resolve_output(Path(directory).absolute())  # a link: into the folder it points to; it stays
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"{directory}: exists and is not a folder")
-    if directory.exists() and not overwrite and any(directory.iterdir()):
-        raise FileExistsError(f"{directory}: output folder exists and is not empty")
+    directory = check_output_folder(directory, overwrite=overwrite)
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -259,10 +266,11 @@ def check_free_space(target: str | os.PathLike, needed: int, what: str = "") -> 
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        free = shutil.disk_usage(folder).free
+        usage = shutil.disk_usage(folder)
     except OSError:
         return  # nothing to say; the write will tell
-    if free < needed:
+    free = usage.free
+    if usage.total and free < needed:  # (a total of 0: /proc and the like, where the write will say why not)
         digits = 1 if round(needed / 1e6, 1) != round(free / 1e6, 1) else 3
         raise OSError(f"{target}: not enough space: {needed / 1e6:.{digits}f} MB to write, "
                       f"{free / 1e6:.{digits}f} MB free" + (f": {what}" if what else ""))

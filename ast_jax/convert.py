@@ -35,7 +35,7 @@ from flax import traverse_util
 
 from ast_jax.features import FeatureConfig
 from ast_jax.model import MODEL_SIZES, ASTConfig, dtype_name, init_params, parameter_shapes
-from ast_jax._atomic import UMASK, check_apart, check_free_space, staged_directory
+from ast_jax._atomic import UMASK, check_apart, check_free_space, check_output_folder, staged_directory
 from ast_jax.pretrained import Pretrained, default_labels, is_model_dir, load_model, read_json
 from ast_jax.data.speech_commands import LABELS_35
 
@@ -465,6 +465,9 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
             raise FileNotFoundError(f"{path}: no such file or folder")
         if path.is_dir() and is_model_dir(path):
             conversion = Conversion(load_model(path), "ast-jax")
+        elif path.is_dir() and _run_models(path):
+            raise ValueError(f"{path}: a training run's folder, not a model; give one of its models: "
+                             f"{', '.join(map(str, _run_models(path)))}")
         elif path.is_dir():
             conversion = _read_hf_folder(path, where=str(path))
         else:
@@ -617,6 +620,11 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
     notes = [f"ImageNet DeiT: patch kernel summed over RGB, {grid}x{grid} position grid adapted to "
              f"{config.frequency_patches}x{config.time_patches}, new {config.num_labels}-label head"]
     return Conversion(model, "deit", dropped=sorted(set(state) & set(_FORMATS["deit"][4])), notes=notes)
+
+
+def _run_models(folder: Path) -> list[Path]:
+    """The model folders in a training run's WORKDIR (`model` is the link to the best), if `folder` is one."""
+    return [folder / name for name in ("model", "best", "final", "averaged") if is_model_dir(folder / name)]
 
 
 def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, state: dict | None = None) -> Conversion:
@@ -828,6 +836,7 @@ def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLi
     from safetensors.numpy import save_file
 
     check_apart(output_dir, model)
+    check_output_folder(output_dir, overwrite=overwrite)  # before the warnings below: nothing to warn of then
     if not isinstance(model, Pretrained):
         model = load_pretrained(model)
     cfg = model.config
@@ -839,6 +848,11 @@ def export_hf(model: Pretrained | str | os.PathLike, output_dir: str | os.PathLi
     if lacking:
         warnings.warn(f"transformers' ASTFeatureExtractor has no option for {', '.join(lacking)}: it computes "
                       f"features with the defaults, so its inputs and logits differ from this model's", stacklevel=2)
+    if model.features.sample_rate != FeatureConfig().sample_rate:
+        warnings.warn(f"transformers' ASTFeatureExtractor computes features at {model.features.sample_rate} Hz as "
+                      f"this model does only where torchaudio is installed; without it, it frames every rate with "
+                      f"16 kHz's 400 and 160 samples, and its inputs and logits differ from this model's",
+                      stacklevel=2)
     state = params_to_state(model.params, cfg.num_layers, "hf")
     check_free_space(output_dir, sum(value.nbytes for value in state.values()) + (1 << 20))
     with staged_directory(output_dir, overwrite=overwrite) as staging:

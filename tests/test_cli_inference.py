@@ -925,6 +925,9 @@ def test_a_full_disk_leaves_earlier_outputs_whole_and_names_the_output(model_dir
     assert code == 1 and err == (f"ast-jax convert: error: {tmp_path / 'copy'}: not enough space: "
                                  f"{needed / 1e6:.1f} MB to write, 0.1 MB free\n")
     assert not (tmp_path / "copy").exists() and ast_jax._atomic.check_free_space(tmp_path, 0) is None
+    # a file system that has no size (/proc): not "0.0 MB free", but the writer's own reason
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, 0))
+    assert ast_jax._atomic.check_free_space(tmp_path, 1 << 20) is None
 
 
 def test_outputs_into_pipes_and_streams_are_written_in_place(model_dir, clips, capsys, tmp_path):

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -177,6 +178,14 @@ def test_export_warns_of_features_transformers_cannot_express(tmp_path, randomiz
     model.features = model.features.replace(window="povey", low_freq=50.0)
     with pytest.warns(UserWarning, match=r"no option for low_freq=50.0, window='povey'"):
         export_hf(model, tmp_path / "back")
+    model.features = model.features.replace(window="hanning", low_freq=20.0, sample_rate=8000)
+    with pytest.warns(UserWarning, match=r"computes features at 8000 Hz as this model does only where torchaudio is "
+                                         r"installed; without it, it frames every rate with 16 kHz's 400 and 160"):
+        export_hf(model, tmp_path / "rate")
+    with warnings.catch_warnings():  # an output refused: refused before any warning about what it would hold
+        warnings.simplefilter("error")
+        with pytest.raises(FileExistsError, match="output folder exists and is not empty"):
+            export_hf(model, tmp_path / "rate")
 
 
 def test_sharded_and_bfloat16_hugging_face_folders(tmp_path, randomize_torch, spectrogram):
@@ -230,6 +239,13 @@ def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_
     (tmp_path / "edited" / "ast_jax.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"ast_jax.json: labels must be a list of names, got str 'LABEL_0'"):
         load_model(tmp_path / "edited")
+    run = tmp_path / "run"  # a training WORKDIR (its config.json is the training config) given for a model
+    save_model(run / "best", model)
+    (run / "model").symlink_to("best")
+    (run / "config.json").write_text('{"batch_size": 8}')
+    with pytest.raises(ValueError, match=f"^{run}: a training run's folder, not a model; give one of its models: "
+                                         f"{run / 'model'}, {run / 'best'}$"):
+        load_pretrained(run)
     with pytest.raises(TypeError, match=r"load_pretrained\(\) got an unexpected keyword argument 'max_lenght'; its "
                                         r"options are max_length, num_mel_bins"):
         load_pretrained(tmp_path / "hf", max_lenght=3)
