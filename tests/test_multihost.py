@@ -53,15 +53,16 @@ def test_two_processes_match_one(tmp_path):
     assert any(r["split"] == "test" for r in results["results"])
 
 
-def run_two(workdirs, extra=((), ()), devices="2"):
+def run_two(workdirs, extra=((), ()), devices="2", counts=(2, 2), folders=(ROOT, ROOT)):
     """Both processes of a 2-process run to their end: [(exit status, stderr)]. `devices`: each process's CPU
-    device count, or one for both."""
+    device count, or one for both; `counts`: the --num-processes each is given; `folders`: where each runs."""
     port = free_port()
     devices = (devices, devices) if isinstance(devices, str) else devices
     processes = [subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdirs[i]), *QUIET,
-         *extra[i], "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-        env={**os.environ, "JAX_NUM_CPU_DEVICES": devices[i], "JAX_PLATFORMS": "cpu"}, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+         *extra[i], "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(counts[i]), "--process-id", str(i)],
+        env={**os.environ, "JAX_NUM_CPU_DEVICES": devices[i], "JAX_PLATFORMS": "cpu"}, cwd=folders[i],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = []
     for process in processes:
         _, err = process.communicate(timeout=200)
@@ -86,6 +87,34 @@ def test_processes_must_share_the_workdir_and_the_config(tmp_path):
         assert status == 1 and (f"process {i} has {('2', '1')[i]} of the 3 devices of the 2 processes; every "
                                 f"process needs the same number of devices") in err, err[-2000:]
     assert not shared.exists()
+
+
+def test_processes_must_read_the_same_data_and_agree_on_their_number(tmp_path):
+    """Each host reads its own copy of the data: a copy with a clip missing cut the epochs into different step
+    counts and the processes waited on each other for ever. And a process told another --num-processes trained
+    on in the run process 0 set up. Both are one line on every process now."""
+    import soundfile
+
+    for host, clips in (("host0", 8), ("host1", 7)):  # the same relative path, data/, on each host
+        for split, count in (("train", clips), ("validation", 2), ("test", 2)):
+            for label in ("high", "low"):
+                folder = tmp_path / host / "data" / split / label
+                folder.mkdir(parents=True)
+                for n in range(count if label == "high" else 4):
+                    tone = np.sin(np.arange(4800) * (0.3 if label == "high" else 0.05) * (1 + n / 50))
+                    soundfile.write(folder / f"{split}{n}.wav", 0.5 * tone, 16000)
+    data = ["--config.data.source=folder", "--config.data.data_dir=data", "--config.data.num_classes=2",
+            f"--config.data.cache_dir={tmp_path / 'cache'}"]
+    shared = tmp_path / "shared"
+    results = run_two([shared, shared], extra=(data, data), folders=(tmp_path / "host0", tmp_path / "host1"))
+    for status, err in results:
+        assert status == 1 and err.count("error:") == 1, err[-2000:]
+        assert ("process 1 reads other training data than process 0 (11 training clips against 12, or other clips "
+                "or labels); give every process the same data") in err, err[-2000:]
+    assert not shared.exists()  # nothing written
+    for status, err in run_two([shared, shared], counts=(2, 3)):
+        assert status == 1, err[-2000:]
+        assert "--num-processes differs between the processes (process 0: 2, process 1: 3); 2 joined" in err, err[-2000:]
 
 
 def test_joining_waits_as_long_as_asked(tmp_path, capsys):

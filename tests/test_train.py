@@ -212,6 +212,48 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     assert len(results(interrupted)) == len(results(reference)) == 3
 
 
+def test_damaged_checkpoints_are_passed_over_with_a_warning(reference, tmp_path, compilation_cache):
+    """A truncated file in the newest checkpoint and a step folder with nothing in it (a copy cut short): the
+    run warns about each, sets them aside, resumes from the newest checkpoint that restores and ends with the
+    uninterrupted run's parameters. When no checkpoint restores: one line naming the newest, nothing renamed."""
+    import shutil
+
+    workdir = tmp_path / "damaged"
+    shutil.copytree(reference, workdir, symlinks=True)
+    (workdir / "results.json").unlink()
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir())
+    assert steps == [8 * EPOCHS - 4, 8 * EPOCHS]
+    newest = workdir / "checkpoints" / str(steps[-1])
+    largest = max((newest / "state").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    with open(largest, "r+b") as file:
+        file.truncate(100)
+    (workdir / "checkpoints" / "900").mkdir()  # past the run's steps: not taken for a checkpoint it ran
+    process = run_training(workdir, f"--config.num_epochs={EPOCHS}", wait=False, cache=compilation_cache)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    lines = [line for line in err.splitlines() if "checkpoint" in line]
+    assert len(lines) == 2 and len(err.splitlines()) == 2, err[-3000:]  # no pages of Orbax's errors
+    assert (f"{workdir}/checkpoints/900: checkpoint incomplete (no _CHECKPOINT_METADATA, state, meta); passed over "
+            f"(the folder is kept, renamed 900.unreadable)") in lines[0]
+    assert lines[1].startswith(f"ast-jax train: warning: {newest}: checkpoint cannot be restored (ValueError: "
+                               f"OUT_OF_RANGE: Error reading")
+    assert f"resuming from step {steps[0]}" in lines[1] and f"renamed {steps[-1]}.unreadable)" in lines[1]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == sorted(
+        [str(steps[0]), str(steps[-1]), f"{steps[-1]}.unreadable", "900.unreadable"])
+    for ours, whole in zip(final_params(workdir), final_params(reference)):
+        np.testing.assert_array_equal(ours, whole)
+
+    for step in steps:  # now every checkpoint is damaged
+        (workdir / "checkpoints" / str(step) / "meta" / "metadata").write_text('{"best": nan, "hist')
+    process = run_training(workdir, f"--config.num_epochs={EPOCHS}", wait=False, cache=compilation_cache)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1 and err.count("\n") == 1, err[-3000:]
+    assert (f"ast-jax train: error: {newest}: checkpoint cannot be restored (JSONDecodeError: Expecting value: line 1 "
+            f"column 10 (char 9)), and no older one restores; remove {workdir}/checkpoints to start again, or give a "
+            f"new --workdir") in err
+    assert (workdir / "checkpoints" / str(steps[0])).is_dir() and newest.is_dir()
+
+
 def test_stop_requests_stop_at_once_outside_the_steps_and_after_the_step_inside(capsys):
     from ast_jax.training.trainer import StopRequests
 
@@ -269,6 +311,7 @@ def no_jit(monkeypatch):
     (["--config.optim.lr_schedule=cosine", "--config.optim.warmup_steps=1000"],
      "optim.warmup_steps (1000) must be below the 16 training steps (num_epochs x steps per epoch): lower"),
     (["--config.checkpoint.every_steps=0"], "checkpoint.every_steps must be at least 1, got 0"),
+    (["--config.validation_split="], "validation_split is empty: the run keeps the model that scores best on it"),
     (["--config.test_split=tset"], "test_split: synthetic source: no split 'tset'; it has train, validation, test"),
     (["--config.data.num_classes=1"], "the synthetic source has 1 class (tone0); a classifier needs at least two"),
     (["--config.data.source=folder", "--config.data.validaton_fraction=0.2"],
@@ -485,6 +528,25 @@ def test_initialisation_from_a_trained_model_adapts_positions_and_makes_a_new_he
     assert not np.array_equal(params["head"]["kernel"], source.params["head"]["kernel"])  # a new head
 
 
+def test_a_resume_does_not_read_the_start_weights_again(reference, tmp_path, compilation_cache):
+    """The checkpoints hold the weights: init.source may be gone when the run resumes (the released recipes
+    start from a 350 MB DeiT); the model as it began is kept in WORKDIR/model_config.json."""
+    import shutil
+
+    from ast_jax.model import ASTConfig
+
+    start = tmp_path / "start"
+    shutil.copytree(reference / "best", start)
+    workdir = tmp_path / "run"
+    run_training(workdir, f"--config.init.source={start}", cache=compilation_cache)
+    kept = json.loads((workdir / "model_config.json").read_text())
+    assert ASTConfig.from_dict(kept) == load_model(workdir / "final").config
+    shutil.rmtree(start)
+    (workdir / "results.json").unlink()
+    run_training(workdir, f"--config.init.source={start}", cache=compilation_cache)  # the final results again
+    assert json.loads((workdir / "results.json").read_text())["steps"] == 16
+
+
 def test_bfloat16_compute_keeps_float32_parameters():
     import jax.numpy as jnp
 
@@ -562,7 +624,9 @@ def test_a_source_field_left_out_counts_as_its_default_when_resuming(tmp_path):
     bare.data.source = "folder"
     filled = add_source_fields(ml_collections.ConfigDict(bare.to_dict()))
     assert "validation_fraction" in filled.data and "validation_fraction" not in bare.data
-    (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+    for part in ("state", "meta"):  # a checkpoint as Orbax leaves one (the trainer checks its parts are there)
+        (tmp_path / "checkpoints" / "5" / part).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "5" / "_CHECKPOINT_METADATA").write_text("{}")
     for saved, resumed in ((bare, filled), (filled, bare)):
         save_config(saved, tmp_path / "config.json")
         check_resumable(resumed, tmp_path)

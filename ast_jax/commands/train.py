@@ -83,6 +83,19 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def check_process_counts(told: int) -> None:
+    """Refuse, on every process, a run whose processes were given different --num-processes: the coordinator
+    takes process 0's and the others would train on without a word."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    counts = np.asarray(multihost_utils.process_allgather(np.int32(told))).ravel()
+    if (counts != jax.process_count()).any():
+        said = ", ".join(f"process {i}: {n}" for i, n in enumerate(counts))
+        raise ValueError(f"--num-processes differs between the processes ({said}); {jax.process_count()} joined")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -96,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--process-id {args.process_id} is not below --num-processes {args.num_processes}")
 
     from ast_jax.training.config_io import add_source_fields, apply_overrides, load_config
-    from ast_jax.training.trainer import Preempted, TrainingDiverged, check_fields, check_numbers, train_and_evaluate
+    from ast_jax.training.trainer import (Preempted, TrainingDiverged, check_device_counts, check_fields, check_numbers,
+                                         train_and_evaluate)
 
     # The config is read and checked before joining other processes, so that a typo fails at once.
     config = apply_overrides(add_source_fields(load_config(args.config), args.set), args.set)
@@ -113,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             wait_for_coordinator(args.coordinator, args.join_timeout)
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id,
                                    initialization_timeout=max(1, math.ceil(deadline - time.monotonic())))
+        check_device_counts()  # (the gathering below needs as many devices on every process)
+        check_process_counts(args.num_processes)
     elif args.distributed:
         jax.distributed.initialize(initialization_timeout=args.join_timeout)
     try:

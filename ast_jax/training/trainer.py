@@ -42,7 +42,7 @@ from ast_jax.data import DataSource, build_source, prefetch
 from ast_jax.model import AST, ASTConfig
 from ast_jax.pretrained import from_params, load_model, save_model
 from ast_jax.training import sharding
-from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings
+from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings, complete_steps
 from ast_jax.training.config_io import add_source_fields, config_values, expand_user_paths, save_config
 from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
 from ast_jax.training.metrics import classification_metrics
@@ -146,8 +146,7 @@ def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _checkpoint_steps(workdir: Path) -> list[int]:
-    folder = workdir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return complete_steps(workdir / "checkpoints")
 
 
 def check_resumable(config, workdir: Path) -> None:
@@ -175,6 +174,20 @@ def check_resumable(config, workdir: Path) -> None:
 
 
 DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
+MODEL_CONFIG = "model_config.json"  # in the workdir: the model as the run began, init.source's settings included
+
+
+def started_model_config(workdir: Path) -> ASTConfig | None:
+    """The model config a run with checkpoints began with, so that a resume need not read init.source again
+    (its weights are in the checkpoints; the file may have moved or gone). None for a new run, or a run from
+    before the file was kept."""
+    path = workdir / MODEL_CONFIG
+    if not _checkpoint_steps(workdir) or not path.is_file():
+        return None
+    try:
+        return ASTConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: cannot read the model the run began with ({error})") from None
 
 
 def check_same_data(workdir: Path, facts: dict[str, Any], total_steps: int, data_name: str) -> None:
@@ -340,10 +353,11 @@ def check_device_counts() -> None:
                          f"processes; every process needs the same number of devices")
 
 
-def check_processes_agree(config, workdir: Path) -> None:
+def check_processes_agree(config, workdir: Path, data_facts: dict[str, Any]) -> None:
     """With several processes: the same config on every one (else each would train a different run, silently or
-    until a collective fails), and one workdir that all of them see (Orbax writes each checkpoint into it
-    together; separate folders make it wait forever). One line on every process, before anything is written."""
+    until a collective fails), the same training data (`check_same_data_everywhere`), and one workdir that all
+    of them see (Orbax writes each checkpoint into it together; separate folders make it wait forever). One line
+    on every process, before anything is written."""
     if jax.process_count() == 1:
         return
     import zlib
@@ -357,6 +371,7 @@ def check_processes_agree(config, workdir: Path) -> None:
         raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
                          f"{'run' if len(differ) > 1 else 'runs'} another config than process 0; start every process "
                          f"with the same config and overrides")
+    check_same_data_everywhere(data_facts)
     token = int(multihost_utils.broadcast_one_to_all(np.int32(np.random.randint(1, 2 ** 31 - 1))))
     marker, created = workdir / ".ast_jax_shared_check", not workdir.exists()
     if jax.process_index() == 0:
@@ -380,6 +395,27 @@ def check_processes_agree(config, workdir: Path) -> None:
                          f"filesystem): checkpoints are written into it by all of them together")
 
 
+def check_same_data_everywhere(facts: dict[str, Any]) -> None:
+    """With several processes: the same training clips and labels on every one. Each process reads its part of
+    every batch from its own copy of the data; copies that differ would cut epochs into different numbers of
+    steps (the processes then wait on each other for ever) or mix the clips of two orders into one batch."""
+    if jax.process_count() == 1:
+        return
+    import zlib
+
+    from jax.experimental import multihost_utils
+
+    digest = zlib.crc32(json.dumps(facts, sort_keys=True).encode()) % 2 ** 31
+    gathered = np.asarray(multihost_utils.process_allgather(np.int32([digest, facts["train_examples"]])))
+    differ = [i for i, (d, _) in enumerate(gathered) if d != gathered[0][0]]
+    if differ:
+        counts = ", ".join(f"{gathered[i][1]}" for i in differ)
+        raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
+                         f"{'read' if len(differ) > 1 else 'reads'} other training data than process 0 "
+                         f"({counts} training clips against {gathered[0][1]}, or other clips or labels); give every "
+                         f"process the same data")
+
+
 def source_name(config) -> str:
     return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
 
@@ -394,6 +430,9 @@ def check_config(config, source: DataSource) -> None:
     if source.num_classes < 2:
         problems.append(f"{source_name(config)} has {source.num_classes} class "
                         f"({', '.join(source.labels)}); a classifier needs at least two")
+    if not config.validation_split:
+        problems.append("validation_split is empty: the run keeps the model that scores best on it and reports "
+                        "its scores, so it needs a split (test_split may be empty)")
     split_errors: dict[str, list[str]] = {}  # one message for the splits that fail alike (unprepared TFDS data)
     for role, split in (("train", "train"), ("validation_split", config.validation_split),
                         ("test_split", config.test_split)):
@@ -642,19 +681,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         warnings.warn(f"loss=ce on multi-label data ({source_name(config)} has clips with several labels): the "
                       f"model will score with softmax, so its labels compete; the AudioSet recipe trains these with "
                       f"--config.loss=bce")
-    check_processes_agree(config, workdir)
+    num_train = source.num_examples("train")
+    data_facts = {"train_examples": num_train, "labels": list(source.labels)}
+    fingerprint = source.fingerprint("train")
+    if fingerprint is not None:
+        data_facts["train_fingerprint"] = fingerprint
+    check_processes_agree(config, workdir, data_facts)
     # Evaluation batches are padded to their size: no larger than the largest split evaluated needs (a device
     # multiple), whatever eval_batch_size says.
     evaluated = [source.num_examples(split) for split in (config.validation_split, config.test_split) if split]
     devices = jax.device_count()
     eval_batch_size = min(config.eval_batch_size, -(-max(evaluated, default=1) // devices) * devices)
-    num_train = source.num_examples("train")
     steps_per_epoch = -(-num_train // config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     features = feature_config_from(config)
     model_config = model_config_from(config, source.num_classes)
-    initial_params = None
-    if config.init.source:
+    initial_params, started = None, started_model_config(workdir)
+    if started is not None:  # a resume: the checkpoints hold the weights
+        model_config = started.replace(dtype=model_config.dtype, param_dtype=model_config.param_dtype)
+    elif config.init.source:
         model_config, initial_params = load_initial_model(config, model_config, source.labels)
     elif model_config.num_layers >= 12 and model_config.hidden_size >= 768:
         warnings.warn(f"a {model_config.num_layers}-layer, {model_config.hidden_size}-wide AST starts from random "
@@ -666,15 +711,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     if not (workdir / "checkpoints").is_dir():  # every process: one stopping alone would leave the others waiting
         check_room_for_checkpoints(config, model_config, workdir)
     mesh = sharding.make_mesh(config.mesh)  # checks mesh.fsdp against the devices
-    data_facts = {"train_examples": num_train, "labels": list(source.labels)}
-    fingerprint = source.fingerprint("train")
-    if fingerprint is not None:
-        data_facts["train_fingerprint"] = fingerprint
     check_same_data(workdir, data_facts, total_steps, source_name(config))
     workdir.mkdir(parents=True, exist_ok=True)  # only now: a config or data problem leaves no empty workdir
     if is_main:
         save_config(config, workdir / "config.json")
         write_text_atomically(workdir / DATA_FACTS, json.dumps(data_facts, indent=1) + "\n")
+        write_text_atomically(workdir / MODEL_CONFIG, json.dumps(model_config.to_dict(), indent=1) + "\n")
 
     # -------------------------------------------------------------------------------------------- shardings
     batch_sharding = sharding.batch_sharding(mesh)
@@ -725,8 +767,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     # ------------------------------------------------------------------------------------------- checkpoint
     checkpoints = Checkpoints(workdir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep,
                               asynchronous=config.checkpoint.asynchronous)
-    latest = checkpoints.latest_step()
-    if latest is None:
+    try:
+        restored = checkpoints.restore_latest(abstract_with_shardings(state_shapes, state_shardings))
+    except BaseException:
+        checkpoints.close()
+        raise
+    if restored is None:
         def fresh_state(r):
             return init_state(model.init(r, dummy)["params"])
 
@@ -736,7 +782,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             state = jax.jit(fresh_state, out_shardings=state_shardings)(init_rng)
         meta = {"best": None, "best_step": None, "best_epoch": None, "history": []}
     else:
-        state, meta = checkpoints.restore(latest, abstract_with_shardings(state_shapes, state_shardings))
+        _, state, meta = restored
     step = int(state["step"])
     writer = MetricWriter(workdir, step)
 
