@@ -465,9 +465,11 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
             raise FileNotFoundError(f"{path}: no such file or folder")
         if path.is_dir() and is_model_dir(path):
             conversion = Conversion(load_model(path), "ast-jax")
-        elif path.is_dir() and _run_models(path):
-            raise ValueError(f"{path}: a training run's folder, not a model; give one of its models: "
-                             f"{', '.join(map(str, _run_models(path)))}")
+        elif path.is_dir() and (_run_models(path) or _is_training_run(path)):
+            models = _run_models(path)
+            raise ValueError(f"{path}: a training run's folder, not a model; " + (
+                f"give one of its models: {', '.join(map(str, models))}" if models
+                else "it has no model yet (best/ is written at its first validation)"))
         elif path.is_dir():
             conversion = _read_hf_folder(path, where=str(path))
         else:
@@ -620,6 +622,11 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
     notes = [f"ImageNet DeiT: patch kernel summed over RGB, {grid}x{grid} position grid adapted to "
              f"{config.frequency_patches}x{config.time_patches}, new {config.num_labels}-label head"]
     return Conversion(model, "deit", dropped=sorted(set(state) & set(_FORMATS["deit"][4])), notes=notes)
+
+
+def _is_training_run(folder: Path) -> bool:
+    """Whether `folder` is a training run's WORKDIR (checkpoints/ and data.json, whatever models it has yet)."""
+    return (folder / "checkpoints").is_dir() and (folder / "data.json").is_file()
 
 
 def _run_models(folder: Path) -> list[Path]:

@@ -246,6 +246,12 @@ def test_hugging_face_folder_without_feature_settings_warns(tmp_path, randomize_
     with pytest.raises(ValueError, match=f"^{run}: a training run's folder, not a model; give one of its models: "
                                          f"{run / 'model'}, {run / 'best'}$"):
         load_pretrained(run)
+    started = tmp_path / "started"  # a run stopped before its first validation
+    (started / "checkpoints").mkdir(parents=True)
+    (started / "data.json").write_text("{}")
+    (started / "config.json").write_text('{"batch_size": 8}')
+    with pytest.raises(ValueError, match="started: a training run's folder, not a model; it has no model yet"):
+        load_pretrained(started)
     with pytest.raises(TypeError, match=r"load_pretrained\(\) got an unexpected keyword argument 'max_lenght'; its "
                                         r"options are max_length, num_mel_bins"):
         load_pretrained(tmp_path / "hf", max_lenght=3)

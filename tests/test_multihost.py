@@ -90,9 +90,9 @@ def test_processes_must_share_the_workdir_and_the_config(tmp_path):
 
 
 def test_processes_must_read_the_same_data_and_agree_on_their_number(tmp_path):
-    """Each host reads its own copy of the data: a copy with a clip missing cut the epochs into different step
-    counts and the processes waited on each other for ever. And a process told another --num-processes trained
-    on in the run process 0 set up. Both are one line on every process now."""
+    """Each host reads its own copy of the data: a copy with a clip missing cut the epochs (or the evaluations)
+    into different numbers of batches and the processes waited on each other for ever. And a process told
+    another --num-processes trained on in the run process 0 set up. All are one line on every process now."""
     import soundfile
 
     for host, clips in (("host0", 8), ("host1", 7)):  # the same relative path, data/, on each host
@@ -112,6 +112,15 @@ def test_processes_must_read_the_same_data_and_agree_on_their_number(tmp_path):
         assert ("process 1 reads other training data than process 0 (11 training clips against 12, or other clips "
                 "or labels); give every process the same data") in err, err[-2000:]
     assert not shared.exists()  # nothing written
+    # the same training clips, but a validation clip missing on host 1: the evaluations waited on each other
+    host0, host1 = (tmp_path / host / "data" for host in ("host0", "host1"))
+    (host1 / "train" / "high" / "train7.wav").write_bytes((host0 / "train" / "high" / "train7.wav").read_bytes())
+    (host1 / "validation" / "high" / "validation1.wav").unlink()
+    results = run_two([shared, shared], extra=(data, data), folders=(tmp_path / "host0", tmp_path / "host1"))
+    for status, err in results:
+        assert status == 1 and ("process 1 reads other validation data than process 0 (5 validation clips against "
+                                "6, or other clips or labels)") in err, err[-2000:]
+    assert not shared.exists()
     for status, err in run_two([shared, shared], counts=(2, 3)):
         assert status == 1, err[-2000:]
         assert "--num-processes differs between the processes (process 0: 2, process 1: 3); 2 joined" in err, err[-2000:]

@@ -73,7 +73,8 @@ _dropping_leftover_reads = False
 def _drop_leftover_reads() -> None:
     """A failed Orbax restore leaves its other reads' coroutines and futures behind, each holding an error with
     a page of TensorStore spec (or never started); as they are collected (now or later, from Orbax's thread),
-    Python and asyncio print every one. From the first failed restore on, those are dropped: the caller says it in one line."""
+    Python and asyncio print every one. From the first failed restore on, those are dropped: the caller says
+    it in one line."""
     global _dropping_leftover_reads
     if _dropping_leftover_reads:
         return

@@ -353,7 +353,7 @@ def check_device_counts() -> None:
                          f"processes; every process needs the same number of devices")
 
 
-def check_processes_agree(config, workdir: Path, data_facts: dict[str, Any]) -> None:
+def check_processes_agree(config, workdir: Path, source: DataSource, data_facts: dict[str, Any]) -> None:
     """With several processes: the same config on every one (else each would train a different run, silently or
     until a collective fails), the same training data (`check_same_data_everywhere`), and one workdir that all
     of them see (Orbax writes each checkpoint into it together; separate folders make it wait forever). One line
@@ -371,7 +371,8 @@ def check_processes_agree(config, workdir: Path, data_facts: dict[str, Any]) -> 
         raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
                          f"{'run' if len(differ) > 1 else 'runs'} another config than process 0; start every process "
                          f"with the same config and overrides")
-    check_same_data_everywhere(data_facts)
+    check_same_data_everywhere(source, list(dict.fromkeys(
+        split for split in ("train", config.validation_split, config.test_split) if split)), data_facts)
     token = int(multihost_utils.broadcast_one_to_all(np.int32(np.random.randint(1, 2 ** 31 - 1))))
     marker, created = workdir / ".ast_jax_shared_check", not workdir.exists()
     if jax.process_index() == 0:
@@ -395,25 +396,33 @@ def check_processes_agree(config, workdir: Path, data_facts: dict[str, Any]) -> 
                          f"filesystem): checkpoints are written into it by all of them together")
 
 
-def check_same_data_everywhere(facts: dict[str, Any]) -> None:
-    """With several processes: the same training clips and labels on every one. Each process reads its part of
-    every batch from its own copy of the data; copies that differ would cut epochs into different numbers of
-    steps (the processes then wait on each other for ever) or mix the clips of two orders into one batch."""
+def check_same_data_everywhere(source: DataSource, splits: list[str], train_facts: dict[str, Any]) -> None:
+    """With several processes: the same clips in every split on every one (for training, also the labels). Each
+    process reads its part of every batch from its own copy of the data; copies that differ would cut an epoch
+    or an evaluation into different numbers of batches (the processes then wait on each other for ever), or mix
+    the clips of two orders into one batch, or score each process's own copy."""
     if jax.process_count() == 1:
         return
     import zlib
 
     from jax.experimental import multihost_utils
 
-    digest = zlib.crc32(json.dumps(facts, sort_keys=True).encode()) % 2 ** 31
-    gathered = np.asarray(multihost_utils.process_allgather(np.int32([digest, facts["train_examples"]])))
-    differ = [i for i, (d, _) in enumerate(gathered) if d != gathered[0][0]]
-    if differ:
-        counts = ", ".join(f"{gathered[i][1]}" for i in differ)
-        raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
-                         f"{'read' if len(differ) > 1 else 'reads'} other training data than process 0 "
-                         f"({counts} training clips against {gathered[0][1]}, or other clips or labels); give every "
-                         f"process the same data")
+    rows = []
+    for split in splits:
+        facts = train_facts if split == "train" else {"examples": source.num_examples(split),
+                                                       "fingerprint": source.fingerprint(split)}
+        count = facts["train_examples" if split == "train" else "examples"]
+        rows.append([zlib.crc32(json.dumps(facts, sort_keys=True).encode()) % 2 ** 31, count])
+    gathered = np.asarray(multihost_utils.process_allgather(np.int32(rows)))  # (processes, splits, 2)
+    for k, split in enumerate(splits):
+        differ = [i for i in range(len(gathered)) if gathered[i, k, 0] != gathered[0, k, 0]]
+        if differ:
+            name = "training" if split == "train" else split
+            counts = ", ".join(str(gathered[i, k, 1]) for i in differ)
+            raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
+                             f"{'read' if len(differ) > 1 else 'reads'} other {name} data than process 0 "
+                             f"({counts} {name} clips against {gathered[0, k, 1]}, or other clips or labels); give "
+                             f"every process the same data")
 
 
 def source_name(config) -> str:
@@ -686,7 +695,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     fingerprint = source.fingerprint("train")
     if fingerprint is not None:
         data_facts["train_fingerprint"] = fingerprint
-    check_processes_agree(config, workdir, data_facts)
+    check_processes_agree(config, workdir, source, data_facts)
     # Evaluation batches are padded to their size: no larger than the largest split evaluated needs (a device
     # multiple), whatever eval_batch_size says.
     evaluated = [source.num_examples(split) for split in (config.validation_split, config.test_split) if split]
