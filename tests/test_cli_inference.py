@@ -460,6 +460,17 @@ def test_evaluate_split_of_data_without_splits(model_dir, clips, capsys, tmp_pat
     assert code == 1 and "data_dir 'clips-elsewhere' is relative and not found from the current folder" in err, err
 
 
+def test_a_training_config_scores_the_split_its_run_held_out():
+    """Its test split, else its validation split: the ESC-50 recipe holds out a fold, the AudioSet one its
+    evaluation set, both as validation (the default "test" found no such split there)."""
+    from ast_jax.commands.evaluate import held_out_split
+
+    configs = Path(__file__).parents[1] / "configs"
+    assert held_out_split(str(configs / "esc50.py:2")) == "validation"
+    assert held_out_split(str(configs / "audioset.py")) == "validation"
+    assert held_out_split(str(configs / "speech_commands.py")) == "test"
+
+
 def test_evaluate_leaves_out_clips_found_unreadable_while_decoding_per_batch(model_dir, clips, capsys, tmp_path,
                                                                             monkeypatch):
     """With data.prepared=False the data layer finds a bad clip only when it serves it (as a padding row): it is

@@ -350,6 +350,30 @@ def test_a_data_field_no_source_reads_is_refused():
     assert isinstance(config, ConfigDict)
 
 
+def test_manifests_the_run_does_not_read_are_named():
+    from ast_jax.training.config_io import apply_overrides, load_config
+    from ast_jax.training.trainer import warn_of_unused_manifests
+
+    config = apply_overrides(load_config(str(ROOT / "configs" / "esc50.py:1")),
+                             ["data.json.test=eval.json", "data.json.tset=t.json"])
+    with pytest.warns(UserWarning) as caught:
+        warn_of_unused_manifests(config)
+    assert [str(w.message) for w in caught] == [
+        "data.json.test (eval.json): the run reads no split 'test' (it reads train, validation), so this manifest is "
+        "left unused: set test_split='test' to report its scores",
+        "data.json.tset (t.json): the run reads no split 'tset' (it reads train, validation), so this manifest is "
+        "left unused: set test_split='tset' to report its scores"]
+
+
+def test_train_and_evaluate_takes_a_config_and_a_folder():
+    from ast_jax.training import train_and_evaluate
+
+    with pytest.raises(TypeError, match="^config: a ConfigDict .* or a mapping, got list$"):
+        train_and_evaluate([], "w")
+    with pytest.raises(TypeError, match="^workdir: a folder path, got NoneType$"):
+        train_and_evaluate({"batch_size": 8}, None)
+
+
 def test_overrides_apply_in_the_order_typed_whichever_form():
     import argparse
 

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, workers=False)  # the data layer reads the clips
     parser.add_argument("--data", required=True, metavar="SOURCE", help="data set to score (see above)")
     parser.add_argument("--split", default=None,
-                        help="split to score (default test; a folder or CSV without splits is scored whole)")
+                        help="split to score (default test, or for a training config the split its run held out: its "
+                             "test_split, else its validation_split; a folder or CSV without splits is scored whole)")
     parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
     parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
                         help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
@@ -136,6 +137,15 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
 
 
+def held_out_split(config_path: str) -> str:
+    """The split a training config's run held out: its test split, or its validation split where it has no test
+    split (the ESC-50 and AudioSet recipes score their held-out fold or evaluation set as validation)."""
+    from ast_jax.training.config_io import load_config
+
+    config = load_config(config_path)
+    return config.get("test_split") or config.get("validation_split") or "test"
+
+
 def parse_label_map(text: str | None) -> dict[str, str]:
     if not text:
         return {}
@@ -193,7 +203,8 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: has no split {'column' if args.data.lower().endswith('.csv') else 'folders'}"
                          f", so it is scored whole; leave out --split, or give the training run's "
                          f"WORKDIR/config.json as --data to score the split it held out")
-    split = args.split or "test"  # data scored whole is all in its test split
+    # Data scored whole is all in its test split; a training config scores the split its run held out.
+    split = args.split or (held_out_split(args.data) if is_config_file(args.data) else "test")
     if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
         # Read once: decoded batch by batch as predict decodes (float32, nothing clipped), with no prepared copy,
         # whose 16 bits would clip float samples beyond full scale and round 24-bit and float audio.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -425,6 +426,19 @@ def check_same_data_everywhere(source: DataSource, splits: list[str], train_fact
                              f"every process the same data")
 
 
+def warn_of_unused_manifests(config) -> None:
+    """A warning for each manifest of the json source in a split the run does not read (a typo such as
+    data.json.tset, or a test manifest with test_split empty, as the ESC-50 and AudioSet recipes leave it)."""
+    if config.data.source != "json":
+        return
+    read = [split for split in dict.fromkeys(("train", config.validation_split, config.test_split)) if split]
+    for split, manifest in (config.data.get("json") or {}).items():
+        if split not in read:
+            hint = f": set test_split={split!r} to report its scores" if not config.test_split else ""
+            warnings.warn(f"data.json.{split} ({manifest}): the run reads no split {split!r} (it reads "
+                          f"{', '.join(read)}), so this manifest is left unused{hint}", stacklevel=2)
+
+
 def source_name(config) -> str:
     return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
 
@@ -658,11 +672,19 @@ class StopRequests:
         return self.signals[:1] == [signal.SIGINT]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train per `config`, resuming from `workdir` if it holds checkpoints; returns the results summary.
+def train_and_evaluate(config: ml_collections.ConfigDict | Mapping[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """Train per `config` (a ConfigDict, or a mapping of the same fields), resuming from `workdir` if it holds
+    checkpoints; returns the results summary.
 
     SIGTERM or Ctrl-C during the training steps stop the run after the current step with a checkpoint
     (`Preempted`); elsewhere they stop it at once (see `StopRequests`)."""
+    if isinstance(config, Mapping):
+        config = ml_collections.ConfigDict(config)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(f"config: a ConfigDict (ast_jax.training.load_config) or a mapping, got "
+                        f"{type(config).__name__}")
+    if not isinstance(workdir, (str, os.PathLike)):
+        raise TypeError(f"workdir: a folder path, got {type(workdir).__name__}")
     with StopRequests() as stops:
         return _train_and_evaluate(config, workdir, stops)
 
@@ -686,6 +708,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         raise FileNotFoundError(f"{config.data.data_dir}: data.data_dir does not exist")
     source = build_source(config.data)
     check_config(config, source)
+    warn_of_unused_manifests(config)
     if config.loss == "ce" and source.multilabel:
         warnings.warn(f"loss=ce on multi-label data ({source_name(config)} has clips with several labels): the "
                       f"model will score with softmax, so its labels compete; the AudioSet recipe trains these with "
@@ -886,7 +909,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
         checkpoints.wait()
         cause = "Ctrl-C" if stops.by_ctrl_c else "SIGTERM" if stops.signals else "a signal to another process"
         return Preempted(f"stopped by {cause} at step {step}; checkpoint saved in "
-                         f"{workdir / 'checkpoints'}; run the same command again to resume",
+                         f"{workdir / 'checkpoints'}; run the same command (or call) again to resume",
                          130 if stops.by_ctrl_c else 143)
 
     try:
