@@ -356,7 +356,7 @@ def check_device_counts() -> None:
 
 def check_processes_agree(config, workdir: Path, source: DataSource, data_facts: dict[str, Any]) -> None:
     """With several processes: the same config on every one (else each would train a different run, silently or
-    until a collective fails), the same training data (`check_same_data_everywhere`), and one workdir that all
+    until a collective fails), the same data in every split (`check_same_data_everywhere`), and one workdir that all
     of them see (Orbax writes each checkpoint into it together; separate folders make it wait forever). One line
     on every process, before anything is written."""
     if jax.process_count() == 1:
