@@ -373,6 +373,12 @@ def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monk
 
     wrong = list(csv.DictReader((tmp_path / "eval" / "misclassified.csv").read_text().splitlines()))
     assert sorted(row["file"] for row in wrong) == sorted(np.array(files)[predicted != true_names].tolist())
+    saved = np.load(tmp_path / "eval" / "scores.npz")  # every clip's scores, for metrics of one's own
+    order = [saved["files"].tolist().index(f) for f in files]
+    assert saved["model_labels"].tolist() == LABELS and saved["dataset_labels"].tolist() == dataset_labels
+    np.testing.assert_allclose(saved["scores"][order], scores, atol=1e-5)
+    np.testing.assert_array_equal(saved["targets"][order], onehot)
+    assert accuracy_score(true_names, np.array(LABELS)[saved["scores"].argmax(1)][order]) == metrics["accuracy"]
     png = (tmp_path / "eval" / "confusion_matrix.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     assert "accuracy" in out
@@ -902,7 +908,7 @@ def test_a_full_disk_leaves_earlier_outputs_whole_and_names_the_output(model_dir
     evaluate = ["evaluate", "--model", model_dir, "--data", clips, "--output-dir", tmp_path / "eval"]
     assert run_cli(capsys, *evaluate)[0] == 0
     before = {path.name: path.read_bytes() for path in (tmp_path / "eval").iterdir()}
-    assert set(before) == {"metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.png"}
+    assert set(before) == {"metrics.json", "per_class.csv", "misclassified.csv", "confusion_matrix.png", "scores.npz"}
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -20,10 +20,11 @@ logit of 17), so they equal the training log's figures. The best label, too, is 
 Clips longer than --clip-seconds are cut (default: the model's input length, 1.295 s for 128 frames); shorter
 ones are scored as they are, exactly as `ast-jax predict` scores them.
 
-Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv. A folder (labelled
-or raw Speech Commands) or CSV given directly is decoded batch by batch, as predict decodes its files, and
-leaves nothing in the prepared-copy cache (a training config's data is read as training reads it: from its
-prepared copies in its cache_dir, 16-bit, unless it sets prepared=False).
+Writes to --output-dir: metrics.json, per_class.csv, confusion_matrix.png, misclassified.csv and scores.npz
+(every clip's scores, logits and targets). A folder (labelled or raw Speech Commands) or CSV given directly is
+decoded batch by batch, as predict decodes its files, and leaves nothing in the prepared-copy cache (a
+training config's data is read as training reads it: from its prepared copies in its cache_dir, 16-bit, unless
+it sets prepared=False).
 
 example:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
@@ -135,6 +136,16 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
     if whole:
         values.update(validation_fraction=0.0, test_fraction=1.0)
     return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
+
+
+def write_scores(path: str, names, dataset_labels, model_labels, targets, scores, logits) -> None:
+    """Every scored clip's scores, for metrics of one's own: `files` (n,), `targets` (n, data-set labels),
+    `scores` and `logits` (n, model labels), and both label lists."""
+    import numpy as np
+
+    with open(path, "wb") as handle:  # (a file object: np.savez would add .npz to the temporary name)
+        np.savez(handle, files=np.asarray(names, dtype=str), dataset_labels=np.asarray(dataset_labels, dtype=str),
+                 model_labels=np.asarray(model_labels, dtype=str), targets=targets, scores=scores, logits=logits)
 
 
 def held_out_split(config_path: str) -> str:
@@ -286,6 +297,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
                                                                       "ap", "auc"]),
             out / "misclassified.csv": lambda p: write_csv(p, result.misclassified(), [
                 "file", "label", "predicted", "predicted_score", "label_score"]),
+            out / "scores.npz": lambda p: write_scores(p, names, source.labels, model.labels, targets, scores, logits),
         }
         if not source.multilabel:
             matrix, columns = result.confusion_matrix()
