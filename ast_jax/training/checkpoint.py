@@ -126,9 +126,9 @@ class Checkpoints:
     def __init__(self, directory: str | Path, *, max_to_keep: int, asynchronous: bool = True):
         # Incomplete step folders go aside before Orbax lists the steps (it would take them for saved ones).
         folders = step_folders(directory)
+        problems = {step: incomplete(folder) for step, folder in folders.items()}
         _barrier("ast_jax: step folders listed")  # by every process before process 0 renames any
-        _set_aside({step: incomplete(folder) for step, folder in folders.items() if incomplete(folder) is not None},
-                   folders, "passed over")
+        _set_aside({step: problem for step, problem in problems.items() if problem}, folders, "passed over")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=asynchronous, create=True)
         self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options,
@@ -167,7 +167,8 @@ class Checkpoints:
             except Exception as error:  # Orbax raises plain Exception around TensorStore's errors
                 _drop_leftover_reads()
                 problem = f"cannot be restored ({_first_line(error)})"
-            gc.collect()  # (the failed reads' leftovers, while nothing else runs)
+            if problem:
+                gc.collect()  # the failed reads' leftovers, now that the error is let go
             if _all_agree(problem is None):
                 _set_aside(passed_over, folders, f"resuming from step {step}, the newest that restores")
                 if passed_over:

@@ -372,8 +372,7 @@ def check_processes_agree(config, workdir: Path, source: DataSource, data_facts:
         raise ValueError(f"process{'es' if len(differ) > 1 else ''} {', '.join(map(str, differ))} "
                          f"{'run' if len(differ) > 1 else 'runs'} another config than process 0; start every process "
                          f"with the same config and overrides")
-    check_same_data_everywhere(source, list(dict.fromkeys(
-        split for split in ("train", config.validation_split, config.test_split) if split)), data_facts)
+    check_same_data_everywhere(source, splits_read(config), data_facts)
     token = int(multihost_utils.broadcast_one_to_all(np.int32(np.random.randint(1, 2 ** 31 - 1))))
     marker, created = workdir / ".ast_jax_shared_check", not workdir.exists()
     if jax.process_index() == 0:
@@ -397,6 +396,11 @@ def check_processes_agree(config, workdir: Path, source: DataSource, data_facts:
                          f"filesystem): checkpoints are written into it by all of them together")
 
 
+def splits_read(config) -> list[str]:
+    """The splits a run reads: train, its validation split and its test split (if any), each once."""
+    return [split for split in dict.fromkeys(("train", config.validation_split, config.test_split)) if split]
+
+
 def check_same_data_everywhere(source: DataSource, splits: list[str], train_facts: dict[str, Any]) -> None:
     """With several processes: the same clips in every split on every one (for training, also the labels). Each
     process reads its part of every batch from its own copy of the data; copies that differ would cut an epoch
@@ -410,9 +414,11 @@ def check_same_data_everywhere(source: DataSource, splits: list[str], train_fact
 
     rows = []
     for split in splits:
-        facts = train_facts if split == "train" else {"examples": source.num_examples(split),
-                                                       "fingerprint": source.fingerprint(split)}
-        count = facts["train_examples" if split == "train" else "examples"]
+        if split == "train":
+            facts, count = train_facts, train_facts["train_examples"]
+        else:
+            count = source.num_examples(split)
+            facts = {"examples": count, "fingerprint": source.fingerprint(split)}
         rows.append([zlib.crc32(json.dumps(facts, sort_keys=True).encode()) % 2 ** 31, count])
     gathered = np.asarray(multihost_utils.process_allgather(np.int32(rows)))  # (processes, splits, 2)
     for k, split in enumerate(splits):
@@ -431,7 +437,7 @@ def warn_of_unused_manifests(config) -> None:
     data.json.tset, or a test manifest with test_split empty, as the ESC-50 and AudioSet recipes leave it)."""
     if config.data.source != "json":
         return
-    read = [split for split in dict.fromkeys(("train", config.validation_split, config.test_split)) if split]
+    read = splits_read(config)
     for split, manifest in (config.data.get("json") or {}).items():
         if split not in read:
             hint = f": set test_split={split!r} to report its scores" if not config.test_split else ""
