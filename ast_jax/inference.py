@@ -21,6 +21,7 @@ import dataclasses
 import glob
 import itertools
 import math
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -346,6 +347,10 @@ class Pipeline:
                 raise ValueError('a dict input needs "array" (or "raw") and "sampling_rate"')
             array = source["array"] if source.get("array") is not None else source.get("raw")
             waveform = load_audio(as_numpy(array), self.sample_rate, source_rate=source["sampling_rate"])
+        elif isinstance(source, (numbers.Number, np.generic)):
+            # a list of samples, [0.1, -0.2, ...]: a list is several inputs here, as in transformers' pipeline
+            raise TypeError(f"cannot classify a single number ({type(source).__name__}): a list or tuple holds "
+                            "several inputs; give one waveform as a NumPy array")
         elif is_array(source):
             waveform = load_audio(source, self.sample_rate, source_rate=self.sample_rate)
         elif isinstance(source, (str, os.PathLike, bytes)) or hasattr(source, "read"):

@@ -242,8 +242,13 @@ def test_bad_inputs_are_named(classify):
         classify({"array": np.zeros(0, np.float32), "sampling_rate": RATE})
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         classify("missing.wav")
-    with pytest.raises(TypeError, match="cannot classify an object of type int"):
-        classify(3)
+    with pytest.raises(TypeError, match="cannot classify an object of type object"):
+        classify(object())
+    # samples in a list are several inputs, as in transformers' pipeline: the message says how to give one
+    for samples in ([0.1, -0.2, 0.3], (1, 2), [np.float32(0.5)], np.float64(0.5)):
+        with pytest.raises(TypeError, match=r"cannot classify a single number \(\w+\): a list or tuple holds "
+                                            "several inputs; give one waveform as a NumPy array"):
+            classify(samples)
     clip = waveform(0.3)
     for bad in (2.5, "3", True, 0):
         with pytest.raises(ValueError, match=f"top_k must be a positive integer .*got {bad!r}"):
