@@ -462,7 +462,11 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
     else:
         path = Path(text)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            # "MIT/ast-finetuned-audioset-10-10-0.4593", as transformers' from_pretrained takes it
+            hub_id = (re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text)
+                      and not text.lower().endswith((".pth", ".pt", ".bin", ".safetensors", ".json", ".ckpt")))
+            raise FileNotFoundError(f"{path}: no such file or folder" + (
+                f" (a Hugging Face model? write hf:{text})" if hub_id else ""))
         if path.is_dir() and is_model_dir(path):
             conversion = Conversion(load_model(path), "ast-jax")
         elif path.is_dir() and (_run_models(path) or _is_training_run(path)):
@@ -759,6 +763,15 @@ def _download_hf(repo_id: str) -> Path:
         if not has_weights(folder, HF_WEIGHTS[0]):
             folder = Path(snapshot_download(repo_id, allow_patterns=files_of(HF_WEIGHTS[1])))
     except Exception as error:  # offline, unknown repo, gated repo: huggingface_hub has many error types
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if isinstance(error, LocalEntryNotFoundError):  # its text starts "Got: <cause>" then a paragraph
+            cause = error.__cause__
+            why = ("HF_HUB_OFFLINE is set" if type(cause).__name__ == "OfflineModeIsEnabled"
+                   else f"{type(cause).__name__}: {_first_line(cause)}" if cause else "")
+            raise ValueError(f"hf:{repo_id}: cannot download: the hub cannot be reached" + (f" ({why})" if why else "")
+                             + " and the model is not in the local Hugging Face cache; give a downloaded folder "
+                             "or .pth instead") from None
         raise ValueError(f"hf:{repo_id}: cannot download ({_first_line(error)})") from None
     return folder
 

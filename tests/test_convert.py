@@ -651,3 +651,23 @@ def test_an_output_that_is_or_holds_the_source_is_refused_even_with_overwrite(tm
         assert capsys.readouterr().err == (f"ast-jax {command}: error: {output}: {relation} the source {source}; "
                                            f"write the output elsewhere\n")
     assert {p: p.read_bytes() for p in (tmp_path / "models").rglob("*") if p.is_file()} == before
+
+
+def test_hub_ids_without_the_prefix_and_an_unreachable_hub_get_one_line(tmp_path, monkeypatch):
+    """`MIT/ast-...` as transformers takes it is no path here: the message says to write `hf:`. Offline, with the
+    model not in the cache, huggingface_hub's paragraph ("Got: ...") becomes one line saying what to do."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^MIT/ast-x-0\.4593: no such file or folder \(a Hugging Face "
+                                                 r"model\? write hf:MIT/ast-x-0\.4593\)$"):
+        load_pretrained("MIT/ast-x-0.4593")
+    for path in ("models/sc.pth", "./sc", "/nowhere/sc", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match="no such file or folder$"):
+            load_pretrained(path)
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ValueError) as caught:
+        load_pretrained("hf:MIT/ast-x-0.4593")
+    assert str(caught.value) == (
+        "hf:MIT/ast-x-0.4593: cannot download: the hub cannot be reached (HF_HUB_OFFLINE is set) and the model is "
+        "not in the local Hugging Face cache; give a downloaded folder or .pth instead")
