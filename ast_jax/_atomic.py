@@ -215,7 +215,8 @@ def check_output_folder(directory: str | os.PathLike, *, overwrite: bool = False
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(f"{directory}: exists and is not a folder")
     if directory.exists() and not overwrite and any(directory.iterdir()):
-        raise FileExistsError(f"{directory}: output folder exists and is not empty")
+        raise FileExistsError(f"{directory}: output folder exists and is not empty; --overwrite (overwrite=True "
+                              "in Python) replaces it")
     return directory
 
 

@@ -54,7 +54,8 @@ def version_text() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ast-jax", description="Audio Spectrogram Transformer in JAX: convert, train, predict, evaluate.",
+        prog="ast-jax", description="Audio Spectrogram Transformer in JAX: convert and export checkpoints, train, "
+                                    "predict, evaluate, embed and explain.",
         formatter_class=argparse.RawDescriptionHelpFormatter)  # keeps the version on one line
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -131,8 +132,11 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
             sys.stdout.reconfigure(errors="surrogateescape")
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if not argv or argv[0] not in COMMANDS:
-        parser.parse_args(argv or ["--help"])  # prints help, or an error for an unknown command
+    if not argv:  # no command: the help, on stderr, as a usage error
+        parser.print_help(sys.stderr)
+        return 2
+    if argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # --help, --version, or an error for an unknown command
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]

@@ -69,9 +69,9 @@ def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
         np.testing.assert_allclose([i["score"] for i in row["labels"]], [i["score"] for i in labels], atol=1e-6)
 
     output = tmp_path / "out.csv"
-    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", output,
-                           str(clips / "*" / "*0.wav"))
-    assert code == 0 and out == ""
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "csv", "-o", output,
+                             str(clips / "*" / "*0.wav"))
+    assert code == 0 and out == "" and err.endswith(f"ast-jax predict: 4 rows -> {output}\n"), err
     table = list(csv.DictReader(output.read_text().splitlines()))
     assert len(table) == 4 and set(table[0]) == {"file"} | {f"{k}_{i}" for i in range(1, 6) for k in ("label", "score")}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
@@ -290,6 +290,9 @@ def test_version(capsys):
     out = capsys.readouterr().out
     assert stop.value.code == 0 and out.count("\n") == 1
     assert out.startswith(f"ast-jax {metadata.version('ast-jax')} (jax {metadata.version('jax')}, ")
+    assert main([]) == 2  # no command: the help, on stderr, and a usage error's status
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: ast-jax") and "export-hf" in err
 
 
 def test_public_names_are_listed_for_tab_completion_and_submodules_load_on_use():
@@ -329,6 +332,12 @@ def test_csv_header_follows_top_k_when_nothing_is_read(model_dir, capsys, tmp_pa
                              tmp_path / "missing.wav")
     assert code == 1 and "missing.wav: file not found" in err
     assert out == "file,label_1,score_1,label_2,score_2,label_3,score_3\n"
+    # A table has no header over no rows, and a folder without audio is said to be one
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, tmp_path / "missing.wav", tmp_path / "empty")
+    assert (code, out) == (1, "") and f"{tmp_path / 'empty'}: no audio files in it\n" in err
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, str(tmp_path / "*.flac"))
+    assert (code, out) == (1, "") and f"{tmp_path / '*.flac'}: no audio files match\n" in err
 
 
 def test_evaluate_metrics_match_sklearn(model_dir, clips, capsys, tmp_path, monkeypatch):

@@ -184,7 +184,8 @@ def test_export_warns_of_features_transformers_cannot_express(tmp_path, randomiz
         export_hf(model, tmp_path / "rate")
     with warnings.catch_warnings():  # an output refused: refused before any warning about what it would hold
         warnings.simplefilter("error")
-        with pytest.raises(FileExistsError, match="output folder exists and is not empty"):
+        with pytest.raises(FileExistsError, match=r"output folder exists and is not empty; --overwrite "
+                                                  r"\(overwrite=True in Python\) replaces it$"):
             export_hf(model, tmp_path / "rate")
 
 

@@ -89,7 +89,8 @@ class Failures:
     def __init__(self, command: str, unmatched: list[str]):
         self.command, self.count = command, 0
         for pattern in unmatched:
-            self(pattern, ValueError(f"{pattern}: no audio files match"))
+            found = "no audio files in it" if os.path.isdir(pattern) else "no audio files match"
+            self(pattern, ValueError(f"{pattern}: {found}"))
 
     def __call__(self, name: str, error: Exception) -> None:
         self.count += 1
@@ -206,7 +207,7 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     try:
         kept.extend(rows)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done; any other failure writes nothing
-        if args.output is None:
+        if args.output is None and (kept or args.format != "table"):
             write_text(format_rows(kept, args.format, top_k, windowed=windowed), None)
         elif kept:
             partial = partial_name(args.output)
@@ -220,7 +221,11 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     if not kept and args.output is not None:  # every input failed: an earlier output stays as it was
         print(f"ast-jax predict: no results; {args.output} not written", file=sys.stderr)
         return
+    if not kept and args.format == "table":  # a table's header over no rows says nothing the errors did not
+        return
     write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
+    if args.output is not None:
+        print(f"ast-jax predict: {len(kept)} row{'s' * (len(kept) != 1)} -> {args.output}", file=sys.stderr)
 
 
 def run_stream(args: argparse.Namespace, failures: Failures) -> int:
