@@ -3,7 +3,9 @@
 A writer thread plays a WAV stream into the command's standard input at real-time speed (0.1 s pieces, each
 written when its audio would have been recorded), with the header a recorder writes to a pipe (unknown
 length); the command classifies 1 s windows every 0.25 s and writes JSON lines. For every row the delay is
-the time it arrived minus the time the last sample of its window was written. AST-base with random weights
+the time it arrived minus the time the piece holding the last sample of its window was written (a window that
+ends mid-piece, at .25 or .75 s, waited up to 50 ms before that for its piece, as behind any recorder that
+writes in pieces). AST-base with random weights
 in the Speech Commands geometry (the weights do not change the time), compiled afresh (no compilation cache),
 as on a first run. There is no peer to compare with: transformers' pipeline has no streaming input.
 
