@@ -10,6 +10,9 @@ just the two tokens the head reads (the same logits: the run fails if they diffe
 0.1 in bfloat16).
 
     python bench/bench_inference_model.py [--threads N] [--batches 1 8 32] [--seconds 5] [--dtype bfloat16]
+                                          [--torch-compile]
+
+--torch-compile runs the transformers model through torch.compile (inductor) instead of eagerly.
 """
 
 import argparse
@@ -25,6 +28,7 @@ def parse_args():
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per framework and batch")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype of both")
+    parser.add_argument("--torch-compile", action="store_true", help="torch.compile the transformers model")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     if not 1 <= args.threads <= cores:  # more would give torch threads that XLA, pinned to the cores, cannot have
@@ -83,6 +87,8 @@ def main() -> int:
         reference.save_pretrained(folder)
         model = load_pretrained(folder, dtype=args.dtype)
     reference = reference.to(getattr(torch, args.dtype))
+    if args.torch_compile:
+        reference = torch.compile(reference)
     # Logits only, as `ast-jax predict` asks for them: the last block then computes just the two tokens the
     # classifier reads (return_tokens=False), work transformers always does in full.
     forward = jax.jit(lambda params, x: model.model.apply({"params": params}, x, return_tokens=False)[0])
@@ -91,7 +97,8 @@ def main() -> int:
     print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), {args.dtype}, CPU, "
           f"{args.threads} threads (process pinned to them; torch.set_num_threads), jax {jax.__version__}, "
           f"torch {torch.__version__}, transformers {transformers.__version__} "
-          f"(attention: {reference.config._attn_implementation}); load average {os.getloadavg()[0]:.1f}")
+          f"(attention: {reference.config._attn_implementation}{', torch.compile' * args.torch_compile}); "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'batch':>5}  {'transformers clips/s':>20}  {'ast-jax clips/s':>15}  {'ratio':>6}  {'max |dlogit|':>12}")
     for batch in args.batches:
         x = np.random.default_rng(batch).standard_normal((batch, 128, 128)).astype(np.float32)
