@@ -85,7 +85,10 @@ def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
     assert {("final", "validation"), ("best", "validation"), ("best", "test")} <= splits
     assert 1 <= results["best_epoch"] <= EPOCHS
     printed = (reference / "stdout.txt").read_text()
-    assert "best (epoch" in printed  # the results table
+    assert "best (epoch" in printed  # the results table, then where the model and the results are
+    assert printed.endswith(f"model: {reference / 'model'} (the best, epoch {results['best_epoch']}); results: "
+                            f"{reference / 'results.json'}\n")
+    assert "the run is complete" not in printed
     # without a progress bar the log lines are printed: each logged step and each validation
     assert printed.count("learning rate") == 8 * EPOCHS and printed.count("): validation ") == EPOCHS
     assert json.loads((reference / "config.json").read_text())["log_every_steps"] == 1
@@ -207,7 +210,9 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     assert tensorboard_steps(interrupted, "train/loss") == set(range(1, 8 * EPOCHS + 1))
     assert tensorboard_steps(interrupted, "validation/loss") == set(range(8, 8 * EPOCHS + 1, 8))
 
-    run_training(interrupted, longer, cache=compilation_cache)
+    again = run_training(interrupted, longer, cache=compilation_cache)
+    assert again.startswith(f"{interrupted}: the run is complete ({8 * EPOCHS} of {8 * EPOCHS} steps); scoring its "
+                            "models again\n"), again[:500]
     results = lambda workdir: [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "result/" in line]
     assert len(results(interrupted)) == len(results(reference)) == 3
 

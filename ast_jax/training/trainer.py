@@ -822,6 +822,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     else:
         _, state, meta = restored
     step = int(state["step"])
+    if is_main and restored is not None and step >= total_steps:
+        print(f"{workdir}: the run is complete ({step} of {total_steps} steps); scoring its models again",
+              flush=True)
     writer = MetricWriter(workdir, step)
 
     # ----------------------------------------------------------------------------------------------- evals
@@ -991,6 +994,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             link.replace(workdir / "model")
             write_text_atomically(workdir / "results.json", json.dumps(summary, indent=2) + "\n")
             print(format_table(results), flush=True)
+            print(f"model: {workdir / 'model'} (the best, epoch {meta['best_epoch']}); results: "
+                  f"{workdir / 'results.json'}", flush=True)
         return summary
     finally:
         if progress is not None:
