@@ -232,6 +232,41 @@ def test_split_folders_with_audio_beside_them_are_refused(tmp_path):
         source(tmp_path, source="folder", data_dir=str(root))
 
 
+def test_the_wrong_source_for_a_file_or_folder_and_a_label_named_like_a_split_say_what_to_do(tmp_path):
+    root = tmp_path / "vehicles"
+    make_user_folder(root)
+    (root / "car").rename(root / "train")  # ESC-50 has a class "train"
+    with pytest.raises(ValueError, match=r"if train/ is a label, not a split, list the clips in a CSV manifest "
+                                         r"\(data.source=manifest\)"):
+        source(tmp_path, source="folder", data_dir=str(root))
+    manifest = tmp_path / "clips.csv"
+    manifest.write_text("path,label\n")
+    with pytest.raises(ValueError, match=r"clips.csv: is a file, not a folder of label folders \(a CSV manifest is "
+                                         r"read with data.source=manifest\)$"):
+        source(tmp_path, source="folder", data_dir=str(manifest))
+    with pytest.raises(ValueError, match=r"vehicles: is a folder, not a CSV manifest \(a folder of label folders is "
+                                         r"read with data.source=folder\)$"):
+        source(tmp_path, source="manifest", data_dir=str(root))
+
+
+def test_clips_longer_than_the_clip_length_are_counted_once_made_and_again_when_reused(tmp_path, caplog):
+    root = tmp_path / "mine"
+    for label, lengths in (("long", (3.0, 4.0)), ("short", (0.5, 1.005))):  # 5 ms over is a frame step's rounding
+        (root / label).mkdir(parents=True)
+        for n, seconds in enumerate(lengths):
+            soundfile.write(root / label / f"{n}.wav", np.zeros(int(16000 * seconds)), 16000)
+    caplog.set_level(logging.WARNING, logger="ast_jax.data")
+    fields = dict(source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
+    for _ in range(2):  # made, then reused: said both times
+        caplog.clear()
+        assert source(tmp_path, **fields).num_examples("train") == 4
+        assert ("2 of 4 clips are longer than data.clip_seconds (1 s; the longest 4 s, the first "
+                f"{root / 'long' / '0.wav'}) and keep only their first 1 s") in caplog.text, caplog.text
+    caplog.clear()
+    assert source(tmp_path, **fields, clip_seconds=4.0).num_examples("train") == 4
+    assert "longer than" not in caplog.text
+
+
 def test_per_batch_decoding_serves_bad_clips_as_padding_and_full_scale_is_reported(tmp_path, caplog):
     root = tmp_path / "mine"
     make_user_folder(root)
@@ -250,7 +285,7 @@ def test_per_batch_decoding_serves_bad_clips_as_padding_and_full_scale_is_report
     caplog.clear()
     prepared = source(tmp_path, source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
     assert prepared.num_examples("train") == 7
-    assert "1 clips have samples beyond full scale" in caplog.text and "loud.wav" in caplog.text
+    assert "1 clip has samples beyond full scale" in caplog.text and "loud.wav" in caplog.text
 
 
 def test_recipe_json_multilabel_and_balanced_weights(tmp_path, raw_folder):

@@ -144,6 +144,8 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
         _write_prepared(folder, clips, sample_rate, clip_samples, name, workers)  # logs each clip it skips
     facts = json.loads((folder / "done.json").read_text())
     skipped = [tuple(item) for item in facts["skipped"]]
+    if reused and facts.get("cut"):
+        _warn_of_cut_clips(name, facts["cut"], len(clips), clip_samples / sample_rate)
     if skipped and reused:  # the copy was made by an earlier run, which logged them all; a few again, and where
         for clip, problem in skipped[:REPEATED_PROBLEMS]:
             log.warning("%s (skipped)", skip_message(clip, problem))
@@ -154,6 +156,13 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
     kept = np.load(folder / "kept.npy")
     audio = np.load(folder / "audio.npy", mmap_mode="r") if len(kept) else np.zeros((0, clip_samples), np.int16)
     return Prepared(audio=audio, lengths=np.load(folder / "lengths.npy"), kept=kept, skipped=skipped)
+
+
+def _warn_of_cut_clips(name: str, cut: dict, total: int, seconds: float) -> None:
+    log.warning("%s: %d of %d clips are longer than data.clip_seconds (%.4g s; the longest %.4g s, the first %s) "
+                "and keep only their first %.4g s; a longer data.clip_seconds (with features.target_length, "
+                "about 100 frames a second) keeps more", name, cut["count"], total, seconds, cut["longest"],
+                cut["first"], seconds)
 
 
 def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_samples: int, name: str,
@@ -168,6 +177,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         lengths = np.zeros(len(clips), np.int32)
         problems: dict[int, str] = {}
         beyond_full_scale: list[int] = []  # list.append is atomic across the decoding threads
+        longer: list[tuple[int, int]] = []  # (clip, its length): clips cut to clip_samples
 
         # Clips cut from one long file come in runs; each worker takes whole runs so it decodes each file once.
         runs: list[list[int]] = []
@@ -184,6 +194,8 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
                     samples = reader.read(clips[i])
                     if len(samples) and np.abs(samples).max() > 1.0:
                         beyond_full_scale.append(i)
+                    if len(samples) > clip_samples + sample_rate // 100:  # more than a 10 ms frame step over
+                        longer.append((i, len(samples)))
                     audio[i] = to_int16(fit_length(samples, clip_samples))
                     lengths[i] = min(len(samples), clip_samples)
                     ok[i] = True
@@ -198,9 +210,10 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         for i in sorted(problems):
             log.warning("%s (skipped)", skip_message(clips[i].describe(), problems[i]))
         if beyond_full_scale:  # float files may hold samples beyond +-1, which 16 bits cannot
-            log.warning("%s: %d clips have samples beyond full scale (the first: %s); the prepared 16-bit copy "
+            log.warning("%s: %d clip%s samples beyond full scale (the first: %s); the prepared 16-bit copy "
                         "clips them at +-1 (data.prepared=False decodes the files for every batch and keeps them)",
-                        name, len(beyond_full_scale), clips[min(beyond_full_scale)].describe())
+                        name, len(beyond_full_scale), " has" if len(beyond_full_scale) == 1 else "s have",
+                        clips[min(beyond_full_scale)].describe())
         kept = np.flatnonzero(ok)
         if len(kept) < len(clips):
             # Compact the good rows to the front, then keep only those.
@@ -219,7 +232,15 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         np.save(staging / "kept.npy", kept)
         np.save(staging / "lengths.npy", lengths[kept])
         skipped = [[clips[i].describe(), problems[i]] for i in sorted(problems)]
-        (staging / "done.json").write_text(json.dumps({"name": name, "clips": len(clips), "skipped": skipped}))
+        cut = None
+        if longer:
+            first, _ = min(longer)
+            cut = {"count": len(longer), "longest": max(n for _, n in longer) / sample_rate,
+                   "first": clips[first].describe()}
+        (staging / "done.json").write_text(json.dumps({"name": name, "clips": len(clips), "skipped": skipped,
+                                                       "cut": cut}))
+        if cut:
+            _warn_of_cut_clips(name, cut, len(clips), clip_samples / sample_rate)
         if skipped:
             log.warning("%s: %d of %d clips are missing, unreadable, empty or corrupt and are left out", name,
                         len(skipped), len(clips))

@@ -69,6 +69,9 @@ def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, la
 
 
 def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
+    if root.is_file():
+        raise ValueError(f"{root}: is a file, not a folder of label folders" + (
+            " (a CSV manifest is read with data.source=manifest)" if root.suffix.lower() == ".csv" else ""))
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: audio folder not found")
     has_splits = any((root / split).is_dir() for split in SPLITS)
@@ -77,10 +80,14 @@ def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
                         if p.name not in SPLITS and not p.name.startswith(".")
                         and (audio_files(p) if p.is_dir() else p.suffix.lower() in AUDIO_EXTENSIONS))
         if beside:
-            present = ", ".join(f"{split}/" for split in SPLITS if (root / split).is_dir())
-            raise ValueError(f"{root}: has split folders ({present}) and audio beside them "
+            present = [f"{split}/" for split in SPLITS if (root / split).is_dir()]
+            # one of them alone among label folders is more likely a label so named (ESC-50 has "train")
+            named_like = (f"; if {present[0]} is a label, not a split, list the clips in a CSV manifest "
+                          f"(data.source=manifest), where a label may have any name") if len(present) == 1 else ""
+            raise ValueError(f"{root}: has split folders ({', '.join(present)}) and audio beside them "
                              f"({', '.join(beside[:5])}{', ...' if len(beside) > 5 else ''}); put every clip under "
-                             f"{'/'.join(SPLITS)}/<label>/, or use no split folders (then clips are split by a hash)")
+                             f"{'/'.join(SPLITS)}/<label>/, or use no split folders (then clips are split by a "
+                             f"hash){named_like}")
     entries = []
     for split in (SPLITS if has_splits else (None,)):
         base = root / split if split else root
@@ -105,6 +112,9 @@ def empty_label_folders(root: Path, entries: list[tuple[str, list[str], str | No
 
 
 def manifest_entries(manifest: Path) -> list[tuple[str, list[str], str | None, str]]:
+    if manifest.is_dir():
+        raise ValueError(f"{manifest}: is a folder, not a CSV manifest (a folder of label folders is read with "
+                         "data.source=folder)")
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest}: manifest not found")
     try:  # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark before the header
