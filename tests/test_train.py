@@ -211,8 +211,9 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
     assert tensorboard_steps(interrupted, "validation/loss") == set(range(8, 8 * EPOCHS + 1, 8))
 
     again = run_training(interrupted, longer, cache=compilation_cache)
-    assert again.startswith(f"{interrupted}: the run is complete ({8 * EPOCHS} of {8 * EPOCHS} steps); scoring its "
-                            "models again\n"), again[:500]
+    first, second = again.splitlines()[:2]
+    assert first.startswith("data: the synthetic source: 4 labels; clips: train ") and second == (
+        f"{interrupted}: the run is complete ({8 * EPOCHS} of {8 * EPOCHS} steps); scoring its models again"), again[:500]
     results = lambda workdir: [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "result/" in line]
     assert len(results(interrupted)) == len(results(reference)) == 3
 
@@ -370,6 +371,47 @@ def test_manifests_the_run_does_not_read_are_named():
         "left unused: set test_split='tset' to report its scores"]
 
 
+def test_own_data_is_described_and_labels_a_split_lacks_or_audio_the_model_cannot_hear_are_named(tmp_path):
+    """configs/folder.py on a folder whose one `left` clip hashes into test: the run's first line counts each
+    split's clips, and a warning says the model cannot learn `left`; clips longer than the input are named."""
+    import soundfile
+
+    from ast_jax.data import build_source
+    from ast_jax.training.config_io import load_config
+    from ast_jax.training.trainer import (describe_data, feature_config_from, warn_of_missing_labels,
+                                          warn_of_unheard_audio)
+
+    root = tmp_path / "mine"
+    tone = 0.1 * np.sin(np.arange(16000) / 3.0)
+    for label, numbers in (("go", range(12)), ("stop", range(12)), ("left", [2])):  # left/left2.wav hashes to test
+        (root / label).mkdir(parents=True)
+        for n in numbers:
+            soundfile.write(root / label / f"{label}{n}.wav", tone, 16000)
+    config = load_config(f"{ROOT / 'configs' / 'folder.py'}:{root}")
+    config.data.cache_dir = str(tmp_path / "cache")
+    source = build_source(config.data)
+    counts = {split: source.num_examples(split) for split in ("train", "validation", "test")}
+    assert sum(counts.values()) == 25 and source.labels == ["go", "left", "stop"]
+    assert describe_data(config, source) == (
+        f"data: the folder source ({root}): 3 labels; clips: train {counts['train']}, validation "
+        f"{counts['validation']}, test {counts['test']}")
+    assert source.targets("test")[:, 1].any()
+    with pytest.warns(UserWarning) as caught:
+        warn_of_missing_labels(config, source)
+    messages = [str(w.message) for w in caught]
+    assert messages[0] == (
+        f"the folder source ({root}): no clips in the 'train' split for 1 of its 3 labels (left): the model cannot "
+        "learn them; where clips are split by a hash (no split folders or split column), more clips of those labels, "
+        "or their split given, put them there")
+    assert len(messages) == 2 and "they are not scored there" in messages[1]
+
+    config.data.clip_seconds = 3.0
+    with pytest.warns(UserWarning, match=r"^data.clip_seconds \(3 s, 298 frames\) is longer than "
+                                         r"features.target_length \(98 frames\): the model hears only the first "
+                                         r"0.995 s of each clip; set features.target_length=298"):
+        warn_of_unheard_audio(config, feature_config_from(config))
+
+
 def test_train_and_evaluate_takes_a_config_and_a_folder():
     from ast_jax.training import train_and_evaluate
 
@@ -417,7 +459,8 @@ def test_source_fields_and_the_json_manifest_map_from_the_command_line():
 
 @pytest.mark.parametrize("recipe, good, bad", [
     ("audioset.py", "balanced", "balance"), ("esc50.py", "5", "6"), ("speech_commands.py", "runlocal", "runlocl"),
-    ("tfds_speech_commands.py", "runlocal", "runlcoal"), ("demo.py", "", "fast"), ("smoke.py", "", "x")])
+    ("tfds_speech_commands.py", "runlocal", "runlcoal"), ("demo.py", "", "fast"), ("smoke.py", "", "x"),
+    ("folder.py", "data/mine.csv,2.5", "data/mine,fast")])
 def test_recipe_arguments_are_checked(recipe, good, bad):
     from ast_jax.training.config_io import load_config
 
@@ -623,7 +666,7 @@ def test_cross_entropy_on_multi_label_data_warns(tmp_path, capsys, monkeypatch):
     import ast_jax.training.trainer as trainer
 
     rows = ["path,label,split"]
-    for i, (labels, split) in enumerate([("a;b", "train"), ("a", "train"), ("b", "validation"), ("a;b", "test")]):
+    for i, (labels, split) in enumerate([("a;b", "train"), ("a", "train"), ("a;b", "validation"), ("a;b", "test")]):
         soundfile.write(tmp_path / f"{i}.wav", np.full(1600, 0.1 * (i + 1), np.float32), 16000)
         rows.append(f"{i}.wav,{labels},{split}")
     (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")

@@ -445,6 +445,45 @@ def warn_of_unused_manifests(config) -> None:
                           f"{', '.join(read)}), so this manifest is left unused{hint}", stacklevel=2)
 
 
+def describe_data(config, source: DataSource) -> str:
+    """One line: the source, its label count and each split's clips, as the run reads them."""
+    counts = ", ".join(f"{split} {source.num_examples(split)}" for split in splits_read(config))
+    return f"data: {source_name(config)}: {source.num_classes} labels; clips: {counts}"
+
+
+def warn_of_missing_labels(config, source: DataSource) -> None:
+    """A warning for each split the run reads that has no clip of some label (sources that list their clips'
+    labels): one the training split lacks can never be learned, one an evaluated split lacks is not scored."""
+    targets = getattr(source, "targets", None)
+    if targets is None:
+        return
+    hashed = config.data.source in ("folder", "manifest")
+    for split in splits_read(config):
+        counts = np.asarray(targets(split)).sum(axis=0)
+        missing = [label for label, count in zip(source.labels, counts) if count == 0]
+        if not missing:
+            continue
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        effect = ("the model cannot learn them" if split == "train"
+                  else "they are not scored there (their recall is undefined)")
+        warnings.warn(f"{source_name(config)}: no clips in the {split!r} split for {len(missing)} of its "
+                      f"{source.num_classes} labels ({shown}): {effect}" + (
+                          "; where clips are split by a hash (no split folders or split column), more clips of "
+                          "those labels, or their split given, put them there" if hashed else ""), stacklevel=2)
+
+
+def warn_of_unheard_audio(config, features: features_lib.FeatureConfig) -> None:
+    """A warning when the clips hold more frames than the model's input: the rest would be decoded, kept and
+    never heard."""
+    frames = features.num_frames(int(round(config.data.clip_seconds * features.sample_rate)))
+    if frames > features.target_length:
+        heard = ((features.target_length - 1) * features.frame_shift + features.frame_length) / features.sample_rate
+        warnings.warn(f"data.clip_seconds ({config.data.clip_seconds:g} s, {frames} frames) is longer than "
+                      f"features.target_length ({features.target_length} frames): the model hears only the first "
+                      f"{heard:.3g} s of each clip; set features.target_length={frames}, or a shorter "
+                      f"data.clip_seconds", stacklevel=2)
+
+
 def source_name(config) -> str:
     return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
 
@@ -715,6 +754,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     source = build_source(config.data)
     check_config(config, source)
     warn_of_unused_manifests(config)
+    if is_main:
+        print(describe_data(config, source), flush=True)
+    warn_of_missing_labels(config, source)
     if config.loss == "ce" and source.multilabel:
         warnings.warn(f"loss=ce on multi-label data ({source_name(config)} has clips with several labels): the "
                       f"model will score with softmax, so its labels compete; the AudioSet recipe trains these with "
@@ -733,6 +775,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
     steps_per_epoch = -(-num_train // config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     features = feature_config_from(config)
+    warn_of_unheard_audio(config, features)
     model_config = model_config_from(config, source.num_classes)
     initial_params, started = None, started_model_config(workdir)
     if started is not None:  # a resume: the checkpoints hold the weights
