@@ -8,12 +8,16 @@ The argument is the data (a folder: `<root>/<label>/*.wav`, or `<root>/{train,va
 comma, the clip length in seconds (default 1): longer clips keep their start, shorter ones are padded, and the
 model's input is sized to the clip (about 100 frames a second). The labels and their count come from the data.
 Without split folders or a split column, a tenth of the clips (by speaker or group where the names tell) go
-to validation and a tenth to test; the run prints how many clips of each label every split got.
+to validation and a tenth to test; the run prints how many clips every split got, and warns of labels a split
+has none of. The path is stored absolute, so that `ast-jax evaluate --data WORKDIR/config.json` works from
+anywhere; a path that exists as given may hold commas.
 
 This is the demo's recipe (configs/demo.py): a two-layer tiny AST from random weights, quick on a CPU and
 enough to check that the data and labels are right. For accuracy on a real task, fine-tune a released
 checkpoint instead, as configs/esc50.py does from the AudioSet model.
 """
+
+import os
 
 from ast_jax.training.trainer import default_config
 
@@ -24,7 +28,9 @@ def get_config(arg=None):
     if not arg:
         raise ValueError("folder.py needs the data: configs/folder.py:PATH (a folder or a .csv manifest)"
                          "[,SECONDS]")
-    path, _, seconds = str(arg).partition(",")
+    path, seconds = str(arg), ""
+    if "," in path and not os.path.exists(path):  # the clip length follows the last comma
+        path, _, seconds = path.rpartition(",")
     try:
         seconds = float(seconds or 1.0)
     except ValueError:
@@ -39,7 +45,8 @@ def get_config(arg=None):
     c.model.update(model_size="tiny224", num_layers=2, frequency_stride=16, time_stride=8)
     # frames of the clip, as the Kaldi framing counts them (25 ms windows every 10 ms), at least one patch long
     c.features.update(num_mel_bins=64, target_length=max(16, int(1 + (seconds - 0.025) * FRAMES_PER_SECOND)))
-    c.data.update(source="manifest" if path.lower().endswith(".csv") else "folder", data_dir=path,
+    manifest = path.lower().endswith(".csv") or os.path.isfile(path)
+    c.data.update(source="manifest" if manifest else "folder", data_dir=os.path.abspath(path),
                   num_classes=0, clip_seconds=seconds)
     c.augment.update(mixup=0.0, freqm=12, timem=20, noise=False, roll=10)
     c.optim.update(learning_rate=2e-3, b1=0.9, b2=0.999, weight_decay=0.05, decoupled_weight_decay=True,

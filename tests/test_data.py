@@ -260,7 +260,7 @@ def test_clips_longer_than_the_clip_length_are_counted_once_made_and_again_when_
     for _ in range(2):  # made, then reused: said both times
         caplog.clear()
         assert source(tmp_path, **fields).num_examples("train") == 4
-        assert ("2 of 4 clips are longer than data.clip_seconds (1 s; the longest 4 s, the first "
+        assert ("2 of 4 clips are longer than data.clip_seconds (1 s; the longest 4 s; the first listed: "
                 f"{root / 'long' / '0.wav'}) and keep only their first 1 s") in caplog.text, caplog.text
     caplog.clear()
     assert source(tmp_path, **fields, clip_seconds=4.0).num_examples("train") == 4

@@ -114,7 +114,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
         if data_dir and not os.path.isabs(data_dir) and not os.path.exists(data_dir):
             raise FileNotFoundError(f"{source}: data_dir {data_dir!r} is relative and not found from the current "
                                     f"folder ({os.getcwd()}); run evaluate from where the training ran, or give an "
-                                    f"absolute path with --data FOLDER")
+                                    f"absolute path with --data (the folder or CSV)")
         return config
     values = {"clip_seconds": clip_seconds, "sample_rate": 16000}
     if source == "demo":

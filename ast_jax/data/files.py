@@ -159,10 +159,11 @@ def prepare(clips: Sequence[Clip], *, sample_rate: int, clip_samples: int, cache
 
 
 def _warn_of_cut_clips(name: str, cut: dict, total: int, seconds: float) -> None:
-    log.warning("%s: %d of %d clips are longer than data.clip_seconds (%.4g s; the longest %.4g s, the first %s) "
-                "and keep only their first %.4g s; a longer data.clip_seconds (with features.target_length, "
-                "about 100 frames a second) keeps more", name, cut["count"], total, seconds, cut["longest"],
-                cut["first"], seconds)
+    log.warning("%s: %d of %d clips %s longer than data.clip_seconds (%.4g s; the longest %.4g s; the first "
+                "listed: %s) and keep only their first %.4g s; a longer data.clip_seconds (with "
+                "features.target_length, about 100 frames a second; configs/folder.py:PATH,SECONDS sets both) "
+                "keeps more", name, cut["count"], total, "is" if cut["count"] == 1 else "are", seconds,
+                cut["longest"], cut["first"], seconds)
 
 
 def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_samples: int, name: str,

@@ -70,8 +70,8 @@ def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, la
 
 def folder_entries(root: Path) -> list[tuple[str, list[str], str | None, str]]:
     if root.is_file():
-        raise ValueError(f"{root}: is a file, not a folder of label folders" + (
-            " (a CSV manifest is read with data.source=manifest)" if root.suffix.lower() == ".csv" else ""))
+        raise ValueError(f"{root}: is a file, not a folder of label folders (a CSV manifest is read with "
+                         "data.source=manifest)")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: audio folder not found")
     has_splits = any((root / split).is_dir() for split in SPLITS)

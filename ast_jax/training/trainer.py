@@ -457,19 +457,22 @@ def warn_of_missing_labels(config, source: DataSource) -> None:
     targets = getattr(source, "targets", None)
     if targets is None:
         return
-    hashed = config.data.source in ("folder", "manifest")
+    hint = ("; where clips are split by a hash (no split folders or split column), more clips of those labels, "
+            "or their split given, put them there") if config.data.source in ("folder", "manifest") else ""
+    lacking = []  # (split, labels it has no clips of)
     for split in splits_read(config):
         counts = np.asarray(targets(split)).sum(axis=0)
         missing = [label for label, count in zip(source.labels, counts) if count == 0]
-        if not missing:
-            continue
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        effect = ("the model cannot learn them" if split == "train"
-                  else "they are not scored there (their recall is undefined)")
-        warnings.warn(f"{source_name(config)}: no clips in the {split!r} split for {len(missing)} of its "
-                      f"{source.num_classes} labels ({shown}): {effect}" + (
-                          "; where clips are split by a hash (no split folders or split column), more clips of "
-                          "those labels, or their split given, put them there" if hashed else ""), stacklevel=2)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            lacking.append((split, f"{len(missing)} of its {source.num_classes} labels ({shown})"))
+    if lacking and lacking[0][0] == "train":
+        warnings.warn(f"{source_name(config)}: no clips in the 'train' split for {lacking.pop(0)[1]}: the model "
+                      f"cannot learn them{hint}", stacklevel=2)
+    if lacking:  # the evaluated splits, in one warning
+        where = "; ".join(f"in the {split!r} split for {labels}" for split, labels in lacking)
+        warnings.warn(f"{source_name(config)}: no clips {where}: they are not scored there (their recall is "
+                      f"undefined){hint}", stacklevel=2)
 
 
 def warn_of_unheard_audio(config, features: features_lib.FeatureConfig) -> None:
@@ -481,7 +484,7 @@ def warn_of_unheard_audio(config, features: features_lib.FeatureConfig) -> None:
         warnings.warn(f"data.clip_seconds ({config.data.clip_seconds:g} s, {frames} frames) is longer than "
                       f"features.target_length ({features.target_length} frames): the model hears only the first "
                       f"{heard:.3g} s of each clip; set features.target_length={frames}, or a shorter "
-                      f"data.clip_seconds", stacklevel=2)
+                      f"data.clip_seconds (configs/folder.py:PATH,SECONDS sets both)", stacklevel=2)
 
 
 def source_name(config) -> str:
@@ -515,7 +518,8 @@ def check_config(config, source: DataSource) -> None:
             hashed = config.data.source in ("folder", "manifest")
             problems.append(f"the {split!r} split of {source_name(config)} has no usable clips" + (
                 " (none found, none readable, or, split by hash, no speaker or group fell into it: more speakers "
-                "or a larger data.validation_fraction / data.test_fraction help)" if hashed else ""))
+                "or groups, a larger data.validation_fraction / data.test_fraction, or the split given by split "
+                "folders or a manifest's split column help)" if hashed else ""))
     problems.extend(f"{', '.join(roles)}: {error}" for error, roles in split_errors.items())
     if config.loss not in LOSSES:
         problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
