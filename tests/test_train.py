@@ -212,8 +212,9 @@ def test_interrupted_run_resumes_to_the_same_result(reference, tmp_path, compila
 
     again = run_training(interrupted, longer, cache=compilation_cache)
     first, second = again.splitlines()[:2]
-    assert first.startswith("data: the synthetic source: 4 labels; clips: train ") and second == (
-        f"{interrupted}: the run is complete ({8 * EPOCHS} of {8 * EPOCHS} steps); scoring its models again"), again[:500]
+    assert first.startswith("data: the synthetic source: 4 labels; clips: train "), again[:500]
+    steps = 8 * EPOCHS
+    assert second == f"{interrupted}: the run is complete ({steps} of {steps} steps); scoring its models again"
     results = lambda workdir: [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if "result/" in line]
     assert len(results(interrupted)) == len(results(reference)) == 3
 
