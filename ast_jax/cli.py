@@ -8,6 +8,7 @@ subcommand runs, so `ast-jax --help` is instant and torch is never imported unle
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import logging
@@ -154,7 +155,10 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         module.add_arguments(sub_parser)
         # A subcommand may read arguments argparse cannot express (train's `--config.FIELD=VALUE`).
         args = module.parse_args(sub_parser, rest) if hasattr(module, "parse_args") else sub_parser.parse_args(rest)
-        with warnings.catch_warnings():
+        # Called from Python, the warning settings are put back afterwards. A program keeps them to its exit:
+        # filters a run adds (checkpoint.py's, for a failed restore's leftover reads) must still hold when the
+        # interpreter collects what is left at shutdown.
+        with contextlib.nullcontext() if program else warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, f"ast-jax {name}", warnings.showwarning)
             code = int(module.run(args) or 0)
         raise_if_interrupted()  # a signal whose exception Python dropped: the exit status still says so
