@@ -136,6 +136,12 @@ class FeatureConfig:
         """FFT size: the frame length rounded up to a power of two (Kaldi's round_to_power_of_two; 512)."""
         return 1 << (self.frame_length - 1).bit_length()
 
+    @property
+    def input_samples(self) -> int:
+        """Samples whose frames fill the model's input exactly (`target_length` frames; 20,720 for 128 frames at
+        16 kHz): audio beyond them is never heard."""
+        return self.frame_length + (self.target_length - 1) * self.frame_shift
+
     def num_frames(self, num_samples: int) -> int:
         """Frames Kaldi produces for a waveform of `num_samples` (snip_edges: whole frames only)."""
         if num_samples < self.frame_length:

@@ -132,7 +132,7 @@ class Predictor:
         # Samples whose frames fill the model's input exactly; longer audio is cut here (the extractor keeps
         # only the first target_length frames anyway) and shorter audio is zero-padded, its missing frames
         # made the extractor's zero rows inside the jitted function.
-        self.clip_samples = feats.frame_length + (feats.target_length - 1) * feats.frame_shift
+        self.clip_samples = feats.input_samples
         # Parameters placed on the device once: handing the host (numpy) copy to every call would transfer all
         # of them per batch (about 4% of a CPU batch for AST-base). With several local devices (GPUs, or the two
         # CPU devices the `ast-jax` inference commands ask for, ast_jax/_cpu_devices.py) batches are split

@@ -34,13 +34,12 @@ PIECE = 0.1  # seconds of audio per write
 
 def ast_base_folder(folder: Path) -> Path:
     """A converted AST-base (random weights, 128 frames, 35 labels) in `folder`."""
-    import torch
     import transformers
 
+    from _models import random_ast
     from ast_jax.convert import load_pretrained
 
-    torch.manual_seed(0)
-    model = transformers.ASTForAudioClassification(transformers.ASTConfig(max_length=128, num_labels=35))
+    model = random_ast(transformers.ASTConfig(max_length=128, num_labels=35))
     model.save_pretrained(folder / "hf")
     transformers.ASTFeatureExtractor(max_length=128).save_pretrained(folder / "hf")
     load_pretrained(folder / "hf").save(folder / "model")

@@ -19,9 +19,8 @@ checkpoint instead, as configs/esc50.py does from the AudioSet model.
 
 import os
 
+from ast_jax.features import FeatureConfig
 from ast_jax.training.trainer import default_config
-
-FRAMES_PER_SECOND = 100  # 10 ms hop
 
 
 def get_config(arg=None):
@@ -43,8 +42,9 @@ def get_config(arg=None):
     c.eval_batch_size = 48
     c.loss = "ce"
     c.model.update(model_size="tiny224", num_layers=2, frequency_stride=16, time_stride=8)
-    # frames of the clip, as the Kaldi framing counts them (25 ms windows every 10 ms), at least one patch long
-    c.features.update(num_mel_bins=64, target_length=max(16, int(1 + (seconds - 0.025) * FRAMES_PER_SECOND)))
+    # the clip's frames (25 ms windows every 10 ms), at least one patch long
+    frames = FeatureConfig().num_frames(round(seconds * c.data.sample_rate))
+    c.features.update(num_mel_bins=64, target_length=max(16, frames))
     manifest = path.lower().endswith(".csv") or os.path.isfile(path)
     c.data.update(source="manifest" if manifest else "folder", data_dir=os.path.abspath(path),
                   num_classes=0, clip_seconds=seconds)

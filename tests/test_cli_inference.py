@@ -479,11 +479,12 @@ def test_a_training_config_scores_the_split_its_run_held_out():
     """Its test split, else its validation split: the ESC-50 recipe holds out a fold, the AudioSet one its
     evaluation set, both as validation (the default "test" found no such split there)."""
     from ast_jax.commands.evaluate import held_out_split
+    from ast_jax.training.config_io import load_config
 
     configs = Path(__file__).parents[1] / "configs"
-    assert held_out_split(str(configs / "esc50.py:2")) == "validation"
-    assert held_out_split(str(configs / "audioset.py")) == "validation"
-    assert held_out_split(str(configs / "speech_commands.py")) == "test"
+    assert held_out_split(load_config(str(configs / "esc50.py:2"))) == "validation"
+    assert held_out_split(load_config(str(configs / "audioset.py"))) == "validation"
+    assert held_out_split(load_config(str(configs / "speech_commands.py"))) == "test"
 
 
 def test_evaluate_leaves_out_clips_found_unreadable_while_decoding_per_batch(model_dir, clips, capsys, tmp_path,

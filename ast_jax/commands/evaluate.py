@@ -99,15 +99,17 @@ def without_splits(source: str) -> bool:
 
 
 def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data_dir: str | None, whole: bool):
-    """The data layer's ConfigDict for SOURCE (see the module docstring); `whole`: SOURCE is `without_splits`, all
-    of it scored (a manifest's rows with a blank split otherwise fall where training's hash split put them)."""
+    """`(the data layer's ConfigDict for SOURCE, the split to score by default)` (see the module docstring):
+    "test", or for a training config the split its run held out. `whole`: SOURCE is `without_splits`, all of it
+    scored (a manifest's rows with a blank split otherwise fall where training's hash split put them)."""
     import ml_collections
 
     path = Path(source)
     if is_config_file(source):
         from ast_jax.training.config_io import load_config
 
-        config = load_config(source).data
+        training = load_config(source)
+        config = training.data
         if "clip_seconds" not in config:
             config.clip_seconds = clip_seconds
         data_dir = config.get("data_dir")
@@ -115,7 +117,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
             raise FileNotFoundError(f"{source}: data_dir {data_dir!r} is relative and not found from the current "
                                     f"folder ({os.getcwd()}); run evaluate from where the training ran, or give an "
                                     f"absolute path with --data (the folder or CSV)")
-        return config
+        return config, held_out_split(training)
     values = {"clip_seconds": clip_seconds, "sample_rate": 16000}
     if source == "demo":
         values.update(source="demo")
@@ -135,7 +137,7 @@ def data_config(source: str, *, clip_seconds: float, num_classes: int, tfds_data
                          f"'tfds:speech_commands'")
     if whole:
         values.update(validation_fraction=0.0, test_fraction=1.0)
-    return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None})
+    return ml_collections.ConfigDict({k: v for k, v in values.items() if v is not None}), "test"
 
 
 def write_scores(path: str, names, dataset_labels, model_labels, targets, scores, logits) -> None:
@@ -148,12 +150,9 @@ def write_scores(path: str, names, dataset_labels, model_labels, targets, scores
                  model_labels=np.asarray(model_labels, dtype=str), targets=targets, scores=scores, logits=logits)
 
 
-def held_out_split(config_path: str) -> str:
+def held_out_split(config) -> str:
     """The split a training config's run held out: its test split, or its validation split where it has no test
     split (the ESC-50 and AudioSet recipes score their held-out fold or evaluation set as validation)."""
-    from ast_jax.training.config_io import load_config
-
-    config = load_config(config_path)
     return config.get("test_split") or config.get("validation_split") or "test"
 
 
@@ -208,14 +207,13 @@ def evaluate(args: argparse.Namespace) -> int:
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0
     num_classes = args.num_classes or (35 if len(model.labels) == 35 else 12)
     whole = without_splits(args.data)
-    config = data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
-                         tfds_data_dir=args.tfds_data_dir, whole=whole)
+    config, held_out = data_config(args.data, clip_seconds=clip_seconds, num_classes=num_classes,
+                                   tfds_data_dir=args.tfds_data_dir, whole=whole)
     if whole and args.split is not None:
         raise ValueError(f"{args.data}: has no split {'column' if args.data.lower().endswith('.csv') else 'folders'}"
                          f", so it is scored whole; leave out --split, or give the training run's "
                          f"WORKDIR/config.json as --data to score the split it held out")
-    # Data scored whole is all in its test split; a training config scores the split its run held out.
-    split = args.split or (held_out_split(args.data) if is_config_file(args.data) else "test")
+    split = args.split or held_out  # data scored whole is all in its test split
     if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
         # Read once: decoded batch by batch as predict decodes (float32, nothing clipped), with no prepared copy,
         # whose 16 bits would clip float samples beyond full scale and round 24-bit and float audio.

@@ -480,7 +480,7 @@ def warn_of_unheard_audio(config, features: features_lib.FeatureConfig) -> None:
     never heard."""
     frames = features.num_frames(int(round(config.data.clip_seconds * features.sample_rate)))
     if frames > features.target_length:
-        heard = ((features.target_length - 1) * features.frame_shift + features.frame_length) / features.sample_rate
+        heard = features.input_samples / features.sample_rate
         warnings.warn(f"data.clip_seconds ({config.data.clip_seconds:g} s, {frames} frames) is longer than "
                       f"features.target_length ({features.target_length} frames): the model hears only the first "
                       f"{heard:.3g} s of each clip; set features.target_length={frames}, or a shorter "
