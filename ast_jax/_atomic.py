@@ -224,7 +224,9 @@ def check_output_folder(directory: str | os.PathLike, *, overwrite: bool = False
 def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
 
-    So an interrupted or failed write never leaves a half-written folder behind.
+    So an interrupted or failed write never leaves a half-written folder behind. An existing folder is renamed
+    aside, the new one renamed into place and only then the old one removed, with Ctrl-C and SIGTERM held back
+    meanwhile: at every moment `directory` is the old folder or the new one, whole.
     """
     directory = check_output_folder(directory, overwrite=overwrite)
     try:
@@ -237,9 +239,19 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     try:
         os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes the folder private; give it a normal folder's mode
         yield staging
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        with interrupts_deferred():
+            aside = None
+            if directory.exists():
+                aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+                os.replace(directory, aside)  # an empty folder is replaced by a rename
+            try:
+                os.replace(staging, directory)
+            except BaseException:
+                if aside is not None:
+                    os.replace(aside, directory)
+                raise
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

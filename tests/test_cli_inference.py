@@ -1080,6 +1080,44 @@ def test_files_that_belong_together_are_put_back_when_one_cannot_be_replaced(tmp
     assert list(tmp_path.iterdir()) == []  # the new file that went in first is taken out again
 
 
+def test_a_folder_replaced_with_overwrite_is_never_half_there(tmp_path, monkeypatch):
+    """The old folder moves aside before the new one moves in and is removed only after: a failed swap leaves the
+    old folder whole, and a removal of the old copy that is cut short cannot touch the new one."""
+    import shutil
+
+    import ast_jax._atomic as atomic
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "a").write_text("old a")
+    (out / "b").write_text("old b")
+    real_replace, removed = os.replace, []
+
+    def refuse_the_new_folder(source, target, *args, **kwargs):
+        if Path(target) == out and Path(source).name.startswith(".model.") and ".old." not in Path(source).name:
+            raise PermissionError(1, "Operation not permitted")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.os, "replace", refuse_the_new_folder)
+    with pytest.raises(PermissionError):
+        with atomic.staged_directory(out, overwrite=True) as staging:
+            (staging / "a").write_text("new a")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert (out / "a").read_text() == "old a" and (out / "b").read_text() == "old b"
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    real_rmtree = shutil.rmtree
+
+    def note_what_is_removed(path, *args, **kwargs):  # by the time the old copy goes, the new one is in place
+        removed.append((Path(path).name, (out / "a").read_text(), (out / "b").exists()))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", note_what_is_removed)
+    with atomic.staged_directory(out, overwrite=True) as staging:
+        (staging / "a").write_text("new a")
+    assert [(name.startswith(".model.old."), a, b) for name, a, b in removed] == [(True, "new a", False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and sorted(os.listdir(out)) == ["a"]
+
+
 def test_a_damaged_model_folder_is_one_line_without_the_reports_of_reads_left_in_flight(model_dir, clips, tmp_path):
     """Cut-short parameter files fail the restore while other TensorStore reads are still running; they end
     into Orbax's closed event loop and Python printed their "Event loop is closed" tracebacks after the error
