@@ -17,7 +17,6 @@ safetensors and ast-jax folders need no torch at all.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import json
@@ -358,27 +357,6 @@ def detect_format(state: Mapping[str, np.ndarray], where: str) -> str:
     raise ValueError(f"{where}: not an AST or DeiT checkpoint (no known tensor names; it has {_few(sorted(names), 3)})")
 
 
-def read_label_csv(path: str | os.PathLike) -> list[str]:
-    """Display names from a label file in the original format: `index,mid,display_name` with a header row."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such label file") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{path}: not a label CSV ({_first_line(error)})") from None
-    if not rows or not {"index", "display_name"} <= set(rows[0]):
-        raise ValueError(f"{path}: not a label CSV (expected columns index,mid,display_name)")
-    try:
-        by_index = {int(row["index"]): row["display_name"] for row in rows}
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: the index column must hold integers") from None
-    if sorted(by_index) != list(range(len(rows))):
-        raise ValueError(f"{path}: indices must be 0..{len(rows) - 1}, each once")
-    return [by_index[i] for i in range(len(rows))]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Sources.
 # ----------------------------------------------------------------------------------------------------------------
@@ -452,7 +430,9 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
                  time_stride=time_stride)
     label_names, label_source = None, "labels"
     if isinstance(labels, (str, os.PathLike)):
-        label_names, label_source = read_label_csv(labels), os.fspath(labels)
+        from ast_jax.data.recipe_json import read_label_csv  # the recipes' reader: one rule for label CSVs
+
+        label_names, label_source = read_label_csv(labels)[0], os.fspath(labels)
     elif labels is not None:
         label_names = list(labels)
     text = os.fspath(source)

@@ -120,6 +120,12 @@ def test_original_audioset_with_label_csv(tmp_path, randomize_torch):
     assert model.labels[1] == "Male speech, man speaking" and len(model.labels) == 4
     assert (model.features.mean, model.features.target_length) == (-4.2677393, 1024)
     assert load_pretrained(tmp_path / "as.pth").labels == ["LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3"]
+    # a spreadsheet's "CSV UTF-8" starts with a byte-order mark; a row without a name is refused, with its line
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    assert load_pretrained(tmp_path / "as.pth", labels=str(csv)).labels[3] == "Child speech, kid speaking"
+    csv.write_text("index,mid,display_name\n0,/m/a,Speech\n1,/m/b\n2,/m/c,Noise\n3,/m/d,Music\n")
+    with pytest.raises(ValueError, match=f"^{csv}:3: no display_name$"):
+        load_pretrained(tmp_path / "as.pth", labels=str(csv))
 
 
 # ---- round trip: convert -> export-hf -> transformers --------------------------------------------------------------
@@ -481,7 +487,7 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     assert "nowhere.pth: no such file" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "out"), "--labels",
                  str(tmp_path / "nowhere.csv")]) == 1
-    assert f"{tmp_path / 'nowhere.csv'}: no such label file" in capsys.readouterr().err
+    assert f"{tmp_path / 'nowhere.csv'}: label CSV not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(["convert", str(tmp_path / "good.pth"), ""]) == 1
     assert capsys.readouterr().err.endswith("OUTPUT_DIR is empty: name the model folder to write\n")
