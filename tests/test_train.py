@@ -283,6 +283,21 @@ def test_the_filter_for_a_failed_restores_leftovers_holds_until_the_program_exit
     assert (done.returncode, done.stderr) == (0, "")
 
 
+def test_a_metrics_line_cut_short_by_a_killed_run_does_not_stop_the_resume(tmp_path):
+    """A run killed while writing metrics.jsonl leaves half a line; the resume keeps the whole rows up to the
+    checkpoint's step and drops the rest (the cut line, later steps, and the results)."""
+    from ast_jax.training.trainer import MetricWriter
+
+    rows = [{"step": 4, "split": "train", "loss": 0.5}, {"step": 8, "split": "validation", "accuracy": 0.25},
+            {"step": 8, "split": "result/test", "accuracy": 0.3}, {"step": 12, "split": "train", "loss": 0.4}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows) + '{"step": 16, "spl')
+    writer = MetricWriter(tmp_path, 8)
+    writer.write(9, "train", {"loss": 0.45})
+    writer.close()
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == rows[:2] + [{"step": 9, "split": "train", "loss": 0.45}]
+
+
 def test_stop_requests_stop_at_once_outside_the_steps_and_after_the_step_inside(capsys):
     from ast_jax.training.trainer import StopRequests
 

@@ -630,8 +630,14 @@ class MetricWriter:
         SummaryWriter = _tensorboard_writer()
         self.path = workdir / "metrics.jsonl"
         if self.path.exists():  # forget what was logged after the checkpoint we resume from, and the results
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line]
-            kept = [row for row in rows if row["step"] <= resume_step and not row["split"].startswith("result/")]
+            rows = []
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a killed run: what it logged is lost anyway
+                    continue
+            kept = [row for row in rows if isinstance(row, dict) and isinstance(row.get("step"), int)
+                    and row["step"] <= resume_step and not str(row.get("split", "")).startswith("result/")]
             write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
         self.file = self.path.open("a")
         # TensorBoard drops the events of earlier sessions from step resume_step + 1 on, as metrics.jsonl does.
