@@ -527,6 +527,23 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     relaid = load_config(str(reference / "config.json"))
     relaid.mesh.fsdp = -1
     check_resumable(relaid, reference)
+    # so may the json source's manifests and label CSV move (their clips and labels are checked apart)
+    from ast_jax.training.config_io import save_config
+
+    moved = reference.parent / "json-run"
+    moved.mkdir(exist_ok=True)
+    (moved / "checkpoints").unlink(missing_ok=True)
+    (moved / "checkpoints").symlink_to(reference / "checkpoints")
+    before = load_config(str(reference / "config.json"))
+    with before.data.unlocked():
+        before.data.update(source="json", json={"train": "/old/train.json"}, label_csv="/old/labels.csv")
+    save_config(before, moved / "config.json")
+    after = load_config(str(moved / "config.json"))
+    after.data.json.train, after.data.label_csv = "/new/train.json", "/new/labels.csv"
+    check_resumable(after, moved)
+    after.data.balanced = not after.data.balanced
+    with pytest.raises(ValueError, match="another config \\(data.balanced: "):
+        check_resumable(after, moved)
     code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
     assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
 

@@ -128,12 +128,14 @@ class Preempted(Exception):
         self.exit_code = exit_code  # 143 for SIGTERM, 130 for Ctrl-C, as if the signal had ended the program
 
 
-# Fields a resumed run may change: how it reports, validates and checkpoints, where the data lives, how the
-# parameters are laid out over the devices (mesh; checkpoints restore onto any layout), and (with the step
+# Fields a resumed run may change: how it reports, validates and checkpoints, where the data lives (a folder, a
+# CSV, or the json source's manifests and label CSV; `check_same_data` still asks for the same clips and labels),
+# how the parameters are laid out over the devices (mesh; checkpoints restore onto any layout), and (with the step
 # schedule, which does not depend on it) how long it trains. Any other change would make the saved
 # state belong to a different run.
 RESUMABLE_CHANGES = ("progress_bar", "log_every_steps", "eval_every_steps", "eval_batch_size", "test_split",
-                     "checkpoint.", "data.data_dir", "data.cache_dir", "data.prepared", "num_epochs", "mesh.")
+                     "checkpoint.", "data.data_dir", "data.cache_dir", "data.prepared", "data.json.",
+                     "data.label_csv", "num_epochs", "mesh.")
 
 
 def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
