@@ -547,6 +547,12 @@ def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monke
         map_labels(["YES", "go"], ["no", "yes", "stop"], {"gone": "stop"})  # a typo was ignored
     with pytest.raises(ValueError, match="not among the model's 3 labels: go, cat"):
         map_labels(["yes", "go", "cat"], ["no", "yes", "stop"])
+    from ast_jax.commands.evaluate import parse_label_map
+
+    assert parse_label_map(" go = stop,, a=b=c ,") == {"go": "stop", "a": "b=c"}
+    for text, bad in [("a=b,,c", "c"), ("a=b,,c=d,e", "e"), ("a=,=b,c", "a=, =b, c")]:  # the bad items, named
+        with pytest.raises(ValueError, match=f"^--label-map: expected DATASET=MODEL pairs, got {bad}$"):
+            parse_label_map(text)
     monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
     code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=down")
     assert code == 0, err

@@ -482,6 +482,14 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "a_file")]) == 1
     error = capsys.readouterr().err
     assert f"{tmp_path / 'a_file'}: exists and is not a folder" in error and error.count("\n") == 1
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine").write_text("mine")
+    converted = []
+    with pytest.MonkeyPatch.context() as patch:  # an occupied output is refused before the (long) conversion
+        patch.setattr("ast_jax.convert.convert_source", lambda *args, **kwargs: converted.append(args))
+        assert main(["convert", str(tmp_path / "good.pth"), str(tmp_path / "taken")]) == 1
+    error = capsys.readouterr().err
+    assert converted == [] and "taken: output folder exists and is not empty; --overwrite" in error, error
     assert (tmp_path / "a_file").read_text() == "mine"
     assert main(["convert", str(tmp_path / "nowhere.pth"), str(tmp_path / "out")]) == 1
     assert "nowhere.pth: no such file" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ast_jax._atomic import check_apart
+    from ast_jax._atomic import check_apart, check_output_folder
     from ast_jax.convert import convert_source
     from ast_jax.model import MODEL_SIZES, count_parameters
     from ast_jax.pretrained import save_model
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output.strip():
         raise ValueError("OUTPUT_DIR is empty: name the model folder to write")
     check_apart(args.output, args.source)
+    check_output_folder(args.output, overwrite=args.overwrite)  # before a download or a conversion, not after
     conversion = convert_source(
         args.source, max_length=args.max_length, num_mel_bins=args.num_mel_bins,
         frequency_stride=args.frequency_stride, time_stride=args.time_stride, num_labels=args.num_labels,

@@ -164,11 +164,12 @@ def parse_label_map(text: str | None) -> dict[str, str]:
 
         with open(text) as handle:
             return {str(k): str(v) for k, v in json.load(handle).items()}
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    bad = [item for item, pair in zip(text.split(","), pairs) if len(pair) != 2]
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    pairs = [[side.strip() for side in item.split("=", 1)] for item in items]
+    bad = [item for item, pair in zip(items, pairs) if len(pair) != 2 or not all(pair)]
     if bad:
         raise ValueError(f"--label-map: expected DATASET=MODEL pairs, got {', '.join(bad)}")
-    return {k.strip(): v.strip() for k, v in pairs}
+    return dict(pairs)
 
 
 def example_names(source, split: str) -> tuple[list[str], list[tuple[str, str]]]:
