@@ -404,8 +404,10 @@ def test_attention_maps_rollout_and_grid(model):
     assert np.isnan(heat[31, 0]) and np.isnan(heat[0, 47])  # the VALID convolution never covers these
 
 
-def test_pipeline_matches_transformers_pipeline(tmp_path):
-    """Same random weights in transformers and ast-jax: the pipelines give the same labels and scores."""
+def test_pipeline_matches_transformers_pipeline(tmp_path, randomize_torch):
+    """Same random weights in transformers and ast-jax (the tokens and position table too, which transformers
+    starts at zero: patches read in another order would then agree): the pipelines give the same labels and
+    scores."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from ast_jax.convert import load_pretrained
@@ -414,7 +416,7 @@ def test_pipeline_matches_transformers_pipeline(tmp_path):
     hf_config = transformers.ASTConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, num_mel_bins=32,
         max_length=48, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
-    hf_model = transformers.ASTForAudioClassification(hf_config).eval()
+    hf_model = randomize_torch(transformers.ASTForAudioClassification(hf_config))
     with torch.no_grad():  # make the head's outputs spread out, so the ranking is not decided by noise
         hf_model.classifier.dense.weight.mul_(20)
     extractor = transformers.ASTFeatureExtractor(num_mel_bins=32, max_length=48, mean=FEATURES.mean, std=FEATURES.std)
