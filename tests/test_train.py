@@ -83,7 +83,11 @@ def test_run_logs_evaluates_and_keeps_models(reference, compilation_cache):
     results = json.loads((reference / "results.json").read_text())
     splits = {(r["model"].split(" ")[0], r["split"]) for r in results["results"]}
     assert {("final", "validation"), ("best", "validation"), ("best", "test")} <= splits
-    assert 1 <= results["best_epoch"] <= EPOCHS
+    # the best model is the first epoch of highest validation accuracy, and scores what it scored then
+    accuracies = [r["accuracy"] for r in validation]
+    assert results["best_epoch"] == accuracies.index(max(accuracies)) + 1
+    best_row = next(r for r in results["results"] if r["model"].startswith("best") and r["split"] == "validation")
+    assert best_row["accuracy"] == pytest.approx(max(accuracies), abs=1e-6)
     printed = (reference / "stdout.txt").read_text()
     assert "best (epoch" in printed  # the results table, then where the model and the results are
     assert printed.endswith(f"model: {reference / 'model'} (the best, epoch {results['best_epoch']}); results: "
@@ -133,6 +137,14 @@ def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):
     assert {("averaged", "validation"), ("averaged", "test")} <= {(r["model"], r["split"]) for r in results}
     averaged, final = (load_model(tmp_path / "fsdp" / name).params for name in ("averaged", "final"))
     assert not np.array_equal(averaged["head"]["kernel"], final["head"]["kernel"])
+    # the epoch-1 parameters: those of the same run stopped after one epoch (its schedule and shuffles do not
+    # depend on the number of epochs)
+    run_training(tmp_path / "fsdp-1", "--config.mesh.fsdp=4", "--config.num_epochs=1", devices=8,
+                 cache=compilation_cache)
+    epoch_one = load_model(tmp_path / "fsdp-1" / "final").params
+    assert not np.array_equal(epoch_one["head"]["kernel"], final["head"]["kernel"])
+    jax.tree_util.tree_map(lambda mean, one, two: np.testing.assert_allclose(mean, (one + two) / 2, atol=1e-6),
+                           averaged, epoch_one, final)
 
 
 def final_params(workdir: Path):
