@@ -126,17 +126,21 @@ def test_pad_or_truncate_and_normalize():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Parity with ASTFeatureExtractor: normalised features within 1e-4
+# Parity with ASTFeatureExtractor: normalised features within 1e-5 (measured: 1.2e-7 to 2.4e-7, the float32
+# rounding of the last steps; the README promises 1e-4)
+
+PARITY = 1e-5
+
 
 @pytest.mark.parametrize("config", [SC, AUDIOSET], ids=["speech_commands_128", "audioset_1024"])
 def test_real_speech_equals_the_extractor(config):
-    assert max_difference(speech_clips(), config) <= 1e-4
+    assert max_difference(speech_clips(), config) <= PARITY
 
 
 @pytest.mark.parametrize("config", [SC, AUDIOSET], ids=["speech_commands_128", "audioset_1024"])
 def test_synthetic_signals_equal_the_extractor(config):
     for name, signal in synthetic().items():
-        assert max_difference([signal], config) <= 1e-4, name
+        assert max_difference([signal], config) <= PARITY, name
 
 
 def test_ten_seconds_equal_the_extractor():
@@ -144,15 +148,15 @@ def test_ten_seconds_equal_the_extractor():
     signals = synthetic(10.0, seed=1)
     mixture = signals["noise"] + signals["tone"]
     for config in (AUDIOSET, SC):  # 998 frames padded to 1024, or cut to 128
-        assert max_difference([speech, mixture], config) <= 1e-4
+        assert max_difference([speech, mixture], config) <= PARITY
 
 
 def test_other_lengths_equal_the_extractor():
     clip = speech_clips()[2]
     for samples in (16000 - 1, 12345, 560, 400):
-        assert max_difference([clip[:samples]], SC) <= 1e-4, samples
+        assert max_difference([clip[:samples]], SC) <= PARITY, samples
     long = np.concatenate([clip] * 3)[:40007]
-    assert max_difference([long], SC) <= 1e-4
+    assert max_difference([long], SC) <= PARITY
 
 
 def test_float32_spectrum_is_close_but_not_exact():
@@ -169,7 +173,7 @@ def test_padded_batch_with_lengths_equals_each_clip_alone():
     batch = np.stack([np.pad(c, (0, RATE - len(c))) for c in cut])
     ours = np.asarray(input_values(batch, SC, np.array([len(c) for c in cut])))
     reference = np.stack([reference_input_values([c], SC)[0] for c in cut])
-    assert np.abs(ours - reference).max() <= 1e-4
+    assert np.abs(ours - reference).max() <= PARITY
 
 
 # ----------------------------------------------------------------------------------------------------------
