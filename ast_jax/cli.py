@@ -1,8 +1,9 @@
 """The `ast-jax` command: one entry point, one subcommand per task.
 
-Each subcommand lives in its own module, which defines `add_arguments(parser)` and `run(args) -> int`
-and whose docstring's first line is the subcommand's help. Modules are imported only when their
-subcommand runs, so `ast-jax --help` is instant and torch is never imported unless needed.
+Each subcommand lives in its own module, which defines `add_arguments(parser)` and `run(args) -> int`; its
+one-line help is in COMMANDS below, its module docstring is the description `ast-jax COMMAND --help` shows.
+Modules are imported only when their subcommand runs, so `ast-jax --help` is instant and torch is never
+imported unless needed.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Two maps, both from the softmax attention each block computes over its first Lay
                   Row i says how much each input token flowed into token i.
   last_attention  the last block's head-averaged attention of the cls and dist tokens.
 Both keep the rows of the two special tokens (the model's pooled output is their mean) and are drawn over the
-spectrogram: each patch's weight is spread over the 16 x 16 bins and frames it covers, averaged where patches
-overlap.
+spectrogram: each patch's weight is spread over the bins and frames it covers (patch_size square, 16 x 16 in
+the released models), averaged where patches overlap.
 """
 
 from __future__ import annotations

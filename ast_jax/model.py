@@ -70,7 +70,7 @@ class ASTConfig:
     num_labels: int = 527
     layer_norm_eps: float = 1e-6  # backbone LayerNorms (original 1e-6; transformers 1e-12)
     head_layer_norm_eps: float = 1e-5  # head LayerNorm (original 1e-5; transformers 1e-12)
-    model_size: str = "base384"  # DeiT preset this backbone came from; fixes the ImageNet grid for init
+    model_size: str = "base384"  # name of the DeiT preset this backbone came from (MODEL_SIZES); a label
     dtype: str = "float32"  # compute dtype of matmuls and activations (the head's LayerNorm and Linear: float32)
     param_dtype: str = "float32"  # storage dtype of parameters
 
@@ -122,11 +122,6 @@ class ASTConfig:
     @property
     def num_patches(self) -> int:
         return self.frequency_patches * self.time_patches
-
-    @property
-    def imagenet_grid(self) -> int:
-        """Side of the square position grid of the ImageNet DeiT this size starts from (14 or 24)."""
-        return MODEL_SIZES[self.model_size]["imagenet_grid"]
 
     @property
     def compute_dtype(self):

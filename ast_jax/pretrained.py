@@ -187,7 +187,7 @@ def load_model(directory: str | os.PathLike, *, dtype: str | None = None) -> Pre
         raise ValueError(f"{config_path}: {error}") from None
     expected = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-        parameter_shapes(dataclasses.replace(config, dtype="float32")))
+        parameter_shapes(config))
     try:
         with _local_checkpointer() as checkpointer:
             params = checkpointer.restore(directory / PARAMS_DIR, expected)

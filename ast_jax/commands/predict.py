@@ -207,7 +207,7 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     try:
         kept.extend(rows)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done; any other failure writes nothing
-        if args.output is None and (kept or args.format != "table"):
+        if args.output is None and kept:  # (a table to stdout: the other formats streamed above)
             write_text(format_rows(kept, args.format, top_k, windowed=windowed), None)
         elif kept:
             partial = partial_name(args.output)

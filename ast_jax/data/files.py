@@ -101,7 +101,7 @@ class ClipReader:
         self._last: tuple[str, np.ndarray] | None = None
 
     def read(self, clip: Clip) -> np.ndarray:
-        from ast_jax.audio import load_audio  # the audio module pulls in librosa only when needed
+        from ast_jax.audio import load_audio
 
         if clip.stop is not None and self._last is not None and self._last[0] == clip.path:
             samples = self._last[1]

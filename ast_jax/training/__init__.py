@@ -1,7 +1,8 @@
 """Training: the original AST recipe as a sharded JAX loop.
 
   config_io   configs as Python files, command-line overrides
-  optim       Adam with coupled L2 and the per-epoch staircase decay (`make_optimizer`)
+  optim       the optimizers (`make_optimizer`): the recipes' Adam with coupled L2 and per-epoch staircase
+              decay, or AdamW; warmup, and a cosine schedule
   losses      BCE / CE on soft targets, masked for padded batches
   metrics     accuracy, mAP, mAUC (numpy, scikit-learn's definitions)
   sharding    the (data, fsdp) mesh and the shardings of state and batches

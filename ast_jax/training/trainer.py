@@ -232,9 +232,10 @@ def check_room_for_checkpoints(config, model_config: ASTConfig, workdir: Path) -
     checkpoints at their peak (max_to_keep of them and the one being written, each the parameters, Adam's two
     moments and, with weight averaging, the running sum) and the best and final model folders. A disk that
     fills half way through a save gives pages of Orbax's tracebacks instead."""
-    from ast_jax.model import count_parameters, parameter_shapes
+    from ast_jax.model import parameter_shapes
 
-    parameter_bytes = 4 * count_parameters(parameter_shapes(model_config.replace(dtype="float32")))
+    parameter_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(
+        parameter_shapes(model_config)))
     state_bytes = parameter_bytes * (4 if config.weight_averaging.start_epoch else 3)
     needed = state_bytes * (config.checkpoint.max_to_keep + 1) + 2 * parameter_bytes
     check_free_space(workdir, needed, f"{config.checkpoint.max_to_keep + 1} checkpoints of {state_bytes / 1e6:.1f} "
