@@ -144,3 +144,39 @@ def test_joining_waits_as_long_as_asked(tmp_path, capsys):
         timeout=120)
     assert coordinator.returncode != 0 and "DEADLINE_EXCEEDED" in coordinator.stderr, coordinator.stderr[-2000:]
     assert not workdir.exists()
+
+
+def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path):
+    """SIGTERM to process 1 alone: both processes stop after the same step, save it and exit with 143, process 0
+    saying that another process was signalled. The processes agree on a stop only at steps that wait anyway (here
+    each epoch's end, every 8 steps) and every trainer.STOP_POLL_STEPS (10) steps."""
+    import re
+    import signal
+    import time
+
+    from ast_jax.training.trainer import STOP_POLL_STEPS
+
+    port, workdir = free_port(), tmp_path / "run"
+    long_run = ["--config.progress_bar=False", "--config.log_every_steps=1000", "--config.num_epochs=40",
+                "--config.eval_every_steps=1000", "--config.checkpoint.every_steps=1000"]
+    processes = [subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", SMOKE, "--workdir", str(workdir), *long_run,
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env={**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.time() + 200
+    while time.time() < deadline and not list((workdir / "checkpoints").glob("8")):
+        assert processes[0].poll() is None and processes[1].poll() is None, processes[0].communicate()[1][-2000:]
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=200) for p in processes]
+    stopped_at = []
+    for i, (process, (_, err)) in enumerate(zip(processes, outputs)):
+        cause = "a signal to another process" if i == 0 else "SIGTERM"
+        found = re.search(f"stopped by {cause} at step (\\d+); checkpoint saved", err)
+        assert process.returncode == 143 and found, err[-2000:]
+        stopped_at.append(int(found.group(1)))
+    step = stopped_at[0]
+    assert stopped_at == [step, step] and step < 320
+    assert step % 8 == 0 or step % STOP_POLL_STEPS == 0, step
+    assert (workdir / "checkpoints" / str(step)).is_dir()

@@ -176,6 +176,10 @@ def check_resumable(config, workdir: Path) -> None:
                          f"with --config {saved_path}, or give a new --workdir")
 
 
+# With several processes, the steps between their polls of a stop request (see stop_requested in
+# _train_and_evaluate): a stop waits at most this many steps more.
+STOP_POLL_STEPS = 10
+
 DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
 MODEL_CONFIG = "model_config.json"  # in the workdir: the model as the run began, init.source's settings included
 
@@ -963,9 +967,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                 f"{summary['learning_rate']:.3g}, {summary['clips_per_second']:.1f} clips/s")
         interval_start, interval_steps = time.perf_counter(), 0
 
-    def stop_requested() -> bool:
+    def stop_requested(due: bool = True) -> bool:
+        """Whether a signal asks the run to stop. With several processes they must agree, at the same step,
+        through a collective that waits for the step to finish, which keeps the host from queueing steps ahead
+        of the devices: they poll only at steps that wait anyway (`due`: logging, evaluation, checkpoints) and
+        every STOP_POLL_STEPS steps."""
         if jax.process_count() == 1:
             return bool(stops.signals)
+        if not due:
+            return False
         from jax.experimental import multihost_utils
 
         return bool(multihost_utils.process_allgather(np.int32(bool(stops.signals))).any())
@@ -994,8 +1004,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
                 epoch_done = step % steps_per_epoch == 0
                 evaluate_now = (step % config.eval_every_steps == 0) if config.eval_every_steps else epoch_done
                 periodic = step % config.checkpoint.every_steps == 0
-                stop = stop_requested()
-                if step % config.log_every_steps == 0 or epoch_done or evaluate_now or periodic or stop:
+                waits = step % config.log_every_steps == 0 or epoch_done or evaluate_now or periodic
+                stop = stop_requested(waits or step % STOP_POLL_STEPS == 0 or step == total_steps)
+                if waits or stop:
                     flush_metrics()
                 epoch = epoch_index + 1
                 if epoch_done and averaging and (config.weight_averaging.start_epoch <= epoch
