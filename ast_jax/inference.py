@@ -109,6 +109,16 @@ def default_batch_size() -> int:
     return 6 if jax.default_backend() == "cpu" else 64
 
 
+def host_scores(logits: np.ndarray, activation: str) -> np.ndarray:
+    """`scores_from_logits` in numpy, for logits already on the host (rows, or one row)."""
+    from scipy import special
+
+    logits = np.asarray(logits, np.float32)
+    if activation == "none":
+        return logits
+    return special.expit(logits) if activation == "sigmoid" else special.softmax(logits, axis=-1)
+
+
 class Predictor:
     """The jitted waveform-to-outputs function of one model, applied batch by batch.
 
@@ -325,7 +335,6 @@ class Pipeline:
         self.predictor = Predictor(self.model, batch_size=batch_size, activation=activation)
         self.workers = workers
         self._iterator_batch = batch_size or 1  # what an iterator's inputs are classified in
-        self._other_activations: dict[str, Predictor] = {}  # for calls with another function_to_apply
 
     @property
     def labels(self) -> list[str]:
@@ -368,29 +377,31 @@ class Pipeline:
         "softmax" or "none" instead of the model's activation."""
         check_top_k(top_k)
         predictor = self.predictor
-        if function_to_apply is not None and function_to_apply != predictor.activation:
-            if function_to_apply not in self._other_activations:
-                self._other_activations[function_to_apply] = Predictor(
-                    self.model, batch_size=predictor.batch_size, activation=function_to_apply)
-            predictor = self._other_activations[function_to_apply]
+        if function_to_apply is not None and function_to_apply not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {function_to_apply!r}")
+        # another activation is applied to the logits here, on the host: the device keeps one compiled function
+        # and one copy of the parameters
+        activation = None if function_to_apply in (None, predictor.activation) else function_to_apply
         if isinstance(inputs, collections.abc.Iterator) and not hasattr(inputs, "read"):
-            return self._classify_as_they_come(inputs, top_k, predictor)
+            return self._classify_as_they_come(inputs, top_k, activation)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         if not items:
             return []
         out = predictor.outputs([self.load(item) for item in items], ("scores", "logits"))
-        for index, row in enumerate(out["scores"]):
+        scores = out["scores"] if activation is None else host_scores(out["logits"], activation)
+        for index, row in enumerate(scores):
             check_finite(_input_name(items[index], index), row)
-        results = [predictor.top_k(row, top_k, logits) for row, logits in zip(out["scores"], out["logits"])]
+        results = [predictor.top_k(row, top_k, logits) for row, logits in zip(scores, out["logits"])]
         return results[0] if single else results
 
-    def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, predictor: "Predictor"):
+    def _classify_as_they_come(self, inputs: Iterator[Any], top_k: int | None, activation: str | None):
         examples = ((_input_name(item, index), self.load(item)) for index, item in enumerate(inputs))
-        for name, out in predictor.run(examples, ("scores", "logits"), read_ahead=False,
-                                       batch_size=self._iterator_batch):
-            check_finite(name, out["scores"])
-            yield predictor.top_k(out["scores"], top_k, out["logits"])
+        for name, out in self.predictor.run(examples, ("scores", "logits"), read_ahead=False,
+                                            batch_size=self._iterator_batch):
+            scores = out["scores"] if activation is None else host_scores(out["logits"], activation)
+            check_finite(name, scores)
+            yield self.predictor.top_k(scores, top_k, out["logits"])
 
     def predict_files(self, paths: Sequence[str], *, top_k: int | None = 5, outputs: Sequence[str] = ("scores",),
                       on_error: Callable[[str, Exception], None] | None = None,

@@ -320,6 +320,15 @@ def test_top_k_and_hop_must_be_positive_in_python(model_dir):
     assert [i["label"] for i in raw] == [LABELS[i] for i in np.argsort(-logits, kind="stable")]
     with pytest.raises(ValueError, match="activation must be one of softmax, sigmoid, none"):
         classify(audio, function_to_apply="relu")
+    # the other activations come from the same compiled function (one copy of the parameters), as lists or
+    # from an iterator
+    compiled = dict(classify.predictor._compiled)
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    for other, expected in (("softmax", softmax), ("sigmoid", 1 / (1 + np.exp(-logits)))):
+        for got in (classify(audio, top_k=None, function_to_apply=other),
+                    next(classify(iter([audio]), top_k=None, function_to_apply=other))):
+            assert [i["score"] for i in got] == pytest.approx(sorted(expected, reverse=True), abs=1e-6)
+    assert classify.predictor._compiled.keys() - compiled.keys() <= {(1, ("scores", "logits"))}
     assert len(classify(audio, top_k=100)) == len(LABELS) == len(classify(audio, top_k=None))
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         classify(audio, top_k=0)
