@@ -864,6 +864,23 @@ def test_the_number_of_cpu_devices_is_left_to_the_user_and_to_a_started_jax():
                     {"JAX_PLATFORMS": "cuda"}, {"JAX_PLATFORMS": "cpu"}):
         assert _cpu_devices.configure(environ) is None
     assert jax.local_device_count() == devices
+    # what decides it, without a started JAX: the user's count, the platform
+    assert _cpu_devices.chosen_by_user({"JAX_NUM_CPU_DEVICES": "1"})
+    assert _cpu_devices.chosen_by_user({"XLA_FLAGS": "--xla_dump_to=x --xla_force_host_platform_device_count=4"})
+    assert not _cpu_devices.chosen_by_user({"XLA_FLAGS": "--xla_dump_to=x"})
+    assert not _cpu_devices.computes_on_cpu({"JAX_PLATFORMS": "cuda,cpu"})
+    assert _cpu_devices.computes_on_cpu({"JAX_PLATFORMS": "cpu"})
+    # and in fresh processes (the 2-core machine this runs on): two devices unless the user chose a number
+    script = ("import sys; from ast_jax import _cpu_devices; set_to = _cpu_devices.configure(); import jax; "
+              "print(set_to, jax.local_device_count())")
+    base = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    for extra, expected in (({}, "2 2"), ({"JAX_NUM_CPU_DEVICES": "1"}, "None 1"),
+                            ({"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, "None 3")):
+        if not extra and len(os.sched_getaffinity(0)) < 2:
+            continue  # one core: configure() asks for no split
+        out = subprocess.run([sys.executable, "-c", script], env={**base, "JAX_PLATFORMS": "cpu", **extra},
+                             capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == expected.split(), out.stderr[-2000:]
 
 
 def test_a_reader_that_goes_away_ends_predict_quietly(model_dir, clips):
