@@ -259,8 +259,11 @@ def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys,
         code, out, err = run_cli(capsys, *command, "--model", model_dir, good[0], *broken, *good[1:])
         assert code == 1
         lines = err.strip().splitlines()
-        for path in broken:
-            assert sum(line.startswith(f"{path}: ") for line in lines) == 1, (path, err)
+        problems = ["file not found", "empty file (0 bytes)", "not an audio file (",
+                    "truncated or corrupt audio file (", "contains NaN or Inf samples (first at 0.006 s)",
+                    "no audio samples"]
+        for path, problem in zip(broken, problems):  # one line each, naming the file and what is wrong with it
+            assert sum(line.startswith(f"{path}: {problem}") for line in lines) == 1, (path, err)
         if command[0] == "predict":
             assert [json.loads(line)["file"] for line in out.splitlines()] == good
         else:
