@@ -158,6 +158,8 @@ def test_true_lengths_centre_over_the_clip_and_pad_the_partner():
                                                   num_samples=lengths)
         if np.asarray(mixed_targets)[0, 1] > 0 and np.asarray(mixed_targets)[1, 0] > 0:
             break
+    else:
+        pytest.fail("no key among 200 mixes the two rows with each other")
     lam, mixed, a = np.asarray(lam), np.asarray(mixed), np.asarray(audio)
     first, second = a[0, :60] - a[0, :60].mean(), a[1] - a[1].mean()
     expected0 = lam[0] * first + (1 - lam[0]) * second[:60]  # the partner cut to the first clip's length
