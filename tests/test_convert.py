@@ -195,7 +195,7 @@ def test_export_warns_of_features_transformers_cannot_express(tmp_path, randomiz
             export_hf(model, tmp_path / "rate")
 
 
-def test_sharded_and_bfloat16_hugging_face_folders(tmp_path, randomize_torch, spectrogram):
+def test_sharded_and_half_precision_hugging_face_folders(tmp_path, randomize_torch, spectrogram):
     reference = hf_model(tmp_path / "one", randomize_torch, max_length=128, num_labels=3)
     reference.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
     assert len(list((tmp_path / "sharded").glob("model-*-of-*.safetensors"))) > 1
@@ -203,9 +203,22 @@ def test_sharded_and_bfloat16_hugging_face_folders(tmp_path, randomize_torch, sp
     logits, _ = load_pretrained(tmp_path / "sharded").apply(x)
     assert np.abs(np.asarray(logits) - torch_logits(reference, x)).max() <= 1e-4
 
-    reference.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")  # safetensors with BF16 tensors
-    logits, _ = load_pretrained(tmp_path / "bf16").apply(x)
-    assert np.abs(np.asarray(logits) - torch_logits(reference.float(), x)).max() <= 1e-4  # the rounded weights
+    # torch shards, as older transformers wrote them (transformers 5 writes safetensors only)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((tmp_path / "one" / "config.json").read_text())
+    state, weight_map = reference.state_dict(), {}
+    for k, names in enumerate((list(state)[:len(state) // 2], list(state)[len(state) // 2:])):
+        shard = f"pytorch_model-0000{k + 1}-of-00002.bin"
+        torch.save({name: state[name] for name in names}, tmp_path / "bin" / shard)
+        weight_map.update(dict.fromkeys(names, shard))
+    (tmp_path / "bin" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    logits, _ = load_pretrained(tmp_path / "bin").apply(x)
+    assert np.abs(np.asarray(logits) - torch_logits(reference, x)).max() <= 1e-4
+
+    for dtype in (torch.bfloat16, torch.float16):  # safetensors with BF16 or F16 tensors
+        reference.to(dtype).save_pretrained(tmp_path / str(dtype))
+        logits, _ = load_pretrained(tmp_path / str(dtype)).apply(x)
+        assert np.abs(np.asarray(logits) - torch_logits(reference.float(), x)).max() <= 1e-4  # the rounded weights
 
     index = tmp_path / "sharded" / "model.safetensors.index.json"
     next((tmp_path / "sharded").glob("model-00002-*.safetensors")).unlink()
