@@ -566,8 +566,20 @@ def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monke
         with pytest.raises(ValueError, match=f"^--label-map: expected DATASET=MODEL pairs, got {bad}$"):
             parse_label_map(text)
     monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))
-    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=down")
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=down",
+                           "--output-dir", tmp_path / "mapped")
     assert code == 0, err
+    # scored as if the folder were named down: the same figures as the data with its folder renamed
+    import shutil
+
+    shutil.copytree(clips, tmp_path / "renamed")
+    (tmp_path / "renamed" / "up").rename(tmp_path / "renamed" / "down")
+    code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", tmp_path / "renamed",
+                           "--output-dir", tmp_path / "plain")
+    mapped, plain = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("mapped", "plain"))
+    figures = ("accuracy", "mAP", "mAUC")
+    assert code == 0 and [mapped[k] for k in figures] == pytest.approx([plain[k] for k in figures], abs=1e-12), err
+    assert {row["label"] for row in mapped["per_class"]} == {"up", "yes", "left", "no"}  # the data's names shown
     code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=sideways")
     assert code == 1 and "sideways" in err and len(err.strip().splitlines()) == 1
 
