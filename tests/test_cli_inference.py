@@ -91,6 +91,29 @@ def test_predict_formats_match_the_pipeline(model_dir, clips, capsys, tmp_path):
     assert line.split()[1] == expected[files.index(str(clips / "up" / "up0.wav"))][0]["label"]
 
 
+def test_predict_activation_and_dtype(model_dir, clips, capsys):
+    """--activation none prints the logits, sigmoid and softmax are taken of them; --dtype bfloat16 computes in
+    bfloat16: close to float32 rather than equal."""
+    files = sorted(str(p) for p in clips.rglob("*.wav"))
+    logits = np.asarray(pipeline(model_dir).predictor.outputs(
+        [pipeline(model_dir).load(f) for f in files], ("logits",))["logits"])
+
+    def predicted(*options):
+        code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--format", "jsonl", "--top-k",
+                                 len(LABELS), *options, *files)
+        assert code == 0, err
+        return np.array([[{i["label"]: i["score"] for i in json.loads(line)["labels"]}[label] for label in LABELS]
+                         for line in out.splitlines()])
+
+    np.testing.assert_allclose(predicted("--activation", "none"), logits, atol=1e-5)
+    np.testing.assert_allclose(predicted("--activation", "sigmoid"), 1 / (1 + np.exp(-logits)), atol=1e-6)
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    np.testing.assert_allclose(predicted(), softmax, atol=1e-6)  # the model was trained with softmax
+    half = predicted("--dtype", "bfloat16", "--activation", "none")
+    assert 0 < np.abs(half - logits).max() <= 0.05 * np.abs(logits).max()
+
+
 def test_predict_windows(model_dir, capsys, tmp_path):
     path = tmp_path / "long.wav"
     sf.write(path, waveform(1.1, 3), RATE, subtype="PCM_16")
