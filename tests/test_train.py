@@ -521,6 +521,25 @@ def test_recipe_arguments_are_checked(recipe, good, bad):
         load_config(str(ROOT / "configs" / f"{recipe}:{bad}"))
 
 
+def test_the_demo_recipe_is_what_the_readme_says():
+    """README, "The demo set": a two-layer tiny AST on 64 mel bins x 112 frames cut into 4 x 13 patches of 16x16
+    (time stride 8), cross entropy, AdamW with weight decay 0.05, peak rate 2e-3 after 100 warmup steps and a cosine
+    decay, no mixup or noise, 80 epochs of 21 steps of 32 clips."""
+    from ast_jax.model import ASTConfig
+    from ast_jax.training.config_io import load_config
+
+    c = load_config(str(ROOT / "configs" / "demo.py"))
+    model = ASTConfig.from_size(c.model.model_size, num_layers=c.model.num_layers, num_mel_bins=c.features.num_mel_bins,
+                                max_length=c.features.target_length, frequency_stride=c.model.frequency_stride,
+                                time_stride=c.model.time_stride, num_labels=12)
+    assert (model.hidden_size, model.num_layers, model.patch_size) == (192, 2, 16)
+    assert (model.num_mel_bins, model.max_length, model.frequency_patches, model.time_patches) == (64, 112, 4, 13)
+    assert (c.loss, c.optim.decoupled_weight_decay, c.optim.weight_decay, c.optim.learning_rate) == ("ce", True, 0.05,
+                                                                                                     2e-3)
+    assert (c.optim.warmup_steps, c.optim.lr_schedule, c.augment.mixup, c.augment.noise) == (100, "cosine", 0, False)
+    assert (c.num_epochs, c.batch_size, 672 // c.batch_size) == (80, 32, 21)
+
+
 def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     saved = (reference / "config.json").read_text()
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(reference), *QUIET,
