@@ -506,6 +506,25 @@ def test_demo_set_is_small_speaker_disjoint_and_balanced(tmp_path):
     assert src.labels[targets[0].argmax()] == first["label"]
 
 
+SHARED_TEST_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "speech_commands_test_v0.02_dev"
+
+
+@pytest.mark.skipif(not SHARED_TEST_SET.is_dir(), reason="needs the official test clips in ../shared/data")
+def test_the_demo_set_is_remade_exactly_from_the_official_test_clips(tmp_path):
+    """Where the shipped demo set came from: `make_demo_set` on the official test clips (../shared/data, beside
+    the project in CI) writes the same manifest and the same samples, file for file."""
+    import soundfile
+
+    from ast_jax.data.demo import demo_dir, make_demo_set
+
+    make_demo_set(SHARED_TEST_SET, tmp_path / "demo")
+    shipped = (demo_dir() / "manifest.csv").read_text()
+    assert (tmp_path / "demo" / "manifest.csv").read_text() == shipped
+    for row in csv.DictReader(shipped.splitlines()):
+        np.testing.assert_array_equal(soundfile.read(tmp_path / "demo" / row["path"], dtype="int16")[0],
+                                      soundfile.read(demo_dir() / row["path"], dtype="int16")[0], err_msg=row["path"])
+
+
 def test_labels_35_are_the_released_order():
     released = ("backward follow five bed zero on learn two house tree dog stop seven eight down six forward cat right "
                 "visual four wow no nine off three left marvin yes up sheila happy bird go one").split()
