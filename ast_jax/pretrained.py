@@ -27,7 +27,7 @@ CONFIG_FILE = "ast_jax.json"
 PARAMS_DIR = "params"
 FORMAT_NAME = "ast-jax-model"
 FORMAT_VERSION = 1
-ACTIVATIONS = ("sigmoid", "softmax")  # what a model is trained with: BCE (multi-label) or cross-entropy
+TRAINED_ACTIVATIONS = ("sigmoid", "softmax")  # what a model is trained with: BCE (multi-label) or cross-entropy
 
 
 def scores_from_logits(logits, activation: str):
@@ -62,8 +62,8 @@ class Pretrained:
     def __post_init__(self):
         if len(self.labels) != self.config.num_labels:
             raise ValueError(f"{len(self.labels)} labels given for a head with {self.config.num_labels} outputs")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.activation not in TRAINED_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {TRAINED_ACTIVATIONS}, got {self.activation!r}")
         if (self.features.num_mel_bins, self.features.target_length) != (
                 self.config.num_mel_bins, self.config.max_length):
             raise ValueError(

@@ -126,7 +126,7 @@ def check_not_an_input(output: str | None, inputs: list) -> None:
             raise ValueError(f"{output}: is one of the inputs; the results would overwrite it")
 
 
-def check_output_folder(path: str | None) -> None:
+def check_writable_folder(path: str | None) -> None:
     """Before any work: a ValueError naming `path` when it exists and is not a folder, is a loop of links, or
     cannot be written."""
     from ast_jax._atomic import resolve_output

@@ -39,7 +39,7 @@ import os
 import sys
 from pathlib import Path
 
-from ast_jax.commands import check_output_folder, positive_float, raise_if_interrupted
+from ast_jax.commands import check_writable_folder, positive_float, raise_if_interrupted
 from ast_jax.commands.predict import add_model_arguments, progress
 
 
@@ -202,7 +202,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from ast_jax.data import build_source
     from ast_jax.inference import Predictor, load_model_source
 
-    check_output_folder(args.output_dir)
+    check_writable_folder(args.output_dir)
     model = load_model_source(args.model, args.dtype)
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ast_jax.commands import check_not_an_input, check_output_file, check_output_folder, raise_if_interrupted
+from ast_jax.commands import check_not_an_input, check_output_file, check_writable_folder, raise_if_interrupted
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     one_png = args.output.lower().endswith(".png") and not os.path.isdir(args.output)
     if one_png and len(files) > 1:
         raise ValueError(f"{args.output}: one PNG for {len(files)} files; give a folder")
-    (check_output_file if one_png else check_output_folder)(args.output)
+    (check_output_file if one_png else check_writable_folder)(args.output)
     model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
