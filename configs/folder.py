@@ -12,17 +12,16 @@ to validation and a tenth to test; the run prints how many clips every split got
 has none of. The path is stored absolute, so that `ast-jax evaluate --data WORKDIR/config.json` works from
 anywhere; a path that exists as given may hold commas.
 
-This is the demo's recipe (configs/demo.py, read from beside this file): a two-layer tiny AST from random
-weights, quick on a CPU and enough to check that the data and labels are right, with 20 warmup steps instead of
-100 (a small data set may have few steps in all) and the default logging and checkpoint intervals. For accuracy
-on a real task, fine-tune a released checkpoint instead, as configs/esc50.py does from the AudioSet model.
+This is the demo's recipe (configs/demo.py), written out so that a copy of this file stands alone: a two-layer
+tiny AST from random weights, quick on a CPU and enough to check that the data and labels are right. It differs
+in the data, the input length, 20 warmup steps instead of 100 (a small data set may have few steps in all), and
+the default logging and checkpoint intervals (the demo's are sized to its 672 clips). For accuracy on a real
+task, fine-tune a released checkpoint instead, as configs/esc50.py does from the AudioSet model.
 """
 
 import os
-from pathlib import Path
 
 from ast_jax.features import FeatureConfig
-from ast_jax.training.config_io import load_config
 from ast_jax.training.trainer import default_config
 
 
@@ -39,15 +38,19 @@ def get_config(arg=None):
         seconds = float("nan")
     if not 0.1 <= seconds <= 60:
         raise ValueError(f"folder.py:PATH,SECONDS: the clip length is a number of seconds from 0.1 to 60, got {arg!r}")
-    c = load_config(str(Path(__file__).with_name("demo.py")))
-    defaults = default_config()
-    c.log_every_steps = defaults.log_every_steps  # the demo's are sized to its 672 clips
-    c.checkpoint = defaults.checkpoint
+    c = default_config()
+    c.num_epochs = 80
+    c.batch_size = 32
+    c.eval_batch_size = 48
+    c.loss = "ce"
+    c.model.update(model_size="tiny224", num_layers=2, frequency_stride=16, time_stride=8)
     # the clip's frames (25 ms windows every 10 ms), at least one patch long
     frames = FeatureConfig().num_frames(round(seconds * c.data.sample_rate))
-    c.features.target_length = max(16, frames)
+    c.features.update(num_mel_bins=64, target_length=max(16, frames))
     manifest = path.lower().endswith(".csv") or os.path.isfile(path)
     c.data.update(source="manifest" if manifest else "folder", data_dir=os.path.abspath(path),
                   num_classes=0, clip_seconds=seconds)
-    c.optim.warmup_steps = 20
+    c.augment.update(mixup=0.0, freqm=12, timem=20, noise=False, roll=10)
+    c.optim.update(learning_rate=2e-3, b1=0.9, b2=0.999, weight_decay=0.05, decoupled_weight_decay=True,
+                   lr_schedule="cosine", min_lr_ratio=0.01, warmup_steps=20, warmup_update_every=1)
     return c
