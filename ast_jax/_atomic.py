@@ -10,6 +10,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -225,8 +226,8 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
     """Yield an empty temporary sibling of `directory` to fill; it replaces `directory` only if the block succeeds.
 
     So an interrupted or failed write never leaves a half-written folder behind. An existing folder is renamed
-    aside, the new one renamed into place and only then the old one removed, with Ctrl-C and SIGTERM held back
-    meanwhile: at every moment `directory` is the old folder or the new one, whole.
+    aside and the new one renamed into place, with Ctrl-C and SIGTERM held back meanwhile (`_swap_in`), and only
+    then is the old one removed: at every moment `directory` is the old folder or the new one, whole.
     """
     directory = check_output_folder(directory, overwrite=overwrite)
     try:
@@ -240,20 +241,43 @@ def staged_directory(directory: str | os.PathLike, *, overwrite: bool = False) -
         os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp makes the folder private; give it a normal folder's mode
         yield staging
         with interrupts_deferred():
-            aside = None
-            if directory.exists():
-                aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-                os.replace(directory, aside)  # an empty folder is replaced by a rename
-            try:
-                os.replace(staging, directory)
-            except BaseException:
-                if aside is not None:
-                    os.replace(aside, directory)
-                raise
-            if aside is not None:
-                shutil.rmtree(aside, ignore_errors=True)
+            aside = _swap_in(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if aside is not None:  # the old folder, out of the way: removed after the signals are let through again
+        shutil.rmtree(aside, ignore_errors=True)
+        if aside.exists():
+            warnings.warn(f"{aside}: the folder {directory.name} replaced could not be removed entirely; delete it",
+                          stacklevel=3)
+
+
+def _swap_in(staging: Path, directory: Path) -> Path | None:
+    """Rename `staging` to `directory`, an existing `directory` first renamed aside; the folder aside is returned,
+    for the caller to remove. Both renames happen or neither: a failure, or an interrupt at any point (a second
+    Ctrl-C comes through `interrupts_deferred` at once), puts the old folder back."""
+    aside = None
+    try:
+        if directory.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, aside)  # onto an empty folder: a rename
+        os.replace(staging, directory)
+        return aside
+    except BaseException as error:
+        if aside is not None:
+            if not directory.exists():  # moved aside, the new one not in: the old one goes back
+                try:
+                    os.replace(aside, directory)
+                except OSError as restore:
+                    raise OSError(f"{directory}: cannot be replaced, nor put back ({restore.strerror or restore}); "
+                                  f"the old folder is in {aside}") from None
+            elif staging.exists():  # never moved aside: the empty folder made for it goes
+                with contextlib.suppress(OSError):
+                    os.rmdir(aside)
+            else:  # interrupted just after the new folder went in: it stays, and the old one goes
+                shutil.rmtree(aside, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise OSError(f"{directory}: cannot be replaced ({error.strerror or error})") from None
         raise
 
 

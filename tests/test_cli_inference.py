@@ -1169,7 +1169,7 @@ def test_a_folder_replaced_with_overwrite_is_never_half_there(tmp_path, monkeypa
         return real_replace(source, target, *args, **kwargs)
 
     monkeypatch.setattr(atomic.os, "replace", refuse_the_new_folder)
-    with pytest.raises(PermissionError):
+    with pytest.raises(OSError, match=f"^{out}: cannot be replaced \\(Operation not permitted\\)$"):
         with atomic.staged_directory(out, overwrite=True) as staging:
             (staging / "a").write_text("new a")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
@@ -1186,6 +1186,34 @@ def test_a_folder_replaced_with_overwrite_is_never_half_there(tmp_path, monkeypa
         (staging / "a").write_text("new a")
     assert [(name.startswith(".model.old."), a, b) for name, a, b in removed] == [(True, "new a", False)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and sorted(os.listdir(out)) == ["a"]
+    monkeypatch.setattr(atomic.shutil, "rmtree", real_rmtree)
+
+    # a second Ctrl-C (which comes through at once) before, between or after the two renames, or a folder that
+    # cannot be moved (a mount point): the old folder or the new one is in place, whole, and nothing else is left
+    calls = []
+
+    def interrupted(at, after, error=KeyboardInterrupt):
+        def replace(source, target, *args, **kwargs):
+            calls.append(target)
+            if len(calls) == at and not after:
+                raise error
+            real_replace(source, target, *args, **kwargs)
+            if len(calls) == at and after:
+                raise error
+        return replace
+
+    for at, after, error, kept in [(1, False, KeyboardInterrupt, "new a"), (2, False, KeyboardInterrupt, "new a"),
+                                   (2, True, KeyboardInterrupt, "newer a"), (1, False, OSError(16, "busy"), "newer a")]:
+        calls.clear()
+        monkeypatch.setattr(atomic.os, "replace", interrupted(at, after, error))
+        with pytest.raises(KeyboardInterrupt if error is KeyboardInterrupt else OSError) as raised:
+            with atomic.staged_directory(out, overwrite=True) as staging:
+                (staging / "a").write_text("newer a")
+        monkeypatch.setattr(atomic.os, "replace", real_replace)
+        assert (out / "a").read_text() == kept and os.listdir(out) == ["a"], (at, after, error)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], (at, after, error)
+        if isinstance(error, OSError):
+            assert str(raised.value) == f"{out}: cannot be replaced (busy)"
 
 
 def test_a_damaged_model_folder_is_one_line_without_the_reports_of_reads_left_in_flight(model_dir, clips, tmp_path):
