@@ -1,7 +1,8 @@
 """The independent references the suite compares against are installed.
 
-Parity tests skip themselves where a reference is missing (so that a user without the `[test]` extras can still
-run the rest); this test makes such a run fail, so that a suite without its references never passes.
+Parity tests skip themselves where a reference is missing, each with the reason, so that a run without the
+`[test]` extras still shows what else holds; this test makes such a run fail, so that a suite without its
+references never counts as passing.
 """
 
 import importlib.util

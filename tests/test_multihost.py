@@ -166,7 +166,10 @@ def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     deadline = time.time() + 200
     while time.time() < deadline and not list((workdir / "checkpoints").glob("8")):
-        assert processes[0].poll() is None and processes[1].poll() is None, processes[0].communicate()[1][-2000:]
+        if processes[0].poll() is not None or processes[1].poll() is not None:  # one ended: stop the other too
+            for process in processes:
+                process.kill()
+            raise AssertionError("\n".join(process.communicate()[1][-2000:] for process in processes))
         time.sleep(0.05)
     processes[1].send_signal(signal.SIGTERM)
     outputs = [p.communicate(timeout=200) for p in processes]

@@ -711,7 +711,8 @@ class StopRequests:
         self.signals.append(number)
         if self.after_step and not (number == signal.SIGINT and self.signals.count(signal.SIGINT) > 1):
             if number == signal.SIGINT:
-                print("\nast-jax train: stopping after this step with a checkpoint (Ctrl-C again to stop now)",
+                when = "this step" if jax.process_count() == 1 else f"at most {STOP_POLL_STEPS} steps, with the others"
+                print(f"\nast-jax train: stopping after {when} with a checkpoint (Ctrl-C again to stop now)",
                       file=sys.stderr, flush=True)
             return
         self._stop_now(number, frame)
