@@ -454,6 +454,11 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
             raise ValueError(f"{path}: a training run's folder, not a model; " + (
                 f"give one of its models: {', '.join(map(str, models))}" if models
                 else "it has no model yet (best/ is written at its first validation)"))
+        elif (holder := _model_or_run_holding(path)) is not None:
+            models = [holder] if is_model_dir(holder) else _run_models(holder)
+            raise ValueError(f"{path}: a part of the {'model' if is_model_dir(holder) else 'training run'} folder "
+                             f"{holder}, not a model; give " + (f"{', '.join(map(str, models))}" if models
+                                                                 else "a model folder"))
         elif path.is_dir():
             conversion = _read_hf_folder(path, where=str(path))
         else:
@@ -611,6 +616,17 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
 def _is_training_run(folder: Path) -> bool:
     """Whether `folder` is a training run's WORKDIR (checkpoints/ and data.json, whatever models it has yet)."""
     return (folder / "checkpoints").is_dir() and (folder / "data.json").is_file()
+
+
+def _model_or_run_holding(path: Path) -> Path | None:
+    """The ast-jax model folder `path` lies in, or the training run whose checkpoints it is or lies in (within
+    three levels: a file of a model, a checkpoint's step folder), if any; not a run's other contents, which may
+    be a user's models."""
+    path = path.absolute()
+    for folder in list(path.parents)[:3]:
+        if is_model_dir(folder) or (_is_training_run(folder) and path.relative_to(folder).parts[0] == "checkpoints"):
+            return folder
+    return None
 
 
 def _run_models(folder: Path) -> list[Path]:

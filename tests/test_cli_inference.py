@@ -123,6 +123,48 @@ def test_predict_windows(model_dir, capsys, tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["start"], r["end"]) for r in rows] == [(0.0, 0.4), (0.25, 0.65), (0.5, 0.9), (0.75, 1.1)]
     assert all(len(r["labels"]) == 2 and r["file"] == str(path) for r in rows)
+    # times as they are in CSV and tables (0.0625, not 0.062 or 0.06); a hop past the window is said to skip audio
+    for output_format, first_cells in (("csv", "0.0625,0.3125"), ("table", "0.0625  0.3125")):
+        code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--window", 0.25, "--hop", 0.0625,
+                                 "--format", output_format, path)
+        assert code == 0 and first_cells in out.splitlines()[2], out
+    code, out, err = run_cli(capsys, "predict", "--model", model_dir, "--window", 0.25, "--hop", 0.4, "--format",
+                             "csv", path)
+    assert code == 0 and "--hop 0.4 s is longer than --window 0.25 s: 0.15 s of every 0.4 s is not classified" in err
+    # the logits are headed as logits
+    code, out, _ = run_cli(capsys, "predict", "--model", model_dir, "--window", 0.4, "--activation", "none", path)
+    assert out.split()[:5] == ["file", "start", "end", "label", "logit"]
+
+
+def test_files_longer_than_the_input_and_other_mistakes_are_named(model_dir, clips, capsys, tmp_path):
+    """A recording given without --window is heard only at its start: said once at the end (predict, embed,
+    explain). Outputs and inputs the command cannot use, and a path inside a model folder, are one line each."""
+    long = tmp_path / "long.wav"
+    sf.write(long, waveform(2.0, 3), RATE, subtype="PCM_16")
+    short = clips / "up" / "up0.wav"  # 0.3 s
+    seconds = f"{CLIP / RATE:g}"
+    for command in (["predict"], ["embed", "-o", tmp_path / "e.npz"], ["explain", "-o", tmp_path / "maps"]):
+        code, _, err = run_cli(capsys, *command, "--model", model_dir, long, short)
+        hint = "; --window classifies a recording window by window" if command[0] == "predict" else ""
+        assert code == 0 and err.splitlines()[-1] == (f"ast-jax {command[0]}: 1 file longer than the model's input "
+                                                      f"({seconds} s): only its start was heard{hint}"), err
+    mistakes = [
+        (["explain", "--model", model_dir, short, "-o", tmp_path / "one.jpg"],
+         f"{tmp_path / 'one.jpg'}: explain writes PNG images; name a .png file, or a folder for one PNG per file"),
+        (["explain", "--model", model_dir, short, "-o", tmp_path / "one.png", "--batch-size", "9"],
+         "--batch-size 9: explain takes at most 8 clips a batch"),
+        (["embed", "--model", model_dir, "-", "-o", tmp_path / "s.npz"],
+         "-: embed reads files, not standard input (predict does); save the audio to a file first"),
+        (["predict", "--model", Path(model_dir) / "ast_jax.json", short],
+         f"{Path(model_dir) / 'ast_jax.json'}: a part of the model folder {model_dir}, not a model; give {model_dir}"),
+    ]
+    for argv, message in mistakes:
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 1 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "one.jpg").exists() and not (tmp_path / "s.npz").exists()
+    # a failure count over files only says files
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, short, tmp_path / "missing.wav")
+    assert code == 1 and err.endswith("ast-jax predict: 1 of 2 files failed\n"), err
 
 
 def test_predict_windows_from_a_live_pipe(model_dir, tmp_path):
@@ -849,7 +891,7 @@ def test_embed_keeps_its_rows_on_disk_not_in_memory(model_dir, capsys, tmp_path,
     def predict_files(self, files, *, outputs, on_error, top_k=5):  # the model's outputs, made up
         for i, path in enumerate(files):
             tokens = np.random.default_rng(i).standard_normal(shape, dtype=np.float32)
-            yield path, {"pooled": tokens[:2].mean(0), "tokens": tokens}
+            yield path, {"pooled": tokens[:2].mean(0), "tokens": tokens, "samples": CLIP}
 
     monkeypatch.setattr(Pipeline, "predict_files", predict_files)
     tracemalloc.start()

@@ -24,7 +24,8 @@ from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, folders (searched recursively) or globs")
     add_model_arguments(parser)
     parser.add_argument("--output", "-o", required=True, help="output file, .npz or .npy")
     parser.add_argument("--tokens", action="store_true", help="also write every token's embedding")
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     list_path = None if kind != ".npy" else f"{args.output if special else resolve_output(args.output)}.files.txt"
     if list_path is not None:
         check_output_file(list_path)
+    if "-" in args.inputs and not os.path.exists("-"):
+        raise ValueError("-: embed reads files, not standard input (predict does); save the audio to a file first")
     files, unmatched = expand_inputs(args.inputs)
     check_not_an_input(args.output, files)
     if list_path is not None:
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 for path, out in model.predict_files(files, outputs=outputs, on_error=on_error):
                     raise_if_interrupted()
+                    failures.heard(out["samples"], model.predictor)
                     rows["embeddings"].append(out["pooled"])
                     if args.tokens:
                         rows["tokens"].append(out["tokens"])

@@ -279,7 +279,7 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
     shown = lambda value, width=0: "n/a".rjust(width) if value is None else f"{value:{width}.4f}"
     print(f"{args.data} [{shown_split}]: {report['examples']} examples  accuracy {shown(report['accuracy'])}  "
           f"mAP {shown(report['mAP'])}  mAUC {shown(report['mAUC'])}")
-    width = max(len(row["label"]) for row in per_class)
+    width = max(len("label"), *(len(row["label"]) for row in per_class))
     print(f"{'label'.ljust(width)}  precision  recall  support")
     for row in per_class:
         print(f"{row['label'].ljust(width)}  {shown(row['precision'], 9)}  {shown(row['recall'], 6)}  "

@@ -16,8 +16,13 @@ from ast_jax.commands import check_not_an_input, check_output_file, check_writab
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
+# Other image formats an output name may end in by mistake: not taken for a folder's name.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".pdf", ".eps")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders (searched recursively) or globs")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="audio files, folders (searched recursively) or globs")
     add_model_arguments(parser, batch_help="clips per jitted batch (default and at most 8: each clip keeps every "
                                            "block's attention maps)")
     parser.add_argument("--output", "-o", required=True,
@@ -58,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax._atomic import write_atomically
     from ast_jax.inference import expand_inputs, pipeline
 
+    if "-" in args.inputs and not os.path.exists("-"):
+        raise ValueError("-: explain reads files, not standard input (predict does); save the audio to a file first")
     files, unmatched = expand_inputs(args.inputs)
     # One PNG per file: a file named twice (or by overlapping globs) is drawn once.
     unique: dict[str, str] = {}
@@ -66,11 +73,17 @@ def run(args: argparse.Namespace) -> int:
     files = list(unique.values())
     check_not_an_input(args.output, files)
     failures = Failures("explain", unmatched)
+    if args.batch_size is not None and args.batch_size > 8:
+        raise ValueError(f"--batch-size {args.batch_size}: explain takes at most 8 clips a batch (each keeps every "
+                         f"block's attention maps)")
     one_png = args.output.lower().endswith(".png") and not os.path.isdir(args.output)
+    if not one_png and os.path.splitext(args.output)[1].lower() in IMAGE_SUFFIXES and not os.path.isdir(args.output):
+        raise ValueError(f"{args.output}: explain writes PNG images; name a .png file, or a folder for one PNG per "
+                         f"file")
     if one_png and len(files) > 1:
         raise ValueError(f"{args.output}: one PNG for {len(files)} files; give a folder")
     (check_output_file if one_png else check_writable_folder)(args.output)
-    model = pipeline(args.model, batch_size=min(args.batch_size or 8, 8), dtype=args.dtype, workers=args.workers)
+    model = pipeline(args.model, batch_size=args.batch_size or 8, dtype=args.dtype, workers=args.workers)
     config, feats = model.model.config, model.model.features
     wanted = {"both": ("rollout", "last_attention"), "rollout": ("rollout",), "last": ("last_attention",)}[args.map]
     titles = {"rollout": "attention rollout of cls + dist", "last_attention": "last block: cls + dist attention"}
@@ -79,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(files)
     for path, out in model.predict_files(files, top_k=1, outputs=outputs, on_error=failures):
         raise_if_interrupted()
+        failures.heard(out["samples"], model.predictor)
         # The cls and dist rows are averaged: the pooled embedding the head reads is their mean.
         maps = {titles[name]: grid_to_spectrogram(patch_grid(out[name].mean(axis=0), config), config)
                 for name in wanted}

@@ -84,10 +84,13 @@ def report_error(name: str, error: Exception) -> None:
 
 
 class Failures:
-    """Counts bad inputs and reports each in one line on stderr; `exit_code` gives the closing line and exit code."""
+    """Counts bad inputs and reports each in one line on stderr; `exit_code` gives the closing lines and exit code.
+    Also counts the files longer than the model's input (`heard`), whose end the model never hears: one note
+    at the end, as a recording given without --window is most likely a mistake."""
 
     def __init__(self, command: str, unmatched: list[str]):
-        self.command, self.count = command, 0
+        self.command, self.count, self.unmatched = command, 0, len(unmatched)
+        self.long, self.input_seconds = 0, 0.0
         for pattern in unmatched:
             found = "no audio files in it" if os.path.isdir(pattern) else "no audio files match"
             self(pattern, ValueError(f"{pattern}: {found}"))
@@ -96,9 +99,21 @@ class Failures:
         self.count += 1
         report_error(name, error)
 
+    def heard(self, samples: int, predictor) -> None:
+        """Note a file of `samples` decoded samples, cut to the predictor's input where longer."""
+        if samples > predictor.clip_samples:
+            self.long += 1
+            self.input_seconds = predictor.clip_samples / predictor.model.features.sample_rate
+
     def exit_code(self, total: int) -> int:
+        if self.long:
+            hint = "; --window classifies a recording window by window" if self.command == "predict" else ""
+            print(f"ast-jax {self.command}: {self.long} file{'s' * (self.long != 1)} longer than the model's input "
+                  f"({self.input_seconds:g} s): only {'its' if self.long == 1 else 'their'} start was heard{hint}",
+                  file=sys.stderr)
         if self.count:
-            print(f"ast-jax {self.command}: {self.count} of {total} inputs failed", file=sys.stderr)
+            what = "inputs" if self.unmatched else "files"
+            print(f"ast-jax {self.command}: {self.count} of {total} {what} failed", file=sys.stderr)
         return 1 if self.count else 0
 
 
@@ -133,24 +148,29 @@ def _csv_rows(buffer: io.StringIO, rows: list[list[str]]) -> None:
         (quoted if any("\r" in field for field in row) else plain).writerow(row)
 
 
+def seconds(value: float) -> str:
+    """A window's start or end for a table or CSV: to the microsecond, without trailing zeros (0.0625, 12)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
 def format_rows(rows: list[dict], output_format: str, top_k: int, windowed: bool = False, *,
-                header: bool = True, widths: list[int] | None = None) -> str:
+                header: bool = True, widths: list[int] | None = None, score_title: str = "score") -> str:
     """Rows {"file", ["start", "end"], "labels"} as a table, JSON lines or CSV; `top_k` labels a row (the
     header's count, also when no file could be read). A table's columns fit its rows unless `widths` fixes
-    them (for rows written as they come)."""
+    them (for rows written as they come). `score_title`: "logit" where the scores are the logits."""
     if output_format == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows)
     if output_format == "csv":
         buffer = io.StringIO()
         titles = ["file"] + (["start", "end"] if windowed else []) + [
-            f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", "score")]
+            f"{kind}_{i + 1}" for i in range(top_k) for kind in ("label", score_title)]
         _csv_rows(buffer, ([titles] if header else []) + [
-            [row["file"]] + ([f"{row['start']:.3f}", f"{row['end']:.3f}"] if windowed else [])
+            [row["file"]] + ([seconds(row["start"]), seconds(row["end"])] if windowed else [])
             + [v for item in row["labels"] for v in (item["label"], f"{item['score']:.6f}")] for row in rows])
         return buffer.getvalue()
-    titles = ["file"] + (["start", "end"] if windowed else []) + ["label", "score", f"top {top_k}"]
+    titles = ["file"] + (["start", "end"] if windowed else []) + ["label", score_title, f"top {top_k}"]
     table = ([titles] if header else []) + [
-        [_table_cell(row["file"])] + ([f"{row['start']:.2f}", f"{row['end']:.2f}"] if windowed else [])
+        [_table_cell(row["file"])] + ([seconds(row["start"]), seconds(row["end"])] if windowed else [])
         + [_table_cell(row["labels"][0]["label"]), f"{row['labels'][0]['score']:.3f}", _format_labels(row["labels"])]
         for row in rows]
     widths = widths or [max(len(line[i]) for line in table) for i in range(len(titles) - 1)]
@@ -180,17 +200,17 @@ def standard_input(live: bool):
     return stream
 
 
-def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowed: bool):
+def stream_rows(rows, output_format: str, top_k: int, labels: list[str], windowed: bool, score_title: str = "score"):
     """Text for each row as it comes, the header first. A table's columns are as wide as the longest label
     can need, since the rows to come are not known."""
     widths = None
     if output_format == "table":
-        times = [8, 8] if windowed else []  # up to 99999.99 s, about a day
+        times = [12, 12] if windowed else []  # up to 99999.999938 s, about a day
         label_width = max(len("label"), *(len(_table_cell(label)) for label in labels))
-        widths = [max(len("file"), len(STDIN)), *times, label_width, len("score")]
-    yield format_rows([], output_format, top_k, windowed, widths=widths)
+        widths = [max(len("file"), len(STDIN)), *times, label_width, max(len(score_title), 6)]
+    yield format_rows([], output_format, top_k, windowed, widths=widths, score_title=score_title)
     for row in rows:
-        yield format_rows([row], output_format, top_k, windowed, header=False, widths=widths)
+        yield format_rows([row], output_format, top_k, windowed, header=False, widths=widths, score_title=score_title)
 
 
 def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *, windowed: bool,
@@ -198,8 +218,10 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
     """Rows to stdout as they come where the format allows (JSON lines and CSV; a table too for a live
     stream), else, and to --output (atomically), once all are in; with no rows at all, --output is left as it
     was. Interrupted, what has come so far is still written: to stdout, or beside --output (`partial_name`)."""
+    title = "logit" if getattr(args, "activation", None) == "none" else "score"
+    formatted = lambda kept: format_rows(kept, args.format, top_k, windowed=windowed, score_title=title)  # noqa: E731
     if args.output is None and (args.format != "table" or live):
-        for text in stream_rows(rows, args.format, top_k, labels, windowed):
+        for text in stream_rows(rows, args.format, top_k, labels, windowed, title):
             sys.stdout.write(text)
             sys.stdout.flush()
         return
@@ -208,11 +230,11 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
         kept.extend(rows)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done; any other failure writes nothing
         if args.output is None and kept:  # (a table to stdout: the other formats streamed above)
-            write_text(format_rows(kept, args.format, top_k, windowed=windowed), None)
+            write_text(formatted(kept), None)
         elif kept:
             partial = partial_name(args.output)
             try:
-                write_text(format_rows(kept, args.format, top_k, windowed=windowed), partial)
+                write_text(formatted(kept), partial)
                 print(f"ast-jax predict: interrupted; the {len(kept)} row{'s' * (len(kept) != 1)} done are in "
                       f"{partial}", file=sys.stderr)
             except OSError as error:  # said, and the exit status still tells of the interrupt
@@ -223,7 +245,7 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
         return
     if not kept and args.format == "table":  # a table's header over no rows says nothing the errors did not
         return
-    write_text(format_rows(kept, args.format, top_k, windowed=windowed), args.output)
+    write_text(formatted(kept), args.output)
     if args.output is not None:
         print(f"ast-jax predict: {len(kept)} row{'s' * (len(kept) != 1)} -> {args.output}", file=sys.stderr)
 
@@ -270,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
                         workers=args.workers)
     if args.window is not None:
         classify.check_window(args.window, args.hop)
+        if args.hop is not None and args.hop > args.window:
+            print(f"ast-jax predict: --hop {args.hop:g} s is longer than --window {args.window:g} s: "
+                  f"{args.hop - args.window:g} s of every {args.hop:g} s is not classified", file=sys.stderr)
 
     def rows():
         with progress(len(files), "predict") as bar:
@@ -280,6 +305,7 @@ def run(args: argparse.Namespace) -> int:
 
                 for path, out in classify.predict_files(files, top_k=args.top_k, on_error=on_error):
                     raise_if_interrupted()
+                    failures.heard(out["samples"], classify.predictor)
                     yield {"file": getattr(path, "name", path), "labels": out["labels"]}
                     bar.update(1)
                 return
