@@ -105,6 +105,17 @@ def _show_warning(prefix, default, message, category, filename, lineno, file=Non
         default(message, category, filename, lineno, file, line)
 
 
+class _LogLine(logging.Formatter):
+    """A log record as one line, "ast-jax train: warning: ...", as the commands' own warnings are written."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{self.prefix}: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     """Run one subcommand. As a program (no `argv`, or `program=True`) it first re-runs itself with huge pages
     for XLA's CPU buffers where that helps (ast_jax/_host_memory.py), and keeps compiled functions on disk for
@@ -142,6 +153,11 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
+    if program:  # ast-jax's log lines (clips left out of the data, ...) in the command's own words
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_LogLine(f"ast-jax {name}"))
+        logging.getLogger("ast_jax").addHandler(handler)
+        logging.getLogger("ast_jax").propagate = False  # not again through a handler a library gave the root
     try:
         if program:
             # Held back while JAX loads: an exception raised inside its extension's start-up aborts the

@@ -25,6 +25,7 @@ from ast_jax.cli import main as cli_main
 from ast_jax.pretrained import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
+RATE_16K = 16000
 SMOKE = str(ROOT / "configs" / "smoke.py")
 QUIET = ["--config.progress_bar=False", "--config.log_every_steps=1"]
 
@@ -462,6 +463,27 @@ def test_own_data_is_described_and_labels_a_split_lacks_or_audio_the_model_canno
                                          r"features.target_length \(98 frames\): the model hears only the first "
                                          r"0.995 s of each clip; set features.target_length=298"):
         warn_of_unheard_audio(config, feature_config_from(config))
+
+
+def test_the_programs_log_lines_are_in_the_commands_words(tmp_path):
+    """A clip left out of the data is logged; `python train.py` (as `ast-jax train`) writes it as its other
+    warnings, "ast-jax train: warning: ...", not as Python's root logger would ("WARNING:ast_jax.data:...")."""
+    import soundfile
+
+    for label in ("yes", "no"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for n in range(3):
+            soundfile.write(tmp_path / "data" / label / f"{n}.wav", np.zeros(1600, np.float32), RATE_16K)
+    (tmp_path / "data" / "no" / "x.wav").write_text("not audio")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_HOST_MALLOC": "system"}
+    recipe = f"{ROOT / 'configs' / 'folder.py'}:{tmp_path / 'data'},0.1"
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", recipe, "--workdir",
+                           str(tmp_path / "run"), "--config.num_epochs=1", f"--config.data.cache_dir={tmp_path / 'cache'}"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.splitlines()
+    assert f"ast-jax train: warning: {tmp_path / 'data' / 'no' / 'x.wav'}: not an audio file" in done.stderr, lines
+    assert not [line for line in lines if line.startswith(("WARNING:", "INFO:"))], lines
+    assert done.returncode == 1 and lines[-1].startswith("ast-jax train: error: optim.warmup_steps (20) must be")
 
 
 def test_train_and_evaluate_takes_a_config_and_a_folder():
