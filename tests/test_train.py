@@ -478,7 +478,8 @@ def test_the_programs_log_lines_are_in_the_commands_words(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "AST_JAX_HOST_MALLOC": "system"}
     recipe = f"{ROOT / 'configs' / 'folder.py'}:{tmp_path / 'data'},0.1"
     done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", recipe, "--workdir",
-                           str(tmp_path / "run"), "--config.num_epochs=1", f"--config.data.cache_dir={tmp_path / 'cache'}"],
+                           str(tmp_path / "run"), "--config.num_epochs=1",
+                           f"--config.data.cache_dir={tmp_path / 'cache'}"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = done.stderr.splitlines()
     assert f"ast-jax train: warning: {tmp_path / 'data' / 'no' / 'x.wav'}: not an audio file" in done.stderr, lines
