@@ -591,6 +591,9 @@ def test_evaluate_leaves_out_clips_found_unreadable_while_decoding_per_batch(mod
         assert code == 1 and err.count("broken.wav") == 1 and "broken.wav: not an audio file" in err, err
         results[prepared] = json.loads((tmp_path / f"eval-{prepared}" / "metrics.json").read_text())
         assert results[prepared].pop("data") == str(tmp_path / f"{prepared}.json")
+        left_out = results[prepared].pop("left_out")  # what the saved figures leave out, and why
+        assert [row["file"] for row in left_out] == [str(data / "up" / "broken.wav")], left_out
+        assert left_out[0]["problem"].startswith("not an audio file"), left_out
     assert results[False]["examples"] == 12 and results[False] == results[True]
 
 

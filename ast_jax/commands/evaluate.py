@@ -286,12 +286,14 @@ def score(args: argparse.Namespace, model, predictor, source, split: str, shown_
               f"{row['support']:7d}")
 
     if args.output_dir:
+        # the clips the figures leave out (unreadable), so that the saved figures say what they are of
+        left_out = [{"file": name, "problem": problem.removeprefix(f"{name}: ")} for name, problem in skipped]
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         writers = {
             out / "metrics.json": lambda p: write_json(p, {"model": str(args.model), "data": str(args.data),
                                                            "split": shown_split, "dtype": model.config.dtype,
-                                                           **report}),
+                                                           **report, "left_out": left_out}),
             out / "per_class.csv": lambda p: write_csv(p, per_class, ["label", "precision", "recall", "support",
                                                                       "ap", "auc"]),
             out / "misclassified.csv": lambda p: write_csv(p, result.misclassified(), [
