@@ -653,6 +653,12 @@ def test_evaluate_label_mapping_errors(model_dir, clips, capsys, tmp_path, monke
     assert {row["label"] for row in mapped["per_class"]} == {"up", "yes", "left", "no"}  # the data's names shown
     code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, "--label-map", "up=sideways")
     assert code == 1 and "sideways" in err and len(err.strip().splitlines()) == 1
+    raw_folder_only = "--num-classes applies to a raw Speech Commands folder (with testing_list.txt)"
+    for option, message in (("--num-classes", raw_folder_only),
+                            ("--tfds-data-dir", "--tfds-data-dir applies to --data tfds:NAME")):
+        value = "12" if option == "--num-classes" else str(tmp_path)
+        code, _, err = run_cli(capsys, "evaluate", "--model", model_dir, "--data", clips, option, value)
+        assert code == 1 and err.count("\n") == 1 and f"{message}, not to {clips}" in err, err
 
 
 def test_an_overconfident_models_tied_scores_go_by_its_logits(clips, capsys, tmp_path, monkeypatch):

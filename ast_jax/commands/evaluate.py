@@ -214,6 +214,12 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: has no split {'column' if args.data.lower().endswith('.csv') else 'folders'}"
                          f", so it is scored whole; leave out --split, or give the training run's "
                          f"WORKDIR/config.json as --data to score the split it held out")
+    # options the data does not read: refused rather than silently ignored
+    if args.num_classes is not None and (config.source != "speech_commands" or is_config_file(args.data)):
+        raise ValueError(f"--num-classes applies to a raw Speech Commands folder (with testing_list.txt), not to "
+                         f"{args.data}")
+    if args.tfds_data_dir is not None and (config.source != "tfds" or is_config_file(args.data)):
+        raise ValueError(f"--tfds-data-dir applies to --data tfds:NAME, not to {args.data}")
     split = args.split or held_out  # data scored whole is all in its test split
     if config.source in ("folder", "manifest", "speech_commands") and not is_config_file(args.data):
         # Read once: decoded batch by batch as predict decodes (float32, nothing clipped), with no prepared copy,
