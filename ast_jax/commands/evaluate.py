@@ -26,7 +26,7 @@ decoded batch by batch, as predict decodes its files, and leaves nothing in the 
 training config's data is read as training reads it: from its prepared copies in its cache_dir, 16-bit, unless
 it sets prepared=False).
 
-example:
+examples:
   ast-jax evaluate --model runs/demo/model --data demo --output-dir eval/
   ast-jax evaluate --model runs/sc/model --data /data/speech_commands_v0.02 --output-dir eval/
 """
@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None,
                         help="split to score (default test, or for a training config the split its run held out: its "
                              "test_split, else its validation_split; a folder or CSV without splits is scored whole)")
-    parser.add_argument("--output-dir", "-o", default=None, help="folder for the metrics, PNG and CSVs")
+    parser.add_argument("--output-dir", "-o", default=None,
+                        help="folder for metrics.json, the CSVs, scores.npz and the confusion-matrix PNG (without "
+                             "it, only the table is printed)")
     parser.add_argument("--label-map", default=None, metavar="DATASET=MODEL,...",
                         help="data-set label -> model label, for names that differ (or a JSON file of that dict)")
     parser.add_argument("--clip-seconds", type=positive_float, default=None, help="longer clips are cut to this many seconds (default: the model's input length)")

@@ -1,7 +1,7 @@
 """Draw what the model listens to: attention rollout and the last block's cls/dist attention over the
 spectrogram of each audio file, one PNG per file (see ast_jax.explain for how the maps are made).
 
-example:
+examples:
   ast-jax explain --model runs/demo/model clip.wav --output clip.png
   ast-jax explain --model runs/demo/model clips/ --output explained/     (one PNG per file)
 """
