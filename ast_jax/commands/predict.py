@@ -250,6 +250,14 @@ def write_rows(rows, args: argparse.Namespace, top_k: int, labels: list[str], *,
         print(f"ast-jax predict: {len(kept)} row{'s' * (len(kept) != 1)} -> {args.output}", file=sys.stderr)
 
 
+def check_windows(classify, args: argparse.Namespace) -> None:
+    """--window and --hop checked against the model (an error), and a hop that skips audio named (a note)."""
+    classify.check_window(args.window, args.hop)
+    if args.hop is not None and args.hop > args.window:
+        print(f"ast-jax predict: --hop {args.hop:g} s is longer than --window {args.window:g} s: "
+              f"{args.hop - args.window:g} s of every {args.hop:g} s is not classified", file=sys.stderr)
+
+
 def run_stream(args: argparse.Namespace, failures: Failures) -> int:
     """`--window` over standard input: each window's labels are written as soon as it is classified (with
     --output, the file is written when the stream ends or is interrupted)."""
@@ -259,7 +267,7 @@ def run_stream(args: argparse.Namespace, failures: Failures) -> int:
     # One window per call: a batch would wait for windows that have not been recorded yet.
     classify = pipeline(args.model, batch_size=args.batch_size or 1, activation=args.activation,
                         dtype=args.dtype, workers=args.workers)
-    classify.check_window(args.window, args.hop)
+    check_windows(classify, args)
     top_k = min(args.top_k, len(classify.labels))
     rows = ({"file": STDIN, **window}
             for window in classify.iter_windows(source, args.window, args.hop, top_k=top_k, live=True))
@@ -291,10 +299,7 @@ def run(args: argparse.Namespace) -> int:
     classify = pipeline(args.model, batch_size=args.batch_size, activation=args.activation, dtype=args.dtype,
                         workers=args.workers)
     if args.window is not None:
-        classify.check_window(args.window, args.hop)
-        if args.hop is not None and args.hop > args.window:
-            print(f"ast-jax predict: --hop {args.hop:g} s is longer than --window {args.window:g} s: "
-                  f"{args.hop - args.window:g} s of every {args.hop:g} s is not classified", file=sys.stderr)
+        check_windows(classify, args)
 
     def rows():
         with progress(len(files), "predict") as bar:
