@@ -226,6 +226,19 @@ def test_sharded_and_half_precision_hugging_face_folders(tmp_path, randomize_tor
         load_pretrained(tmp_path / "sharded")
 
 
+def test_a_new_head_is_the_head_the_whole_model_would_start_with():
+    from ast_jax.convert import _fresh_head
+    from ast_jax.model import ASTConfig, init_params
+
+    config = ASTConfig.from_size("tiny224", num_layers=2, num_labels=7, max_length=48, num_mel_bins=32)
+    for seed in (0, 5):
+        whole, head = init_params(config, seed), _fresh_head(config, seed)
+        for name in ("head", "head_norm"):
+            for leaf in whole[name]:
+                np.testing.assert_array_equal(head[name][leaf], whole[name][leaf], err_msg=f"{name}/{leaf}")
+    assert not np.array_equal(_fresh_head(config, 0)["head"]["kernel"], _fresh_head(config, 5)["head"]["kernel"])
+
+
 def test_num_labels_always_gives_a_new_head(tmp_path, randomize_torch):
     original_pth(tmp_path / "sc.pth", randomize_torch)  # 35 labels
     source, fresh = load_pretrained(tmp_path / "sc.pth"), load_pretrained(tmp_path / "sc.pth", num_labels=35)
