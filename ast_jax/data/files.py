@@ -323,10 +323,13 @@ class FileSource(DataSource):
             audio *= 1.0 / INT16_SCALE
             return audio, self.split_files(split).targets[prepared.kept[indices]], prepared.lengths[indices]
         files = self.split_files(split)
+        # One reader for the batch: clips cut from one long file (the 12-class task's _silence_ windows) share its
+        # decoding (the reader keeps the last file cut; threads that race on it only decode again).
+        reader = ClipReader(self.sample_rate)
 
         def decode(i):
             try:
-                return ClipReader(self.sample_rate).read(files.clips[i])
+                return reader.read(files.clips[i])
             except DECODE_ERRORS as error:
                 clip = files.clips[i].describe()
                 if clip not in self.unreadable:
