@@ -664,6 +664,7 @@ def test_published_speech_commands_logits():
     logits, _ = model.apply(x)
     np.testing.assert_allclose(np.asarray(logits)[0, :3], [6.1589, -8.0566, -8.7984], atol=1e-4)
     assert model.labels[int(np.argmax(logits[0]))] == "backward"
+    assert model.labels == LABELS_35  # the released head's order, as ast_jax.data.speech_commands writes it
 
 
 def test_an_output_under_a_file_is_one_line(tmp_path, randomize_torch, capsys):

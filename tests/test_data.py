@@ -526,6 +526,8 @@ def test_the_demo_set_is_remade_exactly_from_the_official_test_clips(tmp_path):
 
 
 def test_labels_35_are_the_released_order():
+    # The order of the released checkpoint's head: MIT/ast-finetuned-speech-commands-v2's config.json id2label
+    # (the opt-in online test in test_convert.py checks the downloaded model against LABELS_35).
     released = ("backward follow five bed zero on learn two house tree dog stop seven eight down six forward cat right "
                 "visual four wow no nine off three left marvin yes up sheila happy bird go one").split()
     assert LABELS_35 == released

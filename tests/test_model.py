@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 
 # ---- parameter counts -------------------------------------------------------------------------------------------
+# The released checkpoints' counts (without the unused DeiT heads), as ../shared/reference/AST_FACTS.md gives them.
 @pytest.mark.parametrize("geometry, expected", [
     (dict(max_length=128, num_labels=35), 85_395_491),  # the released Speech Commands model
     (dict(max_length=1024, num_labels=527), 86_594_063),  # the released AudioSet 10/10 models
