@@ -226,17 +226,26 @@ def test_sharded_and_half_precision_hugging_face_folders(tmp_path, randomize_tor
         load_pretrained(tmp_path / "sharded")
 
 
-def test_a_new_head_is_the_head_the_whole_model_would_start_with():
+def test_a_new_head_starts_as_the_original_codes_does():
+    """The original builds a new head as nn.Sequential(nn.LayerNorm(768), nn.Linear(768, labels)) at PyTorch's
+    defaults: LayerNorm 1 and 0, Linear weight and bias uniform in +-1/sqrt(768)."""
     from ast_jax.convert import _fresh_head
-    from ast_jax.model import ASTConfig, init_params
+    from ast_jax.model import ASTConfig
 
-    config = ASTConfig.from_size("tiny224", num_layers=2, num_labels=7, max_length=48, num_mel_bins=32)
-    for seed in (0, 5):
-        whole, head = init_params(config, seed), _fresh_head(config, seed)
-        for name in ("head", "head_norm"):
-            for leaf in whole[name]:
-                np.testing.assert_array_equal(head[name][leaf], whole[name][leaf], err_msg=f"{name}/{leaf}")
-    assert not np.array_equal(_fresh_head(config, 0)["head"]["kernel"], _fresh_head(config, 5)["head"]["kernel"])
+    config = ASTConfig.from_size("base384", num_labels=527)
+    head = _fresh_head(config, 0)
+    reference = torch.nn.Sequential(torch.nn.LayerNorm(768), torch.nn.Linear(768, 527))
+    np.testing.assert_array_equal(head["head_norm"]["scale"], reference[0].weight.detach().numpy())
+    np.testing.assert_array_equal(head["head_norm"]["bias"], reference[0].bias.detach().numpy())
+    ours = {"kernel": np.asarray(head["head"]["kernel"]).T, "bias": np.asarray(head["head"]["bias"])}
+    theirs = {"kernel": reference[1].weight.detach().numpy(), "bias": reference[1].bias.detach().numpy()}
+    for name in ("kernel", "bias"):  # the same distribution: bounds, spread and centre
+        assert ours[name].shape == theirs[name].shape
+        bound = 1 / np.sqrt(768)
+        assert np.abs(ours[name]).max() <= bound and np.abs(theirs[name]).max() <= bound
+        assert ours[name].std() == pytest.approx(theirs[name].std(), rel=0.1 if name == "bias" else 0.01)
+        assert abs(ours[name].mean()) < 0.1 * bound
+    assert not np.array_equal(_fresh_head(config, 1)["head"]["kernel"], head["head"]["kernel"])
 
 
 def test_num_labels_always_gives_a_new_head(tmp_path, randomize_torch):
