@@ -21,7 +21,9 @@ One difference from the original: the mixup partner is a uniformly random row of
 uniformly random clip of the whole data set (which the device does not hold). For a shuffled batch both
 are a uniformly random clip of the data set, so each pair has the same distribution; partners within one
 batch are drawn from the same few clips, and a clip is its own partner with probability 1 / batch size
-instead of 1 / data set size (then it is left as it is, as the original leaves it). Pass the batch's
+instead of 1 / data set size (then it is left as it is, as the original leaves it). A batch drawn by the
+AudioSet recipe's balancing weights (`data.balanced`) gives partners drawn by those weights too, where the
+original drew them uniformly (its dataloader notes that balanced partners did worse). Pass the batch's
 `valid` mask so that padding rows of a last, partial batch are never partners.
 
 Evaluation uses `ast_jax.features.input_values`, which equals `train_inputs` with every augmentation off.
