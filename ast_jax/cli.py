@@ -154,10 +154,13 @@ def main(argv: list[str] | None = None, program: bool | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     if program:  # ast-jax's log lines (clips left out of the data, ...) in the command's own words
+        package_log = logging.getLogger("ast_jax")
+        for earlier in [h for h in package_log.handlers if isinstance(h.formatter, _LogLine)]:
+            package_log.removeHandler(earlier)  # a program that runs several commands: one line each, not one more
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_LogLine(f"ast-jax {name}"))
-        logging.getLogger("ast_jax").addHandler(handler)
-        logging.getLogger("ast_jax").propagate = False  # not again through a handler a library gave the root
+        package_log.addHandler(handler)
+        package_log.propagate = False  # not again through a handler a library gave the root
     try:
         if program:
             # Held back while JAX loads: an exception raised inside its extension's start-up aborts the
