@@ -100,7 +100,6 @@ _HEAD = (
     ("head/kernel", LINEAR, "mlp_head.1.weight", "classifier.dense.weight", None),
     ("head/bias", COPY, "mlp_head.1.bias", "classifier.dense.bias", None),
 )
-HEAD_PARAMS = ("head_norm", "head")  # Flax subtrees a new label set replaces
 
 _HF = "audio_spectrogram_transformer."
 # Source format -> (name column, prefix of embeddings and final norm, prefix of block i, prefix of the head or

@@ -109,16 +109,6 @@ def default_batch_size() -> int:
     return 6 if jax.default_backend() == "cpu" else 64
 
 
-def host_scores(logits: np.ndarray, activation: str) -> np.ndarray:
-    """`scores_from_logits` in numpy, for logits already on the host (rows, or one row)."""
-    from scipy import special
-
-    logits = np.asarray(logits, np.float32)
-    if activation == "none":
-        return logits
-    return special.expit(logits) if activation == "sigmoid" else special.softmax(logits, axis=-1)
-
-
 class Predictor:
     """The jitted waveform-to-outputs function of one model, applied batch by batch.
 
@@ -389,7 +379,7 @@ class Pipeline:
         if not items:
             return []
         out = predictor.outputs([self.load(item) for item in items], ("scores", "logits"))
-        scores = out["scores"] if activation is None else host_scores(out["logits"], activation)
+        scores = out["scores"] if activation is None else np.asarray(scores_from_logits(out["logits"], activation))
         for index, row in enumerate(scores):
             check_finite(_input_name(items[index], index), row)
         results = [predictor.top_k(row, top_k, logits) for row, logits in zip(scores, out["logits"])]
@@ -399,7 +389,7 @@ class Pipeline:
         examples = ((_input_name(item, index), self.load(item)) for index, item in enumerate(inputs))
         for name, out in self.predictor.run(examples, ("scores", "logits"), read_ahead=False,
                                             batch_size=self._iterator_batch):
-            scores = out["scores"] if activation is None else host_scores(out["logits"], activation)
+            scores = out["scores"] if activation is None else np.asarray(scores_from_logits(out["logits"], activation))
             check_finite(name, scores)
             yield self.predictor.top_k(scores, top_k, out["logits"])
 

@@ -126,6 +126,13 @@ def check_not_an_input(output: str | None, inputs: list) -> None:
             raise ValueError(f"{output}: is one of the inputs; the results would overwrite it")
 
 
+def refuse_standard_input(command: str, inputs: list[str]) -> None:
+    """A ValueError for INPUT `-` (where no file is so named) in a command that reads only files."""
+    if "-" in inputs and not os.path.exists("-"):
+        raise ValueError(f"-: {command} reads files, not standard input (predict does); save the audio to a file "
+                         f"first")
+
+
 def check_writable_folder(path: str | None) -> None:
     """Before any work: a ValueError naming `path` when it exists and is not a folder, is a loop of links, or
     cannot be written."""

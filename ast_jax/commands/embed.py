@@ -19,7 +19,8 @@ import sys
 import tempfile
 import zipfile
 
-from ast_jax.commands import check_not_an_input, check_output_file, partial_name, raise_if_interrupted
+from ast_jax.commands import (check_not_an_input, check_output_file, partial_name, raise_if_interrupted,
+                             refuse_standard_input)
 from ast_jax.commands.predict import Failures, add_model_arguments, progress
 
 
@@ -80,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     list_path = None if kind != ".npy" else f"{args.output if special else resolve_output(args.output)}.files.txt"
     if list_path is not None:
         check_output_file(list_path)
-    if "-" in args.inputs and not os.path.exists("-"):
-        raise ValueError("-: embed reads files, not standard input (predict does); save the audio to a file first")
+    refuse_standard_input("embed", args.inputs)
     files, unmatched = expand_inputs(args.inputs)
     check_not_an_input(args.output, files)
     if list_path is not None:

@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-from ast_jax.commands import check_not_an_input, check_output_file, check_writable_folder, raise_if_interrupted
+from ast_jax.commands import (check_not_an_input, check_output_file, check_writable_folder, raise_if_interrupted,
+                             refuse_standard_input)
 from ast_jax.commands.predict import Failures, add_model_arguments
 
 
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ast_jax._atomic import write_atomically
     from ast_jax.inference import expand_inputs, pipeline
 
-    if "-" in args.inputs and not os.path.exists("-"):
-        raise ValueError("-: explain reads files, not standard input (predict does); save the audio to a file first")
+    refuse_standard_input("explain", args.inputs)
     files, unmatched = expand_inputs(args.inputs)
     # One PNG per file: a file named twice (or by overlapping globs) is drawn once.
     unique: dict[str, str] = {}
