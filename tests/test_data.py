@@ -136,7 +136,7 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
         assert bad in text
 
 
-def test_audio_files_follow_links_to_folders_once(tmp_path):
+def test_audio_files_follow_links_to_folders_once_and_skip_hidden_ones(tmp_path):
     from ast_jax.data.files import audio_files
 
     (tmp_path / "elsewhere" / "bird").mkdir(parents=True)
@@ -145,8 +145,12 @@ def test_audio_files_follow_links_to_folders_once(tmp_path):
     (tmp_path / "root" / "car" / "b.flac").write_bytes(b"")
     (tmp_path / "root" / "bird").symlink_to(tmp_path / "elsewhere" / "bird")  # a class folder kept elsewhere
     (tmp_path / "root" / "car" / "loop").symlink_to(tmp_path / "root")  # a link back up the tree
+    for hidden in (".Trash/bird/c.wav", "car/.backup/d.wav", "car/._e.wav"):  # a desktop's or editor's leavings
+        (tmp_path / "root" / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "root" / hidden).write_bytes(b"")
     assert [p.relative_to(tmp_path / "root").as_posix() for p in audio_files(tmp_path / "root")] == [
         "bird/a.wav", "car/b.flac"]
+    assert len(audio_files(tmp_path / "root" / ".Trash")) == 1  # a hidden folder asked for by name is read
 
 
 def test_listed_clips_and_links_that_are_missing_are_reported_not_dropped(tmp_path, raw_folder, caplog):

@@ -370,8 +370,9 @@ def spelled_path(path: str) -> str:
 
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under `folder` (any depth, through links to folders, each real folder once), sorted; hidden
-    files are ignored. A link that leads nowhere is kept, so that reading it reports it rather than the data
-    shrinking unnoticed; other things that are not files (pipes, devices) are left out."""
+    files and folders under it (.Trash, .ipynb_checkpoints, a dot-named backup) are ignored. A link that leads
+    nowhere is kept, so that reading it reports it rather than the data shrinking unnoticed; other things that
+    are not files (pipes, devices) are left out."""
     found, seen = [], set()
     for root, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
@@ -379,6 +380,7 @@ def audio_files(folder: Path) -> list[Path]:
             folders.clear()
             continue
         seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
         found.extend(Path(root) / name for name in names
                      if Path(name).suffix.lower() in AUDIO_EXTENSIONS and not name.startswith("."))
     return sorted(path for path in found if file_or_dangling_link(path))
