@@ -598,6 +598,24 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     after.data.balanced = not after.data.balanced
     with pytest.raises(ValueError, match="another config \\(data.balanced: "):
         check_resumable(after, moved)
+    after.data.balanced = not after.data.balanced
+    with before.optim.unlocked(), after.optim.unlocked():  # under a cosine schedule the run's length is fixed
+        before.optim.lr_schedule = after.optim.lr_schedule = "cosine"
+    save_config(before, moved / "config.json")
+    after.num_epochs = before.num_epochs + 2
+    with pytest.raises(ValueError, match=rf"another config \(num_epochs: {before.num_epochs} -> {after.num_epochs} "
+                                         r"\(the cosine schedule spans the whole run\)\)"):
+        check_resumable(after, moved)
+    (moved / "config.json").unlink()  # checkpoints without their config cannot be checked: refused
+    with pytest.raises(ValueError, match=rf"^{moved}: holds checkpoints but no config.json"):
+        check_resumable(after, moved)
+    (moved / "checkpoints").unlink()
+    (moved / "notes.txt").write_text("mine")  # a folder that is not a run is not written into
+    with pytest.raises(ValueError, match=rf"^{moved}: not empty and not an ast-jax run \(it has no config.json\)"):
+        check_resumable(after, moved)
+    (moved / "notes.txt").unlink()
+    (moved / ".DS_Store").write_text("")  # an empty folder but for hidden files is a new run's
+    check_resumable(after, moved)
     code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
     assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
 

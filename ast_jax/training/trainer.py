@@ -9,6 +9,7 @@ The workdir holds
   config.json        the resolved config
   data.json          the count of training clips, their fingerprint and the labels: resuming on other data is
                      refused
+  model_config.json  the model as the run began (a resume rebuilds it from this, not from init.source)
   checkpoints/       Orbax checkpoints (train state + metadata); a run started again here with the same config
                      resumes from the latest (SIGTERM or Ctrl-C write one after the current step, then stop)
   metrics.jsonl      one JSON object per log or evaluation ({"step", "split", "loss", ...})
@@ -153,9 +154,19 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 
 def check_resumable(config, workdir: Path) -> None:
-    """Refuse to resume a workdir's checkpoints under a config that trains differently from the one saved there."""
+    """Refuse to resume a workdir's checkpoints under a config that trains differently from the one saved there,
+    and a workdir that holds something other than a run (its config.json comes first, before any other file)."""
     saved_path = workdir / "config.json"
-    if not saved_path.is_file() or not _checkpoint_steps(workdir):
+    if not saved_path.is_file():
+        if _checkpoint_steps(workdir):
+            raise ValueError(f"{workdir}: holds checkpoints but no config.json, so the config they were trained with "
+                             f"cannot be checked against this one; put the run's config.json back, or give a new "
+                             f"--workdir")
+        if workdir.is_dir() and any(not path.name.startswith(".") for path in workdir.iterdir()):
+            raise ValueError(f"{workdir}: not empty and not an ast-jax run (it has no config.json); give a new or "
+                             f"empty --workdir")
+        return
+    if not _checkpoint_steps(workdir):
         return
     try:
         # Fields of the source that a config leaves out count as their defaults, as `ast-jax train` fills them.
@@ -167,10 +178,11 @@ def check_resumable(config, workdir: Path) -> None:
     changed = [name for name in sorted(set(saved) | set(current))
                if fixed(name) and saved.get(name, "<unset>") != current.get(name, "<unset>")]
     if config.optim.lr_schedule != "multistep" and saved.get("num_epochs") != current.get("num_epochs"):
-        changed.append("num_epochs (the cosine schedule spans the whole run)")
+        changed.append("num_epochs")
     if changed:
+        spans = " (the cosine schedule spans the whole run)" if config.optim.lr_schedule != "multistep" else ""
         shown = "; ".join(f"{name}: {saved.get(name, '<unset>')!r} -> {current.get(name, '<unset>')!r}"
-                          if name in saved or name in current else name for name in changed[:4])
+                          + (spans if name == "num_epochs" else "") for name in changed[:4])
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); resume it "
                          f"with --config {saved_path}, or give a new --workdir")
