@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ast_jax.training.metrics import average_precision, roc_auc
+from ast_jax.training.metrics import average_precision, json_ready, roc_auc
 
 OTHER = "(other)"  # confusion-matrix column for predictions outside the data set's labels
 
@@ -131,7 +131,7 @@ class Evaluation:
             not np.isnan(row[key]) for row in per_class) else float("nan")
         report = {"examples": int(len(self.targets)), "accuracy": float(np.mean(self.hits)),
                   "mAP": mean("ap"), "mAUC": mean("auc"), "per_class": per_class}
-        return _nan_to_none(report)
+        return json_ready(report)
 
     def confusion_matrix(self) -> tuple[np.ndarray, list[str]]:
         """Counts (true data-set class, predicted model label) and the column names: the model labels the data
@@ -161,15 +161,6 @@ class Evaluation:
                 "label_score": max((float(self.scores[i, self.label_indices[k]]) for k in true), default=float("nan")),
             })
         return rows
-
-
-def _nan_to_none(value):
-    """`value` with every float NaN (undefined precision, AP of a class without positives) made None."""
-    if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_nan_to_none(item) for item in value]
-    return None if isinstance(value, float) and np.isnan(value) else value
 
 
 def plot_confusion_matrix(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: str) -> None:

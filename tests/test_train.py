@@ -836,6 +836,26 @@ def test_a_source_field_left_out_counts_as_its_default_when_resuming(tmp_path):
         check_resumable(filled, tmp_path)
 
 
+def test_undefined_metrics_are_written_as_json_null_and_shown_as_n_a(tmp_path):
+    """A split with one class has no mAUC: metrics.jsonl and results.json must stay JSON (null, not NaN), the
+    table says n/a, and TensorBoard gets no NaN scalar."""
+    from ast_jax.training.metrics import json_ready
+    from ast_jax.training.trainer import MetricWriter, format_table
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text!r}"))
+
+    writer = MetricWriter(tmp_path, 0)
+    writer.write(3, "test", {"loss": 0.5, "mAUC": float("nan"), "mAP": float("inf")})
+    writer.close()
+    assert strict((tmp_path / "metrics.jsonl").read_text()) == {"step": 3, "split": "test", "loss": 0.5,
+                                                                 "mAUC": None, "mAP": None}
+    summary = {"best_validation": float("nan"), "results": [{"model": "best", "split": "test", "mAUC": float("nan")}]}
+    assert strict(json.dumps(json_ready(summary), allow_nan=False))["results"][0]["mAUC"] is None
+    table = format_table([{"model": "best", "split": "test", "loss": 0.25, "accuracy": 1.0, "mAUC": float("nan")}])
+    assert table.splitlines()[-1].split() == ["best", "test", "0.2500", "1.0000", "n/a"]
+
+
 def test_training_logs_do_not_import_torch(tmp_path):
     """tensorboardX imports torch where it is installed; the trainer's metric writer keeps it out (a second
     of start-up), and torch still imports normally afterwards."""

@@ -64,3 +64,13 @@ def classification_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str,
     per_class_auc = [roc_auc(scores[:, k], positive[:, k]) for k in range(scores.shape[1])]
     mean = lambda values: float(np.nanmean(values)) if not np.all(np.isnan(values)) else float("nan")
     return {"accuracy": accuracy(scores, targets), "mAP": mean(per_class_ap), "mAUC": mean(per_class_auc)}
+
+
+def json_ready(value):
+    """`value` (nested dicts and lists) with every float that is not finite made None: JSON has no NaN, and a
+    metric can be undefined (the AUC of a split with one class, the precision of a label never predicted)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value

@@ -47,7 +47,7 @@ from ast_jax.training import sharding
 from ast_jax.training.checkpoint import Checkpoints, abstract_with_shardings, complete_steps
 from ast_jax.training.config_io import add_source_fields, config_values, expand_user_paths, save_config
 from ast_jax.training.losses import LOSSES, masked_mean, per_example_loss
-from ast_jax.training.metrics import classification_metrics
+from ast_jax.training.metrics import classification_metrics, json_ready
 from ast_jax.training.optim import make_optimizer
 
 BEST_METRICS = ("accuracy", "mAP", "mAUC")
@@ -657,7 +657,7 @@ class MetricWriter:
                     continue
             kept = [row for row in rows if isinstance(row, dict) and isinstance(row.get("step"), int)
                     and row["step"] <= resume_step and not str(row.get("split", "")).startswith("result/")]
-            write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+            write_text_atomically(self.path, "".join(json.dumps(json_ready(row)) + "\n" for row in kept))
         self.file = self.path.open("a")
         # TensorBoard drops the events of earlier sessions from step resume_step + 1 on, as metrics.jsonl does.
         self.tensorboard = SummaryWriter(str(workdir / "tensorboard"),
@@ -666,10 +666,11 @@ class MetricWriter:
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.active:
             return
-        self.file.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+        # an undefined metric (the mAUC of a split with one class) is null in the file and left out of TensorBoard
+        self.file.write(json.dumps(json_ready({"step": step, "split": split, **values}), allow_nan=False) + "\n")
         self.file.flush()
         for name, value in values.items():
-            if isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 self.tensorboard.add_scalar(f"{split}/{name}", value, step)
 
     def flush(self) -> None:
@@ -687,8 +688,9 @@ class MetricWriter:
 def format_table(rows: list[dict]) -> str:
     """The end-of-run results as a plain-text table."""
     columns = ["model", "split", "loss", "accuracy", "mAP", "mAUC"]
-    cells = [[str(row.get(c, "")) if not isinstance(row.get(c), float) else f"{row[c]:.4f}" for c in columns]
-             for row in rows]
+    shown = lambda value: (str(value) if value is not None else "") if not isinstance(value, float) else (
+        f"{value:.4f}" if math.isfinite(value) else "n/a")  # n/a: undefined (the mAUC of a one-class split)
+    cells = [[shown(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
@@ -1072,7 +1074,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, 
             link.unlink(missing_ok=True)
             link.symlink_to("best", target_is_directory=True)
             link.replace(workdir / "model")
-            write_text_atomically(workdir / "results.json", json.dumps(summary, indent=2) + "\n")
+            write_text_atomically(workdir / "results.json", json.dumps(json_ready(summary), indent=2, allow_nan=False)
+                                  + "\n")
             print(format_table(results), flush=True)
             print(f"model: {workdir / 'model'} (the best, epoch {meta['best_epoch']}); results: "
                   f"{workdir / 'results.json'}", flush=True)
