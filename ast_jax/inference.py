@@ -444,7 +444,7 @@ class Pipeline:
             raise ValueError(f"window {window_seconds:g} s is shorter than one {features.frame_length_ms:g} ms "
                              f"analysis frame")
         span = self.predictor.clip_samples / features.sample_rate
-        if round(window_seconds * features.sample_rate) > self.predictor.clip_samples:
+        if features.num_frames(round(window_seconds * features.sample_rate)) > features.target_length:
             raise ValueError(f"window {window_seconds:g} s is longer than the model's input ({span:g} s, "
                              f"{features.target_length} frames), which would see only its first {span:g} s; "
                              f"use a window of at most {span:g} s")
@@ -458,8 +458,11 @@ class Pipeline:
         Returns [{"start": seconds, "end": seconds, "labels": [{"score", "label"}]}], one per window. Windows
         start every `hop_seconds` (default: the window) up to the first that reaches the end of the recording,
         which holds what is left (left out if shorter than one 25 ms analysis frame). A window may be at most
-        the model's input long (about 1.3 s for the Speech Commands geometry, 10.2 s for AudioSet's).
-        Files are read block by block, so a recording need not fit in memory.
+        the model's input long (about 1.3 s for the Speech Commands geometry, 10.26 s for AudioSet's); window
+        and hop are rounded to whole samples at the model's rate, and the times are those samples'. Files are
+        read block by block, so a recording need not fit in memory. Damage or NaN samples further into the
+        recording raise an AudioError, and the windows before them are not returned: `iter_windows` yields
+        those first, then raises.
         """
         return list(self.iter_windows(source, window_seconds, hop_seconds, top_k=top_k))
 

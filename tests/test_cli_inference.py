@@ -148,6 +148,11 @@ def test_files_longer_than_the_input_and_other_mistakes_are_named(model_dir, cli
         hint = "; --window classifies a recording window by window" if command[0] == "predict" else ""
         assert code == 0 and err.splitlines()[-1] == (f"ast-jax {command[0]}: 1 file longer than the model's input "
                                                       f"({seconds} s): only its start was heard{hint}"), err
+    # samples short of one more 10 ms frame make no frame: a file that long is heard whole (0.5 s for 48 frames)
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, waveform(2.0, 3)[:CLIP + 159], RATE, subtype="PCM_16")
+    code, _, err = run_cli(capsys, "predict", "--model", model_dir, whole)
+    assert code == 0 and "longer than the model's input" not in err, err
     mistakes = [
         (["explain", "--model", model_dir, short, "-o", tmp_path / "one.jpg"],
          f"{tmp_path / 'one.jpg'}: explain writes PNG images; name a .png file, or a folder for one PNG per file"),

@@ -201,6 +201,10 @@ def test_windows_longer_than_the_input_empty_and_damaged_recordings(classify, tm
     with pytest.raises(ValueError, match=r"window 1 s is longer than the model's input \(0.495 s, 48 frames\)"):
         classify.windows(waveform(2.0), 1.0)
     assert len(classify.windows(waveform(2.0), 0.495)) == 4  # exactly the input; the 20 ms tail is left out
+    # 0.5 s makes 48 frames too (its last 80 samples, short of a frame, make none): it fits; 0.505 s does not
+    assert [w["end"] for w in classify.windows(waveform(2.0), 0.5)] == [0.5, 1.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match=r"window 0.505 s is longer than the model's input \(0.495 s, 48 frames\)"):
+        classify.windows(waveform(2.0), 0.505)
     # a hop longer than the window, and the recording ends in the skipped gap: one window, no error
     sf.write(tmp_path / "gap.wav", waveform(0.3125), RATE, subtype="FLOAT")
     for recording in (waveform(0.3125), str(tmp_path / "gap.wav")):

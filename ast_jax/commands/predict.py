@@ -100,8 +100,10 @@ class Failures:
         report_error(name, error)
 
     def heard(self, samples: int, predictor) -> None:
-        """Note a file of `samples` decoded samples, cut to the predictor's input where longer."""
-        if samples > predictor.clip_samples:
+        """Note a file of `samples` decoded samples, cut to the predictor's input where it has more analysis frames
+        (samples short of one more frame are no loss: they make none)."""
+        features = predictor.model.features
+        if features.num_frames(samples) > features.target_length:
             self.long += 1
             self.input_seconds = predictor.clip_samples / predictor.model.features.sample_rate
 
