@@ -34,7 +34,8 @@ whatever the length.
 Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
 path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives. A stream
 that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
-the length open, never warns. libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
+the length open, never warns. Samples going on past the header's length are not read: a warning says so (an
+error when the header says 0). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
 bytes). Other non-seekable file objects are read whole first.
 """
 
@@ -281,9 +282,9 @@ def _is_pipe(file: Any) -> bool:
 
 def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: bool):
     """(rate, blocks) of audio arriving on a pipe, read through its descriptor with libsndfile's pipe support
-    (which closes the descriptor at the end when `close`)."""
+    (the descriptor closed at the end when `close`)."""
     try:
-        sound = sf.SoundFile(descriptor, closefd=close)
+        sound = sf.SoundFile(descriptor, closefd=False)
     except sf.LibsndfileError as error:
         if close:
             os.close(descriptor)
@@ -293,9 +294,51 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
         _check_rate_in_header(sound.samplerate, name)
     except AudioError:
         sound.close()
+        if close:
+            os.close(descriptor)
         raise
-    return sound.samplerate, _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS),
-                                               short_ending="warn")
+    declared, open_ended = sound.frames, _open_ended(sound)
+
+    def blocks():
+        read = 0
+        try:
+            for block in _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS), short_ending="warn"):
+                read += len(block)
+                yield block
+            if read == declared and not open_ended:
+                _check_stream_end(descriptor, name, declared)
+        finally:
+            sound.close()
+            if close:
+                os.close(descriptor)
+
+    return sound.samplerate, blocks()
+
+
+# How long a stream that has given the samples its header declares is watched for more (a writer still sending).
+STREAM_END_WAIT_SECONDS = 1.0
+
+
+def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
+    """After the samples a stream's header declares: more samples following mean a writer that could not go back
+    to write the real length (Python's `wave` on a pipe writes its first piece's). Without any samples that is
+    an AudioError, otherwise a warning (what came is kept). A following chunk ("LIST", a next "RIFF") or the
+    end of the stream is no problem."""
+    import select
+
+    if not select.select([descriptor], [], [], STREAM_END_WAIT_SECONDS)[0]:
+        return  # nothing more yet: a writer keeping the pipe open, not one sending samples
+    following = os.read(descriptor, 4)
+    if not following or (len(following) == 4 and all(32 <= byte < 127 for byte in following)):
+        return
+    advice = ("the writer could not go back to fill in the length; have it write the length as unknown, "
+              "0xFFFFFFFF, as arecord, sox and ffmpeg do")
+    if not declared:
+        raise AudioError(f"{name}: its header declares no samples, yet samples follow ({advice})")
+    import warnings
+
+    warnings.warn(f"{name}: the stream goes on past the {declared} frames its header declares, and the rest was not "
+                  f"read ({advice})", stacklevel=2)
 
 
 def _remaining_bytes(file: Any) -> int:

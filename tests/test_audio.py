@@ -152,6 +152,23 @@ def test_pipes_are_read_as_streams(tmp_path):
     assert 0.45 * len(expected) < len(half) < 0.55 * len(expected)
     np.testing.assert_allclose(half[:-100], expected[:len(half) - 100], atol=1e-6)
 
+    # A writer that cannot go back to fix its header (Python's wave on a pipe) leaves a length that is too short:
+    # the samples past it are said to be left unread, not silently dropped; a length of 0 would drop them all.
+    def declaring(frames: int) -> bytes:
+        data = bytearray(whole)
+        data[data.find(b"data") + 4:data.find(b"data") + 8] = (frames * 6).to_bytes(4, "little")  # 24-bit stereo
+        return bytes(data)
+
+    with feed(declaring(4410)) as pipe, pytest.warns(
+            UserWarning, match=r"goes on past the 4410 frames its header declares, and the rest was not read"):
+        assert len(np.concatenate(list(stream_audio(pipe)))) == 1600  # 0.1 s at 16 kHz
+    with feed(declaring(0)) as pipe, pytest.raises(AudioError, match="its header declares no samples, yet samples "
+                                                                     "follow .*0xFFFFFFFF"):
+        load_audio(pipe)
+    with feed(whole + b"LIST\x04\x00\x00\x00INFO") as pipe, warnings.catch_warnings():  # a chunk after the data
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_audio(pipe), expected)
+
     os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
     feed(data, fifo=tmp_path / "fifo")
     np.testing.assert_array_equal(load_audio(tmp_path / "fifo"), expected)
