@@ -577,16 +577,18 @@ def test_hash_split_keeps_each_speaker_on_one_side(tmp_path):
 
     root = tmp_path / "words"
     speakers = [f"{i:08x}" for i in range(40)]
-    for word in ("yes", "no"):
+    for word in ("yes", "no", "_unknown_"):
         (root / word).mkdir(parents=True)
         for speaker in speakers:
-            for n in range(2):
-                soundfile.write(root / word / f"{speaker}_nohash_{n}.wav", np.zeros(160), 16000)
+            for n in range(2):  # other words gathered into one folder keep their word in the name
+                other = ("bed", "cat")[n]
+                name = f"{speaker}_nohash_{n}.wav" if word != "_unknown_" else f"{other}_{speaker}_nohash_0.wav"
+                soundfile.write(root / word / name, np.zeros(160), 16000)
     _, splits, _ = _build(folder_entries(root), str(root), None, 0.25, 0.25)
     side = {}
     for split, files in splits.items():
         for clip in files.clips:
-            side.setdefault(Path(clip.path).name.split("_nohash_")[0], set()).add(split)
+            side.setdefault(Path(clip.path).name.split("_nohash_")[0][-8:], set()).add(split)
     assert len(side) == 40 and all(len(sides) == 1 for sides in side.values())
     assert {next(iter(s)) for s in side.values()} == {"train", "validation", "test"}
 

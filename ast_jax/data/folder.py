@@ -40,10 +40,12 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
 
 def _group_key(path: str, group: str = "") -> str:
     """The hash key of a clip: its group (a manifest's group column), else the speaker of a
-    `<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows only), else
-    the path itself (already spelled one way by the caller)."""
+    `[<word>_]<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows
+    only), else the path itself (already spelled one way by the caller). Speech Commands' speaker ids hold no
+    "_"; the word prefix is how copies gathered from several word folders into one (an "unknown" class) are
+    often named, and the speaker must still be one group there."""
     name = path.rsplit("/", 1)[-1]
-    group = group or (name.split("_nohash_", 1)[0] if "_nohash_" in name else "")
+    group = group or (name.split("_nohash_", 1)[0].rsplit("_", 1)[-1] if "_nohash_" in name else "")
     return "group:" + group if group else path
 
 
