@@ -3,7 +3,7 @@
     import ast_jax
     model = ast_jax.load_pretrained("hf:MIT/ast-finetuned-speech-commands-v2")  # or a .pth, or a folder
     classify = ast_jax.pipeline(model)
-    classify("clip.wav")  # [{"label": "yes", "score": 0.99}, ...]
+    classify("clip.wav")  # [{"score": 0.99, "label": "yes"}, ...]
 
 Submodules are imported on first use, so `import ast_jax` is cheap and torch is never imported unless a
 PyTorch file is read.

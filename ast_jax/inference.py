@@ -368,7 +368,7 @@ class Pipeline:
         check_top_k(top_k)
         predictor = self.predictor
         if function_to_apply is not None and function_to_apply not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {function_to_apply!r}")
+            raise ValueError(f"function_to_apply must be one of {', '.join(ACTIVATIONS)}, got {function_to_apply!r}")
         # another activation is applied to the logits here, on the host: the device keeps one compiled function
         # and one copy of the parameters
         activation = None if function_to_apply in (None, predictor.activation) else function_to_apply

@@ -323,17 +323,19 @@ def test_bad_files_are_reported_and_the_rest_processed(model_dir, clips, capsys,
     sf.write(bad / "nan.wav", nan, RATE, subtype="FLOAT")
     silent_header = bad / "no_samples.wav"
     sf.write(silent_header, np.zeros(0, np.float32), RATE, subtype="PCM_16")
+    (bad / "loop.wav").symlink_to(bad / "loop.wav")
     broken = [str(bad / "missing.wav"), str(bad / "empty.wav"), str(bad / "text.wav"), str(header_cut),
-              str(bad / "nan.wav"), str(silent_header)]
+              str(bad / "nan.wav"), str(silent_header), str(bad / "loop.wav")]
     for command in (["predict", "--format", "jsonl"], ["embed", "-o", tmp_path / "e.npz"]):
         code, out, err = run_cli(capsys, *command, "--model", model_dir, good[0], *broken, *good[1:])
         assert code == 1
         lines = err.strip().splitlines()
         problems = ["file not found", "empty file (0 bytes)", "not an audio file (",
                     "truncated or corrupt audio file (", "contains NaN or Inf samples (first at 0.006 s)",
-                    "no audio samples"]
+                    "no audio samples", "too many levels of symbolic links"]
         for path, problem in zip(broken, problems):  # one line each, naming the file and what is wrong with it
             assert sum(line.startswith(f"{path}: {problem}") for line in lines) == 1, (path, err)
+        assert err.count(str(bad / "loop.wav")) == 1  # an OS error's reason, without the path again
         if command[0] == "predict":
             assert [json.loads(line)["file"] for line in out.splitlines()] == good
         else:
@@ -391,7 +393,7 @@ def test_top_k_and_hop_must_be_positive_in_python(model_dir, monkeypatch):
     raw = classify(audio, top_k=None, function_to_apply="none")
     assert [i["score"] for i in raw] == pytest.approx(sorted(logits, reverse=True), abs=1e-6)
     assert [i["label"] for i in raw] == [LABELS[i] for i in np.argsort(-logits, kind="stable")]
-    with pytest.raises(ValueError, match="activation must be one of softmax, sigmoid, none"):
+    with pytest.raises(ValueError, match="^function_to_apply must be one of softmax, sigmoid, none"):
         classify(audio, function_to_apply="relu")
     # the other activations come from the model's one Predictor (one compiled function, one copy of the
     # parameters on the device), as lists or from an iterator

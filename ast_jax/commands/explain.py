@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, batch_help="clips per jitted batch (default and at most 8: each clip keeps every "
                                            "block's attention maps)")
     parser.add_argument("--output", "-o", required=True,
-                        help="PNG path for one file, or a folder (one FILE_NAME.png per file, e.g. clip.wav.png)")
+                        help="PNG path for one file, or a folder (one FILE_NAME.png per file, e.g. clip.wav.png; "
+                             "where names repeat, the path below the common folder: a__clip.wav.png)")
     parser.add_argument("--map", choices=["both", "rollout", "last"], default="both",
                         help="which attention maps to draw (default both)")
 

@@ -45,8 +45,13 @@ DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 def decode_problem(error: Exception) -> str:
     """What reports say of a clip or input that could not be decoded: "file not found", or the decoder's
-    message (the data layer's reports and the commands' per-file lines alike)."""
-    return "file not found" if isinstance(error, FileNotFoundError) else str(error)
+    message (the data layer's reports and the commands' per-file lines alike). An operating-system error is
+    given by its reason alone ("permission denied"): the reports name the file already."""
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[:1].lower() + error.strerror[1:]
+    return str(error)
 
 
 def default_cache_dir() -> Path:
