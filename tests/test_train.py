@@ -393,6 +393,24 @@ def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, 
     assert not (tmp_path / "bad").exists()  # nothing written for a run that never started
 
 
+def test_split_folders_without_a_validation_folder_are_named(tmp_path, capsys, no_jit):
+    """Split folders without validation/ leave that split empty: the message says which folder is missing,
+    not the hash-split advice, which does not apply to split folders."""
+    import soundfile
+
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (tmp_path / "d" / split / label).mkdir(parents=True)
+            soundfile.write(tmp_path / "d" / split / label / "x.wav", np.full(16000, 0.01, np.float32), 16000)
+    code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "run"), *QUIET,
+                     "--config.data.source=folder", f"--config.data.data_dir={tmp_path / 'd'}"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert ("has no usable clips (the folder has split folders, train/, test/, but no validation/: give all three, or "
+            "none, and then the clips are split by a hash)") in err and "fraction" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_data_field_no_source_reads_is_refused():
     from ml_collections import ConfigDict
 

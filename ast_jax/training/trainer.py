@@ -506,6 +506,24 @@ def warn_of_unheard_audio(config, features: features_lib.FeatureConfig) -> None:
                       f"data.clip_seconds (configs/folder.py:PATH,SECONDS sets both)", stacklevel=2)
 
 
+def _why_empty(config, split: str) -> str:
+    """What may have left a split of a folder or manifest without clips, as the end of a message."""
+    from ast_jax.data.folder import SPLITS
+
+    root = Path(config.data.get("data_dir") or ".")
+    present = [name for name in SPLITS if (root / name).is_dir()] if config.data.source == "folder" else []
+    if present and split in SPLITS:
+        if not (root / split).is_dir():
+            return (f" (the folder has split folders, {', '.join(f'{name}/' for name in present)}, but no {split}/: "
+                    f"give all three, or none, and then the clips are split by a hash)")
+        return f" ({root / split} holds no readable clips in any label folder)"
+    if config.data.source in ("folder", "manifest"):
+        return (" (none found, none readable, or, split by hash, no speaker or group fell into it: more speakers "
+                "or groups, a larger data.validation_fraction / data.test_fraction, or the split given by split "
+                "folders or a manifest's split column help)")
+    return ""
+
+
 def source_name(config) -> str:
     return f"the {config.data.source} source" + (f" ({config.data.data_dir})" if config.data.get("data_dir") else "")
 
@@ -518,8 +536,8 @@ def check_config(config, source: DataSource) -> None:
         if config[name] % devices:
             problems.append(f"{name} {config[name]} is not divisible by the {devices} devices")
     if source.num_classes < 2:
-        problems.append(f"{source_name(config)} has {source.num_classes} class "
-                        f"({', '.join(source.labels)}); a classifier needs at least two")
+        found = f"1 class ({source.labels[0]})" if source.num_classes else "no classes"
+        problems.append(f"{source_name(config)} has {found}; a classifier needs at least two")
     if not config.validation_split:
         problems.append("validation_split is empty: the run keeps the model that scores best on it and reports "
                         "its scores, so it needs a split (test_split may be empty)")
@@ -534,11 +552,8 @@ def check_config(config, source: DataSource) -> None:
             split_errors.setdefault(str(error), []).append(role)
             continue
         if count == 0:
-            hashed = config.data.source in ("folder", "manifest")
-            problems.append(f"the {split!r} split of {source_name(config)} has no usable clips" + (
-                " (none found, none readable, or, split by hash, no speaker or group fell into it: more speakers "
-                "or groups, a larger data.validation_fraction / data.test_fraction, or the split given by split "
-                "folders or a manifest's split column help)" if hashed else ""))
+            problems.append(f"the {split!r} split of {source_name(config)} has no usable clips"
+                            f"{_why_empty(config, split)}")
     problems.extend(f"{', '.join(roles)}: {error}" for error, roles in split_errors.items())
     if config.loss not in LOSSES:
         problems.append(f"loss must be one of {LOSSES}, got {config.loss!r}")
