@@ -115,6 +115,11 @@ def test_evaluate_reports_what_training_logged(reference, tmp_path, capsys):
         assert metrics["examples"] == logged["examples"]
         for name in ("accuracy", "mAP", "mAUC"):
             assert metrics[name] == pytest.approx(logged[name], abs=1e-6), name
+    # the run's folder itself is not data: the message points at its config.json
+    code = cli_main(["evaluate", "--model", str(reference / "best"), "--data", str(reference), "--output-dir",
+                     str(tmp_path / "x")])
+    assert code == 1 and (f"{reference}: a training run's folder, not data; give {reference / 'config.json'} as "
+                          f"--data") in capsys.readouterr().err
 
 
 def test_eight_devices_match_one_device(reference, tmp_path, compilation_cache):

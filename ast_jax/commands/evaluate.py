@@ -205,6 +205,10 @@ def evaluate(args: argparse.Namespace) -> int:
     from ast_jax.inference import Predictor, load_model_source
 
     check_writable_folder(args.output_dir)
+    run = Path(args.data).expanduser()
+    if (run / "config.json").is_file() and ((run / "checkpoints").is_dir() or (run / "model").exists()):
+        raise ValueError(f"{args.data}: a training run's folder, not data; give {run / 'config.json'} as --data to "
+                         f"score the data it trained on (its test split by default)")
     model = load_model_source(args.model, args.dtype)
     predictor = Predictor(model, batch_size=args.batch_size, activation=args.activation)
     clip_seconds = args.clip_seconds or predictor.clip_samples / model.features.sample_rate  # argparse: None or > 0
