@@ -88,6 +88,10 @@ def plot_explanation(input_values: np.ndarray, maps: dict[str, np.ndarray], path
     for ax in axes:
         ax.set_ylabel("mel bin")
     axes[-1].set_xlabel("time (s)")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
+    import warnings
+
+    with warnings.catch_warnings():  # a title's characters the font lacks (a CJK file name) are drawn as boxes
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.tight_layout()
+        figure.savefig(path, format="png", dpi=100)
     plt.close(figure)

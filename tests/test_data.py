@@ -136,6 +136,20 @@ def test_folder_any_rate_bad_clips_reported_and_skipped(tmp_path, caplog):
         assert bad in text
 
 
+def test_labels_that_differ_only_in_case_are_warned_of(tmp_path, caplog):
+    """Dog/ and dog/ are two classes on Linux and one folder on macOS or Windows: said, not silently split."""
+    from ast_jax.data.folder import _build, folder_entries
+
+    for label in ("Dog", "dog", "cat"):
+        (tmp_path / label).mkdir()
+        soundfile.write(tmp_path / label / "x.wav", np.zeros(160), 16000)
+    caplog.set_level(logging.WARNING, logger="ast_jax.data")
+    labels, _, _ = _build(folder_entries(tmp_path), str(tmp_path), None, 0.0, 0.0)
+    assert labels == ["Dog", "cat", "dog"]
+    assert caplog.messages == [f"{tmp_path}: labels 'Dog' and 'dog' differ only in case: they are 2 classes here, but "
+                               f"folders so named are one on macOS and Windows"]
+
+
 def test_audio_files_follow_links_to_folders_once_and_skip_hidden_ones(tmp_path):
     from ast_jax.data.files import audio_files
 

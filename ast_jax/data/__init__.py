@@ -237,6 +237,6 @@ def build_source(data_config) -> DataSource:
         num_classes = int(data_config.get("num_classes", 4))
         return SyntheticSource(labels=[f"tone{k}" for k in range(num_classes)], clip_samples=clip_samples)
     if source not in _SOURCES:
-        raise ValueError(f"unknown data source {source!r}; choose from {sorted(['synthetic', *_SOURCES])}")
+        raise ValueError(f"data.source: unknown data source {source!r}; choose from {sorted(['synthetic', *_SOURCES])}")
     module = importlib.import_module(_SOURCES[source])
     return module.from_config(data_config, clip_samples)

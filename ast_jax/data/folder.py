@@ -24,7 +24,7 @@ import zlib
 from pathlib import Path
 from typing import Sequence
 
-from ast_jax.data.files import (AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, one_hot,
+from ast_jax.data.files import (AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, log, one_hot,
                                 spelled_path)
 
 SPLITS = ("train", "validation", "test")
@@ -56,6 +56,12 @@ def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, la
         raise ValueError(f"{where}: no audio files found")
     if labels is None:
         labels = sorted({label for _, names, _, _ in entries for label in names})
+        by_case: dict[str, list[str]] = {}
+        for label in labels:
+            by_case.setdefault(label.casefold(), []).append(label)
+        for same in (group for group in by_case.values() if len(group) > 1):
+            log.warning("%s: labels %s differ only in case: they are %d classes here, but folders so named are one "
+                        "on macOS and Windows", where, " and ".join(repr(label) for label in same), len(same))
     index = {label: i for i, label in enumerate(labels)}
     clips: dict[str, list[Clip]] = {split: [] for split in SPLITS}
     ids: dict[str, list[list[int]]] = {split: [] for split in SPLITS}
