@@ -454,7 +454,8 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
             raise ValueError(f"{path}: a training run's folder, not a model; " + (
                 f"give one of its models: {', '.join(map(str, models))}" if models
                 else "it has no model yet (best/ is written at its first validation)"))
-        elif (holder := _model_or_run_holding(path)) is not None:
+        elif not (path / HF_CONFIG).is_file() and (holder := _model_or_run_holding(path)) is not None:
+            # (a Hugging Face folder is a model of its own, wherever it lies: export-hf may write one anywhere)
             models = [holder] if is_model_dir(holder) else _run_models(holder)
             raise ValueError(f"{path}: a part of the {'model' if is_model_dir(holder) else 'training run'} folder "
                              f"{holder}, not a model; give " + (f"{', '.join(map(str, models))}" if models
@@ -501,7 +502,13 @@ def _backbone_shape(state: Mapping[str, np.ndarray], prefix: str, where: str) ->
     if hidden % width:
         raise ValueError(f"{where}: MLP width {hidden} is not a multiple of the token width {width}")
     # Head count is not visible in the shapes; every DeiT size uses 64-wide heads.
-    return dict(hidden_size=width, num_layers=num_layers, num_heads=max(width // 64, 1), mlp_ratio=hidden // width,
+    heads = max(width // 64, 1)
+    if width not in {preset["hidden_size"] for preset in MODEL_SIZES.values()}:
+        warnings.warn(f"{where}: {width} wide, none of the DeiT sizes the original code builds (192, 384, 768); its "
+                      f"attention is taken as {heads} head{'s' * (heads > 1)} of {width // heads}, as theirs are 64 wide (the tensors do "
+                      f"not record the head count: a model with other heads converts right only from a Hugging Face "
+                      f"folder, whose config.json gives it)")
+    return dict(hidden_size=width, num_layers=num_layers, num_heads=heads, mlp_ratio=hidden // width,
                 patch_size=patch_size)
 
 

@@ -103,8 +103,15 @@ def original_pth(path, randomize, width=64, layers=1, labels=35, frames=128, str
 
 
 def test_original_speech_commands_labels_and_features(tmp_path, randomize_torch):
-    original_pth(tmp_path / "sc.pth", randomize_torch)
-    conversion = convert_source(tmp_path / "sc.pth")
+    original_pth(tmp_path / "sc.pth", randomize_torch, width=192)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DeiT size: its heads are known
+        conversion = convert_source(tmp_path / "sc.pth")
+    assert conversion.model.config.num_heads == 3
+    original_pth(tmp_path / "odd.pth", randomize_torch, width=128)  # the head count is a guess: said so
+    with pytest.warns(UserWarning, match=r"odd.pth: 128 wide, none of the DeiT sizes the original code builds "
+                                         r"\(192, 384, 768\); its attention is taken as 2 heads of 64"):
+        convert_source(tmp_path / "odd.pth")
     model = conversion.model
     assert model.labels == LABELS_35 and model.activation == "sigmoid"
     assert (model.features.mean, model.features.std, model.features.target_length) == (-6.845978, 5.5654526, 128)
@@ -146,10 +153,13 @@ def test_round_trip_through_transformers(tmp_path, randomize_torch, spectrogram,
     assert written.keys() == saved.keys() and all(np.array_equal(written[k], saved[k]) for k in saved)
     extractor = transformers.ASTFeatureExtractor.from_pretrained(tmp_path / "back")
     assert (extractor.max_length, extractor.mean, extractor.std) == (128, -6.845978, 5.5654526)
+    # an export written inside the ast-jax model folder is a model of its own, not a part of that folder
+    assert main(["export-hf", str(tmp_path / "jax"), str(tmp_path / "jax" / "hf")]) == 0
+    assert convert_source(tmp_path / "jax" / "hf").model.labels == ["yes", "no", "up"]
 
 
 def test_export_of_original_eps_warns_and_stays_close(tmp_path, randomize_torch, spectrogram, capsys):
-    original_pth(tmp_path / "sc.pth", randomize_torch, width=128, layers=2)
+    original_pth(tmp_path / "sc.pth", randomize_torch, width=192, layers=2)
     model = load_pretrained(tmp_path / "sc.pth")
     with pytest.warns(UserWarning, match="one LayerNorm eps"):
         export_hf(model, tmp_path / "back")
@@ -438,7 +448,7 @@ def test_imagenet_deit_initialisation(tmp_path, spectrogram):
 
 # ---- bad input ------------------------------------------------------------------------------------------------------
 def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
-    original_pth(tmp_path / "good.pth", randomize_torch)
+    original_pth(tmp_path / "good.pth", randomize_torch, width=192)  # a DeiT size: no warning about its heads
     state = torch.load(tmp_path / "good.pth", weights_only=True)
     cases = {}
     (tmp_path / "text.pth").write_text("config = {'a': 1}\n")  # 'c' is pickle's GLOBAL opcode: not code, text
@@ -454,7 +464,7 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     (tmp_path / "plain.pth").write_bytes(pickle.dumps({"a": 1}, protocol=2))
     cases["plain.pth"] = r"not a PyTorch checkpoint \(a pickle torch.save did not write, or a corrupt one\)$"
     with zipfile.ZipFile(tmp_path / "good.pth") as archive:  # flip a byte inside the pos_embed tensor's data
-        record = next(info for info in archive.infolist() if info.file_size == 146 * 64 * 4)
+        record = next(info for info in archive.infolist() if info.file_size == 146 * 192 * 4)
     flipped = bytearray((tmp_path / "good.pth").read_bytes())
     start = record.header_offset + 30 + len(record.filename.encode()) + len(record.extra) + 8
     flipped[start] ^= 0x40
@@ -466,10 +476,10 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     cases["complex.pth"] = "entry 'module.v.cls_token' is not a floating-point tensor"
     torch.save({}, tmp_path / "no_tensors.pth")
     cases["no_tensors.pth"] = "holds no tensors"
-    torch.save({**state, "module.v.blocks.0.norm2.bias": torch.full((64,), float("nan"))}, tmp_path / "nan.pth")
+    torch.save({**state, "module.v.blocks.0.norm2.bias": torch.full((192,), float("nan"))}, tmp_path / "nan.pth")
     cases["nan.pth"] = "tensor v.blocks.0.norm2.bias holds NaN or infinite values"
     torch.save({**state, "module.v.pos_embed": state["module.v.pos_embed"][0]}, tmp_path / "flat_table.pth")
-    cases["flat_table.pth"] = r"tensor v.pos_embed has shape \(146, 64\), not \(1, patches \+ 2, width\)"
+    cases["flat_table.pth"] = r"tensor v.pos_embed has shape \(146, 192\), not \(1, patches \+ 2, width\)"
     save_file({k: v.numpy() for k, v in state.items()}, tmp_path / "good.safetensors")
     (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "good.safetensors").read_bytes()[:5000])
     cases["truncated.safetensors"] = "not a readable safetensors file"
@@ -477,8 +487,8 @@ def test_bad_input_is_one_line_error(tmp_path, randomize_torch, capsys):
     cases["missing.pth"] = "missing tensors: v.blocks.0.mlp.fc2.bias"
     torch.save({**state, "module.v.extra": torch.zeros(3)}, tmp_path / "unexpected.pth")
     cases["unexpected.pth"] = "unexpected tensors: v.extra"
-    torch.save({**state, "module.v.blocks.0.attn.proj.weight": torch.zeros(64, 63)}, tmp_path / "shape.pth")
-    cases["shape.pth"] = r"v.blocks.0.attn.proj.weight has shape \(64, 63\), the model expects \(64, 64\)"
+    torch.save({**state, "module.v.blocks.0.attn.proj.weight": torch.zeros(192, 191)}, tmp_path / "shape.pth")
+    cases["shape.pth"] = r"v.blocks.0.attn.proj.weight has shape \(192, 191\), the model expects \(192, 192\)"
     torch.save({"weights": [1, 2, 3]}, tmp_path / "list.pth")
     cases["list.pth"] = "not a floating-point tensor"
 
@@ -602,7 +612,7 @@ def test_interrupted_save_leaves_nothing(tmp_path, randomize_torch, monkeypatch,
 
     import orbax.checkpoint as ocp
 
-    original_pth(tmp_path / "sc.pth", randomize_torch)
+    original_pth(tmp_path / "sc.pth", randomize_torch, width=192)
     save = ocp.StandardCheckpointer.save
     finished = []
 
