@@ -505,9 +505,9 @@ def _backbone_shape(state: Mapping[str, np.ndarray], prefix: str, where: str) ->
     heads = max(width // 64, 1)
     if width not in {preset["hidden_size"] for preset in MODEL_SIZES.values()}:
         warnings.warn(f"{where}: {width} wide, none of the DeiT sizes the original code builds (192, 384, 768); its "
-                      f"attention is taken as {heads} head{'s' * (heads > 1)} of {width // heads}, as theirs are 64 wide (the tensors do "
-                      f"not record the head count: a model with other heads converts right only from a Hugging Face "
-                      f"folder, whose config.json gives it)")
+                      f"attention is taken as {heads} head{'s' * (heads > 1)} of {width // heads}, as theirs are 64 "
+                      f"wide (the tensors do not record the head count: a model with other heads converts right only "
+                      f"from a Hugging Face folder, whose config.json gives it)")
     return dict(hidden_size=width, num_layers=num_layers, num_heads=heads, mlp_ratio=hidden // width,
                 patch_size=patch_size)
 
