@@ -581,9 +581,13 @@ def _read_original(path: Path, state: dict, hints: dict, trained_geometry: bool 
     config = ASTConfig(**shape, **dataclasses.asdict(geometry), num_labels=num_labels, layer_norm_eps=1e-6,
                        head_layer_norm_eps=1e-5, model_size=_model_size(shape["hidden_size"]))
     params = state_to_params(state, "original", config, where)
-    recipe = KNOWN_GEOMETRIES.get(dataclasses.astuple(geometry))
-    recipe = recipe or {128: "speech_commands", 512: "esc50"}.get(geometry.max_length, "audioset")
+    released = KNOWN_GEOMETRIES.get(dataclasses.astuple(geometry))
+    recipe = released or {128: "speech_commands", 512: "esc50"}.get(geometry.max_length, "audioset")
     features = FeatureConfig.for_dataset(recipe, num_mel_bins=geometry.num_mel_bins, target_length=geometry.max_length)
+    if released is None:  # the statistics a checkpoint was trained with are not in its tensors either
+        warnings.warn(f"{where}: not a released geometry, so its feature statistics are assumed to be the {recipe} "
+                      f"recipe's (mean {features.mean:g}, std {features.std:g}); for a model trained on other data, "
+                      f"set its own in the output's ast_jax.json (features.mean, features.std)")
     if num_labels == len(LABELS_35) and recipe == "speech_commands":
         labels = list(LABELS_35)  # the released model's order: not alphabetical, fixed by its training
     else:
