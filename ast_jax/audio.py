@@ -34,8 +34,8 @@ whatever the length.
 Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
 path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives. A stream
 that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
-the length open, never warns. Samples going on past the header's length are not read: a warning says so (an
-error when the header says 0). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
+the length open, never warns. On a named pipe or standard input, samples going on past the header's length
+are not read: a warning says so (an error when the header says 0). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
 bytes). Other non-seekable file objects are read whole first.
 """
 
@@ -46,7 +46,7 @@ import numbers
 import os
 import re
 import stat
-from typing import Any, BinaryIO, Iterable, Iterator, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Union
 
 import numpy as np
 import soundfile as sf
@@ -282,9 +282,11 @@ def _is_pipe(file: Any) -> bool:
 
 def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: bool):
     """(rate, blocks) of audio arriving on a pipe, read through its descriptor with libsndfile's pipe support
-    (the descriptor closed at the end when `close`)."""
+    (which closes the descriptor at the end when `close`). A pipe that is ours (`close`) or standard input is
+    watched past the length its header gives (`_check_stream_end`); a caller's other pipe is left where its audio
+    ended, so that a next file can be read from it."""
     try:
-        sound = sf.SoundFile(descriptor, closefd=False)
+        sound = sf.SoundFile(descriptor, closefd=close)
     except sf.LibsndfileError as error:
         if close:
             os.close(descriptor)
@@ -294,42 +296,44 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
         _check_rate_in_header(sound.samplerate, name)
     except AudioError:
         sound.close()
-        if close:
-            os.close(descriptor)
         raise
-    declared, open_ended = sound.frames, _open_ended(sound)
-
-    def blocks():
-        read = 0
-        try:
-            for block in _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS), short_ending="warn"):
-                read += len(block)
-                yield block
-            if read == declared and not open_ended:
+    declared, at_end = sound.frames, None
+    if (close or descriptor == 0) and not _open_ended(sound):
+        def at_end(read: int) -> None:
+            if read == declared:
                 _check_stream_end(descriptor, name, declared)
-        finally:
-            sound.close()
-            if close:
-                os.close(descriptor)
 
-    return sound.samplerate, blocks()
+    return sound.samplerate, _soundfile_blocks(sound, name, min(block_seconds, PIPE_BLOCK_SECONDS),
+                                               short_ending="warn", at_end=at_end)
 
 
 # How long a stream that has given the samples its header declares is watched for more (a writer still sending).
 STREAM_END_WAIT_SECONDS = 1.0
+_STREAM_END_LOOK = 4096  # bytes read past the declared samples to tell samples from padding
 
 
 def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
     """After the samples a stream's header declares: more samples following mean a writer that could not go back
     to write the real length (Python's `wave` on a pipe writes its first piece's). Without any samples that is
-    an AudioError, otherwise a warning (what came is kept). A following chunk ("LIST", a next "RIFF") or the
-    end of the stream is no problem."""
+    an AudioError, otherwise a warning (what came is kept). The end of the stream, a following chunk ("LIST", a
+    next "RIFF"), zero padding up to the end, or nothing more within STREAM_END_WAIT_SECONDS is no problem."""
     import select
+    import time
 
-    if not select.select([descriptor], [], [], STREAM_END_WAIT_SECONDS)[0]:
-        return  # nothing more yet: a writer keeping the pipe open, not one sending samples
-    following = os.read(descriptor, 4)
-    if not following or (len(following) == 4 and all(32 <= byte < 127 for byte in following)):
+    deadline, following, ended = time.monotonic() + STREAM_END_WAIT_SECONDS, b"", False
+    try:
+        while len(following) < _STREAM_END_LOOK:
+            if not select.select([descriptor], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break  # nothing more for now: a writer keeping the pipe open, or pieces far apart
+            piece = os.read(descriptor, _STREAM_END_LOOK - len(following))
+            if not piece:
+                ended = True
+                break
+            following += piece
+    except (OSError, ValueError):  # a descriptor select cannot watch (pipes on Windows): not checked
+        return
+    chunk = len(following) >= 4 and all(32 <= byte < 127 for byte in following[:4])
+    if not following or chunk or (ended and not any(following)) or (ended and len(following) < 4):
         return
     advice = ("the writer could not go back to fill in the length; have it write the length as unknown, "
               "0xFFFFFFFF, as arecord, sox and ffmpeg do")
@@ -339,7 +343,6 @@ def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
 
     warnings.warn(f"{name}: the stream goes on past the {declared} frames its header declares, and the rest was not "
                   f"read ({advice})", stacklevel=2)
-
 
 def _remaining_bytes(file: Any) -> int:
     position = file.tell()
@@ -412,10 +415,12 @@ def _open_ended(sound: sf.SoundFile) -> bool:
 
 
 def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *, short_ending: str = "error",
-                      cut_short: str | None = None) -> Iterator[np.ndarray]:
+                      cut_short: str | None = None, at_end: Callable[[int], None] | None = None
+                      ) -> Iterator[np.ndarray]:
     """Blocks of `block_seconds`; audio that ends before its header's length is an AudioError, or for a stream
     (`short_ending="warn"`: a recorder stopped early is no damage to what came) a warning after the last block.
-    `cut_short`, the error for a file known to be truncated, is raised after its last block."""
+    `cut_short`, the error for a file known to be truncated, is raised after its last block; `at_end` is called
+    with the frames read after the last block, before the file closes."""
     block_frames = max(1, int(block_seconds * sound.samplerate))
     declared, read = sound.frames, 0
     with sound:
@@ -428,6 +433,8 @@ def _soundfile_blocks(sound: sf.SoundFile, name: str, block_seconds: float, *, s
         except sf.LibsndfileError as error:
             raise AudioError(f"{name}: truncated or corrupt ({error.error_string.strip().rstrip('.')} after "
                              f"{read} of {declared} frames)") from None
+        if at_end is not None:
+            at_end(read)
     if cut_short is not None:
         raise AudioError(cut_short)
     if read < declared and short_ending == "error":

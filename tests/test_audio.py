@@ -101,21 +101,22 @@ def as_recorded(wav: bytes, unknown: int = 0xFFFFFFFF) -> bytes:
     return bytes(data)
 
 
-def feed(data: bytes, fifo: Path | None = None, pieces: int = 7):
-    """A thread writes `data` in pieces, as a recorder would, into a new pipe (whose read end is returned) or
-    into the named pipe `fifo`; a reader that stops early is not an error."""
+def feed(data: bytes | list[bytes], fifo: Path | None = None, pieces: int = 7):
+    """A thread writes `data` in pieces (`pieces` of them, or the list's), as a recorder would, into a new pipe
+    (whose read end is returned) or into the named pipe `fifo`; a reader that stops early is not an error."""
     import os
     import threading
     import time
 
     read_end, write_end = (None, None) if fifo else os.pipe()
+    step = -(-len(data) // pieces) if isinstance(data, bytes) else 0
+    parts = data if isinstance(data, list) else [data[begin:begin + step] for begin in range(0, len(data), step)]
 
     def write():
         try:
             with (open(fifo, "wb") if fifo else os.fdopen(write_end, "wb")) as pipe:
-                step = -(-len(data) // pieces)
-                for begin in range(0, len(data), step):
-                    pipe.write(data[begin:begin + step])
+                for part in parts:
+                    pipe.write(part)
                     pipe.flush()
                     time.sleep(0.01)
         except BrokenPipeError:
@@ -152,26 +153,39 @@ def test_pipes_are_read_as_streams(tmp_path):
     assert 0.45 * len(expected) < len(half) < 0.55 * len(expected)
     np.testing.assert_allclose(half[:-100], expected[:len(half) - 100], atol=1e-6)
 
+    os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
+    feed(data, fifo=tmp_path / "fifo")
+    np.testing.assert_array_equal(load_audio(tmp_path / "fifo"), expected)
+
     # A writer that cannot go back to fix its header (Python's wave on a pipe) leaves a length that is too short:
-    # the samples past it are said to be left unread, not silently dropped; a length of 0 would drop them all.
+    # on a pipe of ours (a named pipe) or standard input, the samples past it are said to be left unread, not
+    # silently dropped; a length of 0 would drop them all.
     def declaring(frames: int) -> bytes:
         data = bytearray(whole)
         data[data.find(b"data") + 4:data.find(b"data") + 8] = (frames * 6).to_bytes(4, "little")  # 24-bit stereo
         return bytes(data)
 
-    with feed(declaring(4410)) as pipe, pytest.warns(
-            UserWarning, match=r"goes on past the 4410 frames its header declares, and the rest was not read"):
-        assert len(np.concatenate(list(stream_audio(pipe)))) == 1600  # 0.1 s at 16 kHz
-    with feed(declaring(0)) as pipe, pytest.raises(AudioError, match="its header declares no samples, yet samples "
-                                                                     "follow .*0xFFFFFFFF"):
-        load_audio(pipe)
-    with feed(whole + b"LIST\x04\x00\x00\x00INFO") as pipe, warnings.catch_warnings():  # a chunk after the data
-        warnings.simplefilter("error")
-        np.testing.assert_array_equal(load_audio(pipe), expected)
+    def fifo(name: str) -> Path:  # one each: a writer still sending into a closed one must not reach the next
+        os.mkfifo(tmp_path / name)
+        return tmp_path / name
 
-    os.mkfifo(tmp_path / "fifo")  # a named pipe (or a shell's <(recorder)): a path, read the same way
-    feed(data, fifo=tmp_path / "fifo")
-    np.testing.assert_array_equal(load_audio(tmp_path / "fifo"), expected)
+    feed(declaring(4410), fifo=fifo("long"))
+    with pytest.warns(UserWarning, match=r"goes on past the 4410 frames its header declares, and the rest was not "
+                                         r"read"):
+        assert len(load_audio(tmp_path / "long")) == 1600  # 0.1 s at 16 kHz
+    feed(declaring(0), fifo=fifo("zero"))
+    with pytest.raises(AudioError, match="its header declares no samples, yet samples follow .*0xFFFFFFFF"):
+        load_audio(tmp_path / "zero")
+    # no problem: a chunk after the data, even cut across two writes, or zero padding to the end
+    chunk = b"LIST\x04\x00\x00\x00INFO"
+    for n, parts in enumerate(([whole, chunk], [whole, b"\x00" * 512], [whole + chunk[:2], chunk[2:]])):
+        feed(parts, fifo=fifo(f"end{n}"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(load_audio(tmp_path / f"end{n}"), expected)
+    # a caller's own pipe is left where the audio ended: files written one after another are read one by one
+    with feed(whole + (tmp_path / "same.wav").read_bytes()) as pipe:
+        assert len(load_audio(pipe)) == len(load_audio(pipe)) == len(expected)
 
     sf.write(tmp_path / "x.flac", signal, 44100)
     with feed((tmp_path / "x.flac").read_bytes()) as pipe, pytest.raises(AudioError) as error:
