@@ -35,8 +35,8 @@ Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox .
 path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives. A stream
 that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
 the length open, never warns. On a named pipe or standard input, samples going on past the header's length
-are not read: a warning says so (an error when the header says 0). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or
-bytes). Other non-seekable file objects are read whole first.
+are not read: a warning says so (an error when the header says 0). libsndfile streams WAV, AIFF and AU from a
+pipe; other formats must be files (or bytes). Other non-seekable file objects are read whole first.
 """
 
 from __future__ import annotations
