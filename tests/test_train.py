@@ -633,12 +633,17 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     with pytest.raises(ValueError, match=rf"^{moved}: holds checkpoints but no config.json"):
         check_resumable(after, moved)
     (moved / "checkpoints").unlink()
-    (moved / "notes.txt").write_text("mine")  # a folder that is not a run is not written into
-    with pytest.raises(ValueError, match=rf"^{moved}: not empty and not an ast-jax run \(it has no config.json\)"):
-        check_resumable(after, moved)
-    (moved / "notes.txt").unlink()
-    (moved / ".DS_Store").write_text("")  # an empty folder but for hidden files is a new run's
+    for data in ("yes/", "clip.wav"):  # a data folder (a mistyped path) is not written into
+        (moved / data).mkdir() if data.endswith("/") else (moved / data).write_bytes(b"")
+        with pytest.raises(ValueError, match=rf"^{moved}: not an ast-jax run, and it holds (a folder|audio), {data}; "):
+            check_resumable(after, moved)
+        (moved / data).rmdir() if data.endswith("/") else (moved / data).unlink()
+    for mine in (".DS_Store", "train.log", "slurm-7.out", "lost+found/"):  # what a new run's folder may start with
+        (moved / mine).mkdir() if mine.endswith("/") else (moved / mine).write_text("")
     check_resumable(after, moved)
+    (moved / "config.json").write_text('{"model_type": "audio-spectrogram-transformer"}')  # another program's
+    with pytest.raises(ValueError, match=rf"^{moved}: its config.json is not an ast-jax run's"):
+        check_resumable(after, moved)
     code = cli_main(["train", "--config", str(reference / "metrics.jsonl"), "--workdir", str(reference / "x")])
     assert code == 1 and "a config is a Python file (.py) defining get_config(), or a run's config.json" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ argument, e.g. configs/speech_commands.py:runlocal). `--config.FIELD=VALUE` and 
 any field; unknown fields are errors. The resolved config is saved as WORKDIR/config.json. Running the same
 command again in the same workdir resumes from the latest checkpoint (a changed config is refused, except
 num_epochs with the step schedule, the data location, logging, how often and at what batch it validates, the
-test split, checkpoint settings and mesh.fsdp); a folder with other files but no config.json is refused. Ctrl-C or
+test split, checkpoint settings and mesh.fsdp); a folder of data or another program's is refused. Ctrl-C or
 SIGTERM stops after the current step with a checkpoint (exit 130 or 143); a second Ctrl-C stops at once.
 Several processes (hosts) train together when each is started with --coordinator HOST:PORT --num-processes N
 --process-id I (or --distributed on a cluster that jax.distributed detects by itself), with the same config

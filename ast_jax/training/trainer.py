@@ -155,23 +155,33 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 def check_resumable(config, workdir: Path) -> None:
     """Refuse to resume a workdir's checkpoints under a config that trains differently from the one saved there,
-    and a workdir that holds something other than a run (its config.json comes first, before any other file)."""
+    and a workdir that is something else: data or models (a mistyped path), or a folder with another config.json.
+    A run writes its config.json before anything else, so a folder without one may hold only what a user puts in
+    a new run's folder first (a log file: `| tee WORKDIR/train.log`, a scheduler's output)."""
     saved_path = workdir / "config.json"
+    steps = _checkpoint_steps(workdir)
     if not saved_path.is_file():
-        if _checkpoint_steps(workdir):
+        if steps:
             raise ValueError(f"{workdir}: holds checkpoints but no config.json, so the config they were trained with "
                              f"cannot be checked against this one; put the run's config.json back, or give a new "
                              f"--workdir")
-        if workdir.is_dir() and any(not path.name.startswith(".") for path in workdir.iterdir()):
-            raise ValueError(f"{workdir}: not empty and not an ast-jax run (it has no config.json); give a new or "
-                             f"empty --workdir")
+        if (found := _not_a_run(workdir)) is not None:
+            raise ValueError(f"{workdir}: not an ast-jax run, and it holds {found}; give a new --workdir (a run's "
+                             f"folder may start with log files in it, no other folders or audio)")
         return
-    if not _checkpoint_steps(workdir):
+    try:
+        written = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{saved_path}: cannot read the config of the run to resume ({error})") from None
+    if not (isinstance(written, dict) and {"data", "optim", "num_epochs"} <= written.keys()):
+        raise ValueError(f"{workdir}: its config.json is not an ast-jax run's (another program's folder?); give a new "
+                         f"--workdir")
+    if not steps:
         return
     try:
         # Fields of the source that a config leaves out count as their defaults, as `ast-jax train` fills them.
-        saved = _flat(config_values(add_source_fields(ml_collections.ConfigDict(json.loads(saved_path.read_text())))))
-    except (OSError, ValueError, AttributeError, TypeError) as error:
+        saved = _flat(config_values(add_source_fields(ml_collections.ConfigDict(written))))
+    except (ValueError, AttributeError, TypeError) as error:
         raise ValueError(f"{saved_path}: cannot read the config of the run to resume ({error})") from None
     current = _flat(config_values(add_source_fields(config.copy_and_resolve_references())))
     fixed = lambda name: not any(name == c or (c.endswith(".") and name.startswith(c)) for c in RESUMABLE_CHANGES)
@@ -186,6 +196,28 @@ def check_resumable(config, workdir: Path) -> None:
         more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
         raise ValueError(f"{workdir}: holds checkpoints of a run with another config ({shown}{more}); resume it "
                          f"with --config {saved_path}, or give a new --workdir")
+
+
+# Names a new run's folder may hold before its config.json: anything hidden, and what file systems and desktops
+# put in folders.
+_NOT_DATA = ("lost+found", "Thumbs.db", "desktop.ini")
+
+
+def _not_a_run(workdir: Path) -> str | None:
+    """What in a workdir without config.json shows it is not a new run's folder (a folder, or an audio file),
+    described; None if nothing does."""
+    from ast_jax.data.files import AUDIO_EXTENSIONS
+
+    if not workdir.is_dir():
+        return None
+    for path in sorted(workdir.iterdir()):
+        if path.name.startswith(".") or path.name in _NOT_DATA:
+            continue
+        if path.is_dir():
+            return f"a folder, {path.name}/"
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            return f"audio, {path.name}"
+    return None
 
 
 # With several processes, the steps between their polls of a stop request (see stop_requested in
