@@ -45,6 +45,8 @@ def source(tmp_path, **fields):
 
 
 def test_raw_folder_35_classes_released_label_order(tmp_path, raw_folder):
+    (raw_folder / ".ipynb_checkpoints").mkdir()  # a hidden folder is no word (it was an unknown label)
+    shutil.copy(raw_folder / "yes" / "0cb74144_nohash_0.wav", raw_folder / ".ipynb_checkpoints" / "a_nohash_0.wav")
     src = source(tmp_path, source="speech_commands", data_dir=str(raw_folder), num_classes=35)
     assert src.labels[:4] == ["backward", "follow", "five", "bed"] and src.labels[34] == "one"
     assert len(src.labels) == 35
@@ -146,8 +148,8 @@ def test_labels_that_differ_only_in_case_are_warned_of(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="ast_jax.data")
     labels, _, _ = _build(folder_entries(tmp_path), str(tmp_path), None, 0.0, 0.0)
     assert labels == ["Dog", "cat", "dog"]
-    assert caplog.messages == [f"{tmp_path}: labels 'Dog' and 'dog' differ only in case: they are 2 classes here, but "
-                               f"folders so named are one on macOS and Windows"]
+    assert caplog.messages == [f"{tmp_path}: labels 'Dog' and 'dog' differ only in case: they are 2 classes (as "
+                               f"folders, one on macOS and Windows)"]
 
 
 def test_audio_files_follow_links_to_folders_once_and_skip_hidden_ones(tmp_path):
@@ -269,7 +271,8 @@ def test_the_wrong_source_for_a_file_or_folder_and_a_label_named_like_a_split_sa
 
 def test_clips_longer_than_the_clip_length_are_counted_once_made_and_again_when_reused(tmp_path, caplog):
     root = tmp_path / "mine"
-    for label, lengths in (("long", (3.0, 4.0)), ("short", (0.5, 1.005))):  # 5 ms over is a frame step's rounding
+    # 5 ms over is a frame step's rounding; 10 ms over makes one more frame
+    for label, lengths in (("long", (3.0, 4.0)), ("short", (0.5, 1.005)), ("step", (1.01,))):
         (root / label).mkdir(parents=True)
         for n, seconds in enumerate(lengths):
             soundfile.write(root / label / f"{n}.wav", np.zeros(int(16000 * seconds)), 16000)
@@ -277,11 +280,11 @@ def test_clips_longer_than_the_clip_length_are_counted_once_made_and_again_when_
     fields = dict(source="folder", data_dir=str(root), validation_fraction=0.0, test_fraction=0.0)
     for _ in range(2):  # made, then reused: said both times
         caplog.clear()
-        assert source(tmp_path, **fields).num_examples("train") == 4
-        assert ("2 of 4 clips are longer than data.clip_seconds (1 s; the longest 4 s; the first listed: "
+        assert source(tmp_path, **fields).num_examples("train") == 5
+        assert ("3 of 5 clips are longer than data.clip_seconds (1 s; the longest 4 s; the first listed: "
                 f"{root / 'long' / '0.wav'}) and keep only their first 1 s") in caplog.text, caplog.text
     caplog.clear()
-    assert source(tmp_path, **fields, clip_seconds=4.0).num_examples("train") == 4
+    assert source(tmp_path, **fields, clip_seconds=4.0).num_examples("train") == 5
     assert "longer than" not in caplog.text
 
 
@@ -620,3 +623,8 @@ def test_hash_split_keeps_each_speaker_on_one_side(tmp_path):
     _, splits, _ = _build(manifest_entries(manifest), str(manifest), None, 0.25, 0.25)
     where = {Path(clip.path).name: split for split, files in splits.items() for clip in files.clips}
     assert all(where[f"{s}_nohash_0"] == where[f"{s}_nohash_1"] for s in speakers)
+    # a speaker name of the user's own with "_" in it stays whole: alice_01 and bob_01 are two speakers
+    from ast_jax.data.folder import _group_key
+
+    assert _group_key("x/alice_01_nohash_0.wav") != _group_key("x/bob_01_nohash_0.wav")
+    assert _group_key("x/bed_0cb74144_nohash_1.wav") == _group_key("y/0cb74144_nohash_0.wav") == "group:0cb74144"

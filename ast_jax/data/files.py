@@ -200,7 +200,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
                     samples = reader.read(clips[i])
                     if len(samples) and np.abs(samples).max() > 1.0:
                         beyond_full_scale.append(i)
-                    if len(samples) > clip_samples + sample_rate // 100:  # more than a 10 ms frame step over
+                    if len(samples) >= clip_samples + sample_rate // 100:  # a 10 ms frame step over: a frame more
                         longer.append((i, len(samples)))
                     audio[i] = to_int16(fit_length(samples, clip_samples))
                     lengths[i] = min(len(samples), clip_samples)

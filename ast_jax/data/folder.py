@@ -9,8 +9,9 @@ Any sample rate and channel count: clips are decoded, mixed to mono and resample
 Without split folders or a split column, clips are assigned to validation and test by a hash
 (`validation_fraction`, `test_fraction`, default 0.1 each), so the split never changes between runs. The hash
 reads a clip's group, so that one speaker's clips are never on both sides: the manifest's `group` column where
-it has one; else, for a file named `<speaker>_nohash_<n>.wav` (the Speech Commands convention), the speaker,
-as Speech Commands' own split does; else the clip's path (each clip its own group).
+it has one; else, for a file named `<speaker>_nohash_<n>.wav` (the Speech Commands convention) or
+`<word>_<speaker>_nohash_<n>.wav` with a Speech Commands speaker id (8 hex digits), the speaker, as Speech
+Commands' own split does; else the clip's path (each clip its own group).
 Labels are the sorted folder names or label values, unless `labels` lists them (then any other label is an
 error). An unknown split value, a folder with no audio, a label folder with no audio (unless `labels` names it)
 or a clip with no label is an error before training starts.
@@ -19,6 +20,7 @@ or a clip with no label is an error before training starts.
 from __future__ import annotations
 
 import csv
+import re
 import unicodedata
 import zlib
 from pathlib import Path
@@ -40,12 +42,15 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
 
 def _group_key(path: str, group: str = "") -> str:
     """The hash key of a clip: its group (a manifest's group column), else the speaker of a
-    `[<word>_]<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows
-    only), else the path itself (already spelled one way by the caller). Speech Commands' speaker ids hold no
-    "_"; the word prefix is how copies gathered from several word folders into one (an "unknown" class) are
-    often named, and the speaker must still be one group there."""
+    `<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows only), else
+    the path itself (already spelled one way by the caller). A Speech Commands speaker id (8 hex digits) after a
+    word, `<word>_<id>_nohash_<n>`, as copies gathered from several word folders into one (an "unknown" class)
+    are often named, is that speaker too."""
     name = path.rsplit("/", 1)[-1]
-    group = group or (name.split("_nohash_", 1)[0].rsplit("_", 1)[-1] if "_nohash_" in name else "")
+    speaker = name.split("_nohash_", 1)[0] if "_nohash_" in name else ""
+    if re.fullmatch(r".+_[0-9a-f]{8}", speaker):
+        speaker = speaker[-8:]
+    group = group or speaker
     return "group:" + group if group else path
 
 
@@ -60,8 +65,8 @@ def _build(entries: list[tuple[str, list[str], str | None, str]], where: str, la
         for label in labels:
             by_case.setdefault(label.casefold(), []).append(label)
         for same in (group for group in by_case.values() if len(group) > 1):
-            log.warning("%s: labels %s differ only in case: they are %d classes here, but folders so named are one "
-                        "on macOS and Windows", where, " and ".join(repr(label) for label in same), len(same))
+            log.warning("%s: labels %s differ only in case: they are %d classes (as folders, one on macOS and "
+                        "Windows)", where, " and ".join(repr(label) for label in same), len(same))
     index = {label: i for i, label in enumerate(labels)}
     clips: dict[str, list[Clip]] = {split: [] for split in SPLITS}
     ids: dict[str, list[list[int]]] = {split: [] for split in SPLITS}

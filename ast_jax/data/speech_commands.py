@@ -80,7 +80,7 @@ def speech_commands_splits(root: str | Path, num_classes: int = 35, *, sample_ra
         label_ids[split].append([index[label]])
 
     found = {p.name: audio_files(p) for p in root.iterdir()
-             if p.is_dir() and p.name not in (BACKGROUND, SILENCE)}
+             if p.is_dir() and p.name not in (BACKGROUND, SILENCE) and not p.name.startswith(".")}
     present = {path.relative_to(root).as_posix() for paths in found.values() for path in paths}
     # Clips the lists name that are not there (a partial download or extraction) are kept, so that reading
     # them reports each one rather than the split shrinking unnoticed.
