@@ -130,10 +130,12 @@ def name_map(source_format: str, num_layers: int) -> list[tuple[str, str, tuple[
     return rows
 
 
-def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config: ASTConfig, where: str) -> dict:
+def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config: ASTConfig, where: str, *,
+                    model: str = "the model") -> dict:
     """The Flax parameters of `config` from a PyTorch state dict, checking names and shapes exhaustively.
 
-    Parameters the format does not carry (the head, for DeiT) are left out of the result.
+    Parameters the format does not carry (the head, for DeiT) are left out of the result. `model` names what
+    `config` came from in the errors ("the model config.json describes").
     """
     expected = traverse_util.flatten_dict(parameter_shapes(config), sep="/")
     rows = name_map(source_format, config.num_layers)
@@ -143,7 +145,7 @@ def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config:
     if missing or unexpected:
         problems = [f"{label} tensors: {_few(names)}" for label, names in (("missing", missing),
                                                                             ("unexpected", unexpected)) if names]
-        raise ValueError(f"{where}: {'; '.join(problems)}")
+        raise ValueError(f"{where}: {'; '.join(problems)}" + ("" if model == "the model" else f" for {model}"))
     flat = {}
     for path, layout, names in rows:
         # The PyTorch shape each source tensor must have (fused tensors split evenly along the output axis).
@@ -151,7 +153,7 @@ def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config:
         want = (want[0] // len(names),) + tuple(want[1:])
         for name in names:
             if state[name].shape != want:
-                raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, the model expects "
+                raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, {model} expects "
                                  f"{want}")
         parts = [state[n] for n in names]
         for name, part in zip(names, parts):
@@ -659,7 +661,8 @@ def _read_hf_folder(folder: Path, *, where: str, weights: Path | None = None, st
                 else "has no id2label or num_labels, so transformers' default of")
         raise ValueError(f"{config_path}: {said} {config.num_labels} labels, but the head in {weights} has "
                          f"{head.shape[0]} outputs")
-    params = state_to_params(state, detect_format(state, str(weights)), config, str(weights))
+    params = state_to_params(state, detect_format(state, str(weights)), config, str(weights),
+                             model=f"the model {config_path} describes")
     preprocessor = folder / HF_PREPROCESSOR
     if preprocessor.is_file():
         values = read_json(preprocessor)

@@ -586,6 +586,16 @@ def test_malformed_configs_are_one_line_errors(tmp_path, randomize_torch, capsys
     (pre / "preprocessor_config.json").write_text(json.dumps({"max_length": 1024}))
     assert main(["convert", str(pre), str(tmp_path / "out")]) == 1
     assert f"{pre}: features give 1024 frames x 128 bins but the model expects 128 x 128" in capsys.readouterr().err
+    # weights that do not fit the config.json beside them: the error names the config as well as the weights
+    for name, change, problem in (("layers", {"num_hidden_layers": 3}, "missing tensors: "),
+                                  ("frames", {"max_length": 1024}, "position_embeddings has shape (1, 146, 64), ")):
+        edited = tmp_path / f"broken-{name}"
+        subprocess.run(["cp", "-r", str(tmp_path / "hf"), str(edited)], check=True)
+        (edited / "config.json").write_text(json.dumps({**hf_config, **change}))
+        assert main(["convert", str(edited), str(tmp_path / "out")]) == 1
+        error = capsys.readouterr().err
+        assert f"{edited / 'model.safetensors'}: " in error and problem in error, error
+        assert f"the model {edited / 'config.json'} describes" in error and error.count("\n") == 1, error
 
 
 def test_output_through_a_link_with_a_normal_mode(tmp_path, randomize_torch):
