@@ -73,6 +73,13 @@ class AudioError(ValueError):
     """Audio that cannot be used; the message is one line, "<input>: <problem>"."""
 
 
+class WholeStream(io.FileIO):
+    """A pipe that carries one recording and nothing after it (`ast-jax predict -` reads standard input as one):
+    read as a stream like any pipe, and also watched past the length its header gives, where samples going on
+    are said to be left unread (a writer that could not fix its header). Other pipes are left where their audio
+    ended, so that a next file can be read from them."""
+
+
 def load_audio(source: AudioSource, sample_rate: int = 16000, *, source_rate: int | None = None) -> np.ndarray:
     """`source` as float32 mono at `sample_rate`: shape `(samples,)`, integer formats in [-1, 1).
 
@@ -187,7 +194,7 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
         raise TypeError("source_rate is only for arrays; a file states its own sample rate")
     if isinstance(source, (str, os.PathLike)):
         if stat.S_ISFIFO(os.stat(source).st_mode):  # a named pipe, or a shell's <(recorder)
-            return _pipe_stream(os.open(source, os.O_RDONLY), name, block_seconds, close=True)
+            return _pipe_stream(os.open(source, os.O_RDONLY), name, block_seconds, close=True, watch_end=True)
         if os.path.isdir(source):
             raise AudioError(f"{name}: is a folder, not an audio file")
         if os.path.getsize(source) == 0:  # FileNotFoundError for a missing path
@@ -198,7 +205,8 @@ def _decode(source: AudioSource, name: str, source_rate: int | None, block_secon
     elif isinstance(source, io.TextIOBase):
         raise TypeError(f"{name}: a file opened in text mode; open audio in binary mode, open(path, 'rb')")
     elif hasattr(source, "read") and not _seekable(source) and _is_pipe(source):
-        return _pipe_stream(source.fileno(), name, block_seconds, close=False)
+        return _pipe_stream(source.fileno(), name, block_seconds, close=False,
+                            watch_end=isinstance(source, WholeStream))
     elif hasattr(source, "read"):
         opened = source if _seekable(source) else io.BytesIO(source.read())
     else:
@@ -280,16 +288,14 @@ def _is_pipe(file: Any) -> bool:
         return False
 
 
-def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: bool):
+def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: bool, watch_end: bool):
     """(rate, blocks) of audio arriving on a pipe, read through its descriptor with libsndfile's pipe support
-    (which closes the descriptor at the end when `close`). A pipe that is ours (`close`) or standard input is
-    watched past the length its header gives (`_check_stream_end`); a caller's other pipe is left where its audio
-    ended, so that a next file can be read from it."""
+    (which closes the descriptor at the end, or when it cannot open it, when `close`). With `watch_end` (a named
+    pipe, a `WholeStream`), the stream is watched past the length its header gives (`_check_stream_end`); a
+    caller's other pipe is left where its audio ended, so that a next file can be read from it."""
     try:
         sound = sf.SoundFile(descriptor, closefd=close)
     except sf.LibsndfileError as error:
-        if close:
-            os.close(descriptor)
         raise AudioError(f"{name}: cannot be read as a stream ({error.error_string.strip().rstrip('.')}); WAV, "
                          f"AIFF and AU can, other formats must be given as files") from None
     try:
@@ -298,7 +304,7 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
         sound.close()
         raise
     declared, at_end = sound.frames, None
-    if (close or descriptor == 0) and not _open_ended(sound):
+    if watch_end and not _open_ended(sound):
         def at_end(read: int) -> None:
             if read == declared:
                 _check_stream_end(descriptor, name, declared)
@@ -309,7 +315,7 @@ def _pipe_stream(descriptor: int, name: str, block_seconds: float, *, close: boo
 
 # How long a stream that has given the samples its header declares is watched for more (a writer still sending).
 STREAM_END_WAIT_SECONDS = 1.0
-_STREAM_END_LOOK = 4096  # bytes read past the declared samples to tell samples from padding
+_STREAM_END_LOOK = 1 << 20  # at most this many bytes are read past the declared samples, while they are all zero
 
 
 def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
@@ -320,20 +326,20 @@ def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
     import select
     import time
 
-    deadline, following, ended = time.monotonic() + STREAM_END_WAIT_SECONDS, b"", False
-    try:
-        while len(following) < _STREAM_END_LOOK:
+    deadline, head, count, nonzero, ended = time.monotonic() + STREAM_END_WAIT_SECONDS, b"", 0, False, False
+    try:  # read on while all is zero (padding, if the stream then ends), up to the deadline
+        while count < _STREAM_END_LOOK and not (nonzero and len(head) >= 4):
             if not select.select([descriptor], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 break  # nothing more for now: a writer keeping the pipe open, or pieces far apart
-            piece = os.read(descriptor, _STREAM_END_LOOK - len(following))
+            piece = os.read(descriptor, min(65536, _STREAM_END_LOOK - count))
             if not piece:
                 ended = True
                 break
-            following += piece
+            head, count, nonzero = (head + piece)[:4], count + len(piece), nonzero or any(piece)
     except (OSError, ValueError):  # a descriptor select cannot watch (pipes on Windows): not checked
         return
-    chunk = len(following) >= 4 and all(32 <= byte < 127 for byte in following[:4])
-    if not following or chunk or (ended and not any(following)) or (ended and len(following) < 4):
+    chunk = len(head) == 4 and all(32 <= byte < 127 for byte in head)
+    if not count or chunk or (ended and (not nonzero or count < 4)):
         return
     advice = ("the writer could not go back to fill in the length; have it write the length as unknown, "
               "0xFFFFFFFF, as arecord, sox and ffmpeg do")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ast_jax.audio import AudioError, iter_audio_blocks, load_audio, resample, stream_audio
+from ast_jax.audio import AudioError, WholeStream, iter_audio_blocks, load_audio, resample, stream_audio
 from ast_jax.features import FeatureConfig, fbank, fbank_stream
 
 CLIPS = Path(__file__).parent / "data" / "speech_clips"
@@ -178,19 +178,25 @@ def test_pipes_are_read_as_streams(tmp_path):
         load_audio(tmp_path / "zero")
     # no problem: a chunk after the data, even cut across two writes, or zero padding to the end
     chunk = b"LIST\x04\x00\x00\x00INFO"
-    for n, parts in enumerate(([whole, chunk], [whole, b"\x00" * 512], [whole + chunk[:2], chunk[2:]])):
+    for n, parts in enumerate(([whole, chunk], [whole, b"\x00" * 8192], [whole + chunk[:2], chunk[2:]])):
         feed(parts, fifo=fifo(f"end{n}"))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             np.testing.assert_array_equal(load_audio(tmp_path / f"end{n}"), expected)
-    # a caller's own pipe is left where the audio ended: files written one after another are read one by one
+    # a caller's own pipe is left where the audio ended: files written one after another are read one by one;
+    # one marked as a whole stream (standard input in `ast-jax predict -`) is watched as a named pipe is
     with feed(whole + (tmp_path / "same.wav").read_bytes()) as pipe:
         assert len(load_audio(pipe)) == len(load_audio(pipe)) == len(expected)
+    with feed(declaring(4410)) as pipe, pytest.warns(UserWarning, match=r"goes on past the 4410 frames"):
+        load_audio(WholeStream(pipe.fileno(), "rb", closefd=False))
 
     sf.write(tmp_path / "x.flac", signal, 44100)
     with feed((tmp_path / "x.flac").read_bytes()) as pipe, pytest.raises(AudioError) as error:
         load_audio(pipe)
     assert "cannot be read as a stream" in str(error.value) and "WAV, AIFF and AU can" in str(error.value)
+    feed((tmp_path / "x.flac").read_bytes(), fifo=fifo("flac"))  # the same from a named pipe, closed once
+    with pytest.raises(AudioError, match="cannot be read as a stream"):
+        load_audio(tmp_path / "flac")
 
 
 def test_arrays_with_a_sample_rate(tmp_path):

@@ -195,7 +195,9 @@ def standard_input(live: bool):
     if sys.stdin is None or sys.stdin.isatty():
         raise ValueError("-: standard input is a terminal; pipe audio into it (e.g. arecord -t wav | ...)")
     if live:
-        stream = io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+        from ast_jax.audio import WholeStream
+
+        stream = WholeStream(sys.stdin.fileno(), "rb", closefd=False)
     else:
         stream = io.BytesIO(sys.stdin.buffer.read())
     stream.name = STDIN
