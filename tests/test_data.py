@@ -271,8 +271,8 @@ def test_the_wrong_source_for_a_file_or_folder_and_a_label_named_like_a_split_sa
 
 def test_clips_longer_than_the_clip_length_are_counted_once_made_and_again_when_reused(tmp_path, caplog):
     root = tmp_path / "mine"
-    # 5 ms over is a frame step's rounding; 10 ms over makes one more frame
-    for label, lengths in (("long", (3.0, 4.0)), ("short", (0.5, 1.005)), ("step", (1.01,))):
+    # 1 s makes 98 frames (400 + 97 x 160 samples make them, 80 are left): 4 ms over makes no frame, 6 ms one more
+    for label, lengths in (("long", (3.0, 4.0)), ("short", (0.5, 1.004)), ("step", (1.006,))):
         (root / label).mkdir(parents=True)
         for n, seconds in enumerate(lengths):
             soundfile.write(root / label / f"{n}.wav", np.zeros(int(16000 * seconds)), 16000)
@@ -627,4 +627,5 @@ def test_hash_split_keeps_each_speaker_on_one_side(tmp_path):
     from ast_jax.data.folder import _group_key
 
     assert _group_key("x/alice_01_nohash_0.wav") != _group_key("x/bob_01_nohash_0.wav")
+    assert _group_key("x/alice_20230115_nohash_0.wav") != _group_key("x/bob_20230115_nohash_0.wav")
     assert _group_key("x/bed_0cb74144_nohash_1.wav") == _group_key("y/0cb74144_nohash_0.wav") == "group:0cb74144"

@@ -633,9 +633,10 @@ def test_resuming_under_another_config_is_refused(reference, capsys, no_jit):
     with pytest.raises(ValueError, match=rf"^{moved}: holds checkpoints but no config.json"):
         check_resumable(after, moved)
     (moved / "checkpoints").unlink()
-    for data in ("yes/", "clip.wav"):  # a data folder (a mistyped path) is not written into
+    for data in ("yes/", "clip.wav", "results.json"):  # data (a mistyped path), or files a run would overwrite
         (moved / data).mkdir() if data.endswith("/") else (moved / data).write_bytes(b"")
-        with pytest.raises(ValueError, match=rf"^{moved}: not an ast-jax run, and it holds (a folder|audio), {data}; "):
+        with pytest.raises(ValueError, match=rf"^{moved}: not an ast-jax run, and it holds (a folder, |audio, |)"
+                                             rf"{data}(, which a run writes)?; "):
             check_resumable(after, moved)
         (moved / data).rmdir() if data.endswith("/") else (moved / data).unlink()
     for mine in (".DS_Store", "train.log", "slurm-7.out", "lost+found/"):  # what a new run's folder may start with

@@ -10,8 +10,8 @@ Without split folders or a split column, clips are assigned to validation and te
 (`validation_fraction`, `test_fraction`, default 0.1 each), so the split never changes between runs. The hash
 reads a clip's group, so that one speaker's clips are never on both sides: the manifest's `group` column where
 it has one; else, for a file named `<speaker>_nohash_<n>.wav` (the Speech Commands convention) or
-`<word>_<speaker>_nohash_<n>.wav` with a Speech Commands speaker id (8 hex digits), the speaker, as Speech
-Commands' own split does; else the clip's path (each clip its own group).
+`<word>_<speaker>_nohash_<n>.wav` with one of Speech Commands' 35 words, the speaker, as Speech Commands' own
+split does; else the clip's path (each clip its own group).
 Labels are the sorted folder names or label values, unless `labels` lists them (then any other label is an
 error). An unknown split value, a folder with no audio, a label folder with no audio (unless `labels` names it)
 or a clip with no label is an error before training starts.
@@ -20,7 +20,6 @@ or a clip with no label is an error before training starts.
 from __future__ import annotations
 
 import csv
-import re
 import unicodedata
 import zlib
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Sequence
 
 from ast_jax.data.files import (AUDIO_EXTENSIONS, Clip, FileSource, SplitFiles, audio_files, log, one_hot,
                                 spelled_path)
+from ast_jax.data.speech_commands import LABELS_35
 
 SPLITS = ("train", "validation", "test")
 
@@ -43,13 +43,14 @@ def _hash_split(key: str, validation_fraction: float, test_fraction: float) -> s
 def _group_key(path: str, group: str = "") -> str:
     """The hash key of a clip: its group (a manifest's group column), else the speaker of a
     `<speaker>_nohash_<n>` file name, as one group (so a manifest may give the group on some rows only), else
-    the path itself (already spelled one way by the caller). A Speech Commands speaker id (8 hex digits) after a
-    word, `<word>_<id>_nohash_<n>`, as copies gathered from several word folders into one (an "unknown" class)
-    are often named, is that speaker too."""
+    the path itself (already spelled one way by the caller). A Speech Commands word before the speaker,
+    `<word>_<speaker>_nohash_<n>`, as copies gathered from several word folders into one (an "unknown" class)
+    are often named, is left out: the speaker is one group across words."""
     name = path.rsplit("/", 1)[-1]
     speaker = name.split("_nohash_", 1)[0] if "_nohash_" in name else ""
-    if re.fullmatch(r".+_[0-9a-f]{8}", speaker):
-        speaker = speaker[-8:]
+    word, _, rest = speaker.partition("_")
+    if rest and word in LABELS_35:
+        speaker = rest
     group = group or speaker
     return "group:" + group if group else path
 

@@ -198,14 +198,22 @@ def check_resumable(config, workdir: Path) -> None:
                          f"with --config {saved_path}, or give a new --workdir")
 
 
+# With several processes, the steps between their polls of a stop request (see stop_requested in
+# _train_and_evaluate): a stop waits at most this many steps more.
+STOP_POLL_STEPS = 10
+
+DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
+MODEL_CONFIG = "model_config.json"  # in the workdir: the model as the run began, init.source's settings included
+
 # Names a new run's folder may hold before its config.json: anything hidden, and what file systems and desktops
 # put in folders.
 _NOT_DATA = ("lost+found", "Thumbs.db", "desktop.ini")
+_RUN_FILES = (DATA_FACTS, MODEL_CONFIG, "metrics.jsonl", "results.json", "model")
 
 
 def _not_a_run(workdir: Path) -> str | None:
-    """What in a workdir without config.json shows it is not a new run's folder (a folder, or an audio file),
-    described; None if nothing does."""
+    """What in a workdir without config.json shows it is not a new run's folder (a folder, an audio file, or a
+    file of a name the run writes), described; None if nothing does."""
     from ast_jax.data.files import AUDIO_EXTENSIONS
 
     if not workdir.is_dir():
@@ -217,15 +225,9 @@ def _not_a_run(workdir: Path) -> str | None:
             return f"a folder, {path.name}/"
         if path.suffix.lower() in AUDIO_EXTENSIONS:
             return f"audio, {path.name}"
+        if path.name in _RUN_FILES:  # another program's file of a name the run would overwrite
+            return f"{path.name}, which a run writes"
     return None
-
-
-# With several processes, the steps between their polls of a stop request (see stop_requested in
-# _train_and_evaluate): a stop waits at most this many steps more.
-STOP_POLL_STEPS = 10
-
-DATA_FACTS = "data.json"  # in the workdir: what a run's checkpoints were trained on, checked when it resumes
-MODEL_CONFIG = "model_config.json"  # in the workdir: the model as the run began, init.source's settings included
 
 
 def started_model_config(workdir: Path) -> ASTConfig | None:
