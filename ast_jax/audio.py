@@ -34,8 +34,9 @@ whatever the length.
 Pipes. A file object on a pipe (a live recording: `arecord -t wav | ...`, `sox ... -t wav - | ...`) or the
 path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as soon as it arrives. A stream
 that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
-the length open, never warns. On a named pipe or standard input, samples going on past the header's length
-are not read: a warning says so (an error when the header says 0). libsndfile streams WAV, AIFF and AU from a
+the length open, never warns. On a named pipe or a `WholeStream` (`ast-jax predict -` reads standard input as
+one), samples going on past the header's length are not read: a warning says so (an error when the header says
+0). libsndfile streams WAV, AIFF and AU from a
 pipe; other formats must be files (or bytes). Other non-seekable file objects are read whole first.
 """
 
@@ -349,6 +350,7 @@ def _check_stream_end(descriptor: int, name: str, declared: int) -> None:
 
     warnings.warn(f"{name}: the stream goes on past the {declared} frames its header declares, and the rest was not "
                   f"read ({advice})", stacklevel=2)
+
 
 def _remaining_bytes(file: Any) -> int:
     position = file.tell()
