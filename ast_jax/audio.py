@@ -36,8 +36,8 @@ path of a named pipe is read as a stream, in blocks of 0.1 s, each handed on as 
 that ends before the length its header gives keeps what came, with a warning; a recorder's header, which leaves
 the length open, never warns. On a named pipe or a `WholeStream` (`ast-jax predict -` reads standard input as
 one), samples going on past the header's length are not read: a warning says so (an error when the header says
-0). libsndfile streams WAV, AIFF and AU from a
-pipe; other formats must be files (or bytes). Other non-seekable file objects are read whole first.
+0). libsndfile streams WAV, AIFF and AU from a pipe; other formats must be files (or bytes). Other non-seekable
+file objects are read whole first.
 """
 
 from __future__ import annotations
