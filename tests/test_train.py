@@ -408,7 +408,8 @@ def test_split_folders_without_a_validation_folder_are_named(tmp_path, capsys, n
             (tmp_path / "d" / split / label).mkdir(parents=True)
             soundfile.write(tmp_path / "d" / split / label / "x.wav", np.full(16000, 0.01, np.float32), 16000)
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "run"), *QUIET,
-                     "--config.data.source=folder", f"--config.data.data_dir={tmp_path / 'd'}"])
+                     "--config.data.source=folder", f"--config.data.data_dir={tmp_path / 'd'}",
+                     f"--config.data.cache_dir={tmp_path / 'cache'}"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1, err
     assert ("has no usable clips (the folder has split folders, train/, test/, but no validation/: give all three, or "
