@@ -391,7 +391,8 @@ def no_jit(monkeypatch):
     (["--config.data.clip_seconds=0.01"], "data.clip_seconds must be at least one 25 ms analysis frame, got 0.01"),
     (["--config.optim.warmup_steps=10"], "optim.warmup_update_every (50) is beyond optim.warmup_steps (10)"),
 ])
-def test_bad_config_fails_before_compiling(tmp_path, capsys, no_jit, overrides, message):
+def test_bad_config_fails_before_compiling(tmp_path, capsys, monkeypatch, no_jit, overrides, message):
+    monkeypatch.setenv("AST_JAX_CACHE", str(tmp_path / "cache"))  # the demo set's prepared copies: not in ~/.cache
     code = cli_main(["train", "--config", SMOKE, "--workdir", str(tmp_path / "bad"), *QUIET, *overrides])
     err = capsys.readouterr().err
     assert code == 1 and message in err and err.count("\n") == 1, err
