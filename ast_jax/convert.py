@@ -131,7 +131,7 @@ def name_map(source_format: str, num_layers: int) -> list[tuple[str, str, tuple[
 
 
 def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config: ASTConfig, where: str, *,
-                    model: str = "the model") -> dict:
+                    model: str | None = None) -> dict:
     """The Flax parameters of `config` from a PyTorch state dict, checking names and shapes exhaustively.
 
     Parameters the format does not carry (the head, for DeiT) are left out of the result. `model` names what
@@ -145,7 +145,7 @@ def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config:
     if missing or unexpected:
         problems = [f"{label} tensors: {_few(names)}" for label, names in (("missing", missing),
                                                                             ("unexpected", unexpected)) if names]
-        raise ValueError(f"{where}: {'; '.join(problems)}" + ("" if model == "the model" else f" for {model}"))
+        raise ValueError(f"{where}: {'; '.join(problems)}" + (f" for {model}" if model else ""))
     flat = {}
     for path, layout, names in rows:
         # The PyTorch shape each source tensor must have (fused tensors split evenly along the output axis).
@@ -153,8 +153,8 @@ def state_to_params(state: Mapping[str, np.ndarray], source_format: str, config:
         want = (want[0] // len(names),) + tuple(want[1:])
         for name in names:
             if state[name].shape != want:
-                raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, {model} expects "
-                                 f"{want}")
+                raise ValueError(f"{where}: tensor {name} has shape {tuple(state[name].shape)}, "
+                                 f"{model or 'the model'} expects {want}")
         parts = [state[n] for n in names]
         for name, part in zip(names, parts):
             if not np.isfinite(part).all():
@@ -451,7 +451,7 @@ def convert_source(source: str | os.PathLike, *, max_length: int | None = None, 
                 f" (a Hugging Face model? write hf:{text})" if hub_id else ""))
         if path.is_dir() and is_model_dir(path):
             conversion = Conversion(load_model(path), "ast-jax")
-        elif path.is_dir() and (_run_models(path) or _is_training_run(path)):
+        elif path.is_dir() and (_run_models(path) or is_training_run(path)):
             models = _run_models(path)
             raise ValueError(f"{path}: a training run's folder, not a model; " + (
                 f"give one of its models: {', '.join(map(str, models))}" if models
@@ -626,7 +626,7 @@ def _read_deit(path: Path, state: dict, hints: dict, num_labels: int | None, see
     return Conversion(model, "deit", dropped=sorted(set(state) & set(_FORMATS["deit"][4])), notes=notes)
 
 
-def _is_training_run(folder: Path) -> bool:
+def is_training_run(folder: Path) -> bool:
     """Whether `folder` is a training run's WORKDIR (checkpoints/ and data.json, whatever models it has yet)."""
     return (folder / "checkpoints").is_dir() and (folder / "data.json").is_file()
 
@@ -637,7 +637,7 @@ def _model_or_run_holding(path: Path) -> Path | None:
     be a user's models."""
     path = path.absolute()
     for folder in list(path.parents)[:3]:
-        if is_model_dir(folder) or (_is_training_run(folder) and path.relative_to(folder).parts[0] == "checkpoints"):
+        if is_model_dir(folder) or (is_training_run(folder) and path.relative_to(folder).parts[0] == "checkpoints"):
             return folder
     return None
 

@@ -205,8 +205,10 @@ def evaluate(args: argparse.Namespace) -> int:
     from ast_jax.inference import Predictor, load_model_source
 
     check_writable_folder(args.output_dir)
+    from ast_jax.convert import is_training_run
+
     run = Path(args.data).expanduser()
-    if (run / "config.json").is_file() and ((run / "checkpoints").is_dir() or (run / "model").exists()):
+    if is_training_run(run):
         raise ValueError(f"{args.data}: a training run's folder, not data; give {run / 'config.json'} as --data to "
                          f"score the data it trained on (its test split by default)")
     model = load_model_source(args.model, args.dtype)

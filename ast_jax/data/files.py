@@ -43,13 +43,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", "
 DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError)
 
 
-def _frames(samples: int, sample_rate: int) -> int:
-    """Analysis frames the features make of `samples` (Kaldi's 25 ms every 10 ms, whole frames only): a clip is
-    cut, for the data's purposes, when it makes more of them than `clip_seconds` does."""
-    length, shift = sample_rate * 25 // 1000, sample_rate // 100
-    return 0 if samples < length else 1 + (samples - length) // shift
-
-
 def decode_problem(error: Exception) -> str:
     """What reports say of a clip or input that could not be decoded: "file not found", or the decoder's
     message (the data layer's reports and the commands' per-file lines alike). An operating-system error is
@@ -191,6 +184,11 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
         problems: dict[int, str] = {}
         beyond_full_scale: list[int] = []  # list.append is atomic across the decoding threads
         longer: list[tuple[int, int]] = []  # (clip, its length): clips cut to clip_samples
+        # a clip is cut when it makes more analysis frames than clip_samples do (samples short of a frame make none)
+        from ast_jax.features import FeatureConfig
+
+        frames = FeatureConfig(sample_rate=sample_rate).num_frames
+        kept_frames = frames(clip_samples)
 
         # Clips cut from one long file come in runs; each worker takes whole runs so it decodes each file once.
         runs: list[list[int]] = []
@@ -207,7 +205,7 @@ def _write_prepared(folder: Path, clips: Sequence[Clip], sample_rate: int, clip_
                     samples = reader.read(clips[i])
                     if len(samples) and np.abs(samples).max() > 1.0:
                         beyond_full_scale.append(i)
-                    if _frames(len(samples), sample_rate) > _frames(clip_samples, sample_rate):
+                    if frames(len(samples)) > kept_frames:
                         longer.append((i, len(samples)))
                     audio[i] = to_int16(fit_length(samples, clip_samples))
                     lengths[i] = min(len(samples), clip_samples)

@@ -737,8 +737,11 @@ class MetricWriter:
 def format_table(rows: list[dict]) -> str:
     """The end-of-run results as a plain-text table."""
     columns = ["model", "split", "loss", "accuracy", "mAP", "mAUC"]
-    shown = lambda value: (str(value) if value is not None else "") if not isinstance(value, float) else (
-        f"{value:.4f}" if math.isfinite(value) else "n/a")  # n/a: undefined (the mAUC of a one-class split)
+    def shown(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if math.isfinite(value) else "n/a"  # undefined: the mAUC of a one-class split
+        return "" if value is None else str(value)
+
     cells = [[shown(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     line = lambda values: "  ".join(v.ljust(w) for v, w in zip(values, widths))
