@@ -21,3 +21,21 @@ def random_ast(config, seed: int = 0):
         for table in (embeddings.cls_token, embeddings.distillation_token, embeddings.position_embeddings):
             torch.nn.init.trunc_normal_(table, std=0.02)
     return model
+
+
+def onednn_linears(model):
+    """`model` with each `torch.nn.Linear` replaced in place by `torch.utils.mkldnn.MkldnnLinear` (same weights).
+
+    A tuning a PyTorch user can make by hand, which neither transformers nor its pipeline does: float32 linear
+    layers then multiply with oneDNN's kernels instead of MKL's `sgemm`. On a Zen 5 core, whose multiply-add units are
+    512 bits wide, `sgemm` runs at the rate of 256-bit ones, about 40% of the float32 peak, and oneDNN at about
+    90% (bench/RESULTS.md, "Why the Zen 5 ratios are so much higher"). Returns `model`.
+    """
+    import torch
+    from torch.utils import mkldnn
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, mkldnn.MkldnnLinear(child, torch.float32))
+    return model

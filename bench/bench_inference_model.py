@@ -11,9 +11,10 @@ just the two tokens the head reads (the same logits: the run fails if they diffe
 0.05 in bfloat16). The random weights include the tokens and position table (bench/_models.py).
 
     python bench/bench_inference_model.py [--threads N] [--batches 1 8 32] [--seconds 5] [--dtype bfloat16]
-                                          [--torch-compile]
+                                          [--torch-compile] [--torch-onednn]
 
 --torch-compile runs the transformers model through torch.compile (inductor) instead of eagerly.
+--torch-onednn gives the transformers model oneDNN linear layers (float32 only; bench/_models.py, onednn_linears).
 """
 
 import argparse
@@ -30,7 +31,11 @@ def parse_args():
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per framework and batch")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype of both")
     parser.add_argument("--torch-compile", action="store_true", help="torch.compile the transformers model")
+    parser.add_argument("--torch-onednn", action="store_true",
+                        help="the transformers model's linear layers multiplied by oneDNN instead of MKL (float32)")
     args = parser.parse_args()
+    if args.torch_onednn and args.dtype != "float32":
+        parser.error("--torch-onednn is for float32")
     cores = len(os.sched_getaffinity(0))
     if not 1 <= args.threads <= cores:  # more would give torch threads that XLA, pinned to the cores, cannot have
         parser.error(f"--threads must be between 1 and the {cores} cores this process may use, got {args.threads}")
@@ -48,7 +53,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from _models import random_ast  # noqa: E402
+from _models import onednn_linears, random_ast  # noqa: E402
 from ast_jax.convert import load_pretrained  # noqa: E402
 from ast_jax.model import compute_copy  # noqa: E402
 
@@ -91,6 +96,8 @@ def main() -> int:
         reference.save_pretrained(folder)
         model = load_pretrained(folder, dtype=args.dtype)
     reference = reference.to(getattr(torch, args.dtype))
+    if args.torch_onednn:
+        onednn_linears(reference)
     if args.torch_compile:
         reference = torch.compile(reference)
     # Logits only, as `ast-jax predict` asks for them: the last block then computes just the two tokens the
@@ -101,7 +108,8 @@ def main() -> int:
     print(f"AST-base, Speech Commands geometry (128 frames x 128 mel bins, 35 labels), {args.dtype}, CPU, "
           f"{args.threads} threads (process pinned to them; torch.set_num_threads), jax {jax.__version__}, "
           f"torch {torch.__version__}, transformers {transformers.__version__} "
-          f"(attention: {reference.config._attn_implementation}{', torch.compile' * args.torch_compile}); "
+          f"(attention: {reference.config._attn_implementation}{', torch.compile' * args.torch_compile}"
+          f"{', oneDNN linear layers' * args.torch_onednn}); "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'batch':>5}  {'transformers clips/s':>20}  {'ast-jax clips/s':>15}  {'ratio':>6}  {'max |dlogit|':>12}")
     for batch in args.batches:

@@ -20,9 +20,12 @@ Kaldi fbank would make the pipeline a few per cent faster.
 With --dtype bfloat16 both compute in bfloat16 (ast-jax predict --dtype bfloat16; the transformers pipeline with
 dtype=torch.bfloat16, which casts the features too): fast on CPUs with AVX512-BF16 or AMX, and close to float32
 rather than equal, so the two then agree less closely.
+With --theirs-onednn the pipeline's model has oneDNN linear layers in place of PyTorch's (float32 only;
+bench/_models.py, onednn_linears): a hand tuning that transformers does not make, which doubles PyTorch's matrix
+products on AMD CPUs with 512-bit multiply-add units (Zen 5), where MKL's products run at the rate of 256-bit ones.
 
     .venv/bin/python bench/bench_predict.py [--clips 1000] [--batch-size B] [--theirs-batch-size 16] [--rounds 5]
-                                            [--dtype float32|bfloat16]
+                                            [--dtype float32|bfloat16] [--theirs-onednn]
 """
 
 from __future__ import annotations
@@ -98,7 +101,11 @@ def main() -> None:
                              "both alike")
     parser.add_argument("--workers", type=int, default=4, help="ast-jax decoding threads")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="both sides' compute dtype")
+    parser.add_argument("--theirs-onednn", action="store_true",
+                        help="the pipeline's linear layers multiplied by oneDNN instead of MKL (float32)")
     args = parser.parse_args()
+    if args.theirs_onednn and args.dtype != "float32":
+        parser.error("--theirs-onednn is for float32")
 
     from ast_jax import _cpu_devices
 
@@ -122,6 +129,10 @@ def main() -> None:
         start = time.perf_counter()
         theirs = transformers.pipeline("audio-classification", model=str(folder), device="cpu",
                                        dtype=getattr(torch, args.dtype))
+        if args.theirs_onednn:
+            from _models import onednn_linears
+
+            onednn_linears(theirs.model)
         theirs_load = time.perf_counter() - start
 
     ours_results, theirs_results = [], []
@@ -171,8 +182,8 @@ def main() -> None:
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}")
     print("| files -> results | load model (s) | classify (s) | clips/s |")
     print("| --- | ---: | ---: | ---: |")
-    for name, load, total in (("ast-jax predict", ours_load, ours_time),
-                              ("transformers pipeline", theirs_load, theirs_time)):
+    theirs_name = "transformers pipeline" + " (oneDNN linear layers)" * args.theirs_onednn
+    for name, load, total in (("ast-jax predict", ours_load, ours_time), (theirs_name, theirs_load, theirs_time)):
         print(f"| {name} | {load:.1f} | {total:.1f} | {n / total:.2f} |")
     print(f"| speed-up of ast-jax | | | {theirs_time / ours_time:.2f}x |")
 
