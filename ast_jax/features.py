@@ -339,19 +339,21 @@ def _float64_power_spectrum(config: FeatureConfig):
 GROUP = 8
 
 
-def _in_groups(waveforms) -> bool:
+def _in_groups(waveforms, config: FeatureConfig, num_samples=None) -> bool:
     """Whether an eager call on `waveforms` runs in groups of GROUP clips: a concrete batch of more than GROUP
-    clips on one CPU device.
+    clips with at least one frame each, on one CPU device (`num_samples`, if any, one length or one a clip).
 
     A CPU computes a big batch faster in groups: the float64 frames and spectra of a group (about 1.5 MB a clip)
-    stay in cache, where the whole batch's would not (bench/bench_features.py). Inside jit, vmap or grad
-    (`waveforms` a tracer) the call computes the batch whole, so that a caller's sharding of the batch axis is
-    never looped over; on accelerators, which want the whole batch, too.
+    stay in cache, where the whole batch's would not (bench/bench_features.py). Traced waveforms (under jit,
+    vmap or grad) are computed whole, so that a caller's sharding of the batch axis is never looped over; on
+    accelerators, which want the whole batch, too.
     """
     if isinstance(waveforms, jax.core.Tracer):
         return False
     shape = np.shape(waveforms)
-    if len(shape) < 2 or math.prod(shape[:-1]) <= GROUP:
+    if len(shape) < 2 or math.prod(shape[:-1]) <= GROUP or config.num_frames(shape[-1]) == 0:
+        return False
+    if num_samples is not None and np.shape(num_samples) not in ((), shape[:-1]):
         return False
     if isinstance(waveforms, jax.Array):
         devices = waveforms.devices()
@@ -383,7 +385,7 @@ def fbank(waveforms: jax.Array, config: FeatureConfig = FeatureConfig(), *,
     loader refuses them). `spectrum_dtype`: see the module docstring. Called eagerly on a CPU, a batch of more
     than 8 clips is computed 8 at a time, for speed (the same values).
     """
-    if _in_groups(waveforms):
+    if _in_groups(waveforms, config):
         return _grouped(_fbank, waveforms, None, config, spectrum_dtype)
     return _fbank(waveforms, config, spectrum_dtype=spectrum_dtype)
 
@@ -443,11 +445,12 @@ def input_values(waveforms: jax.Array, config: FeatureConfig = FeatureConfig(), 
 
     Called eagerly on a CPU, a batch of more than 8 clips is computed 8 at a time (`jax.lax.map`), which keeps
     the float64 intermediates (about 1.5 MB a clip) in cache: the same values, 4.3x as fast at batch 256
-    on the 2-core development machine (bench/bench_features.py). Under jit (a train or predict step) the batch
-    is computed whole, so that a sharded batch axis is never looped over; on CPU, jit over groups yourself,
-    `jax.lax.map(lambda w: input_values(w, config), waveforms, batch_size=8)`, for the same gain.
+    on the 2-core development machine (bench/bench_features.py). Traced waveforms (under jit, as in a train or
+    predict step, vmap or grad) are computed whole, so that a sharded batch axis is never looped over; on CPU,
+    jit over groups yourself, `jax.lax.map(lambda w: input_values(w, config), waveforms, batch_size=8)`, for the
+    same gain.
     """
-    if _in_groups(waveforms):
+    if _in_groups(waveforms, config, num_samples):
         return _grouped(_input_values, waveforms, num_samples, config, spectrum_dtype)
     return _input_values(waveforms, config, num_samples, spectrum_dtype=spectrum_dtype)
 

@@ -326,7 +326,11 @@ def test_a_big_eager_batch_on_cpu_is_computed_in_groups_with_the_same_values(mon
 
     np.testing.assert_array_equal(jax.jit(lambda w: input_values(w, SC))(batch), features._input_values(batch, SC))
     np.testing.assert_array_equal(input_values(batch[:8], SC), features._input_values(batch[:8], SC))
-    assert len(calls) == 3  # neither under jit nor for 8 clips
+    # clips without a frame, and lengths of another shape than the batch's, are left to the whole computation
+    assert fbank(np.zeros((9, 300), np.float32), SC).shape == (9, 0, SC.num_mel_bins)
+    empty = np.zeros((20, 0), np.float32)
+    np.testing.assert_array_equal(input_values(empty, SC), features._input_values(empty, SC))
+    assert len(calls) == 3  # neither under jit, nor for 8 clips, nor for clips without a frame
 
 
 def test_pieces_inside_a_jitted_step_with_masks_compile_once():
