@@ -12,7 +12,7 @@ extractor's on the same clips (within 1e-4; the script fails otherwise).
 kaldi-native-fbank runs at 80 mel bins (it refuses 128 with a 512-point FFT) and gives log-mel only: a
 reference point for compiled per-clip code, not a like-for-like peer. ast-jax runs on JAX's default device;
 the others always run on the CPU. Best of `--repeats` timed runs, after a warm-up that compiles. The
-`input_values` rows call it eagerly, as a user would: on a CPU more than 8 clips are then computed 8 at a time,
+`input_values` rows call it eagerly, as a user would: on a CPU more than 32 clips are then computed 16 at a time,
 which keeps the float64 intermediates in cache; the "whole batch in jit" row shows the batch computed whole, as
 inside a jitted step.
 
@@ -62,7 +62,7 @@ def ast_jax_runner(waveforms: np.ndarray, **kwargs):
 
 def ast_jax_whole_batch_runner(waveforms: np.ndarray):
     """input_values inside jit, as a train or predict step calls it: the batch computed whole, where an eager call
-    on a CPU computes more than 8 clips 8 at a time (ast_jax/features.py, `_in_groups`)."""
+    on a CPU computes more than 32 clips 16 at a time (ast_jax/features.py, `_in_groups`)."""
     step = jax.jit(lambda w: input_values(w, CONFIG))
     device_waveforms = jax.device_put(waveforms)
     return lambda: step(device_waveforms).block_until_ready()

@@ -302,13 +302,13 @@ def test_leading_dimensions():
 
 
 def test_a_big_eager_batch_on_cpu_is_computed_in_groups_with_the_same_values(monkeypatch):
-    """More than 8 clips in an eager call run 8 at a time (faster on CPU), bit for bit as the whole batch, with
+    """More than 32 clips in an eager call run 16 at a time (faster on CPU), bit for bit as the whole batch, with
     lengths and leading dimensions; under jit the batch is computed whole (a train step's sharded batch axis
     must not be looped over)."""
     rng = np.random.default_rng(4)
     clips = speech_clips()
-    batch = np.stack([clips[i % len(clips)] * rng.uniform(0.2, 1.0) for i in range(21)]).astype(np.float32)
-    lengths = rng.integers(300, RATE + 1, len(batch))  # 21 clips: two groups of 8 and a remainder of 5
+    batch = np.stack([clips[i % len(clips)] * rng.uniform(0.2, 1.0) for i in range(37)]).astype(np.float32)
+    lengths = rng.integers(300, RATE + 1, len(batch))  # 37 clips: two groups of 16 and a remainder of 5
     grouped, calls = features._grouped, []
 
     def spy(function, *rest):
@@ -319,18 +319,18 @@ def test_a_big_eager_batch_on_cpu_is_computed_in_groups_with_the_same_values(mon
 
     np.testing.assert_array_equal(input_values(batch, SC, lengths), features._input_values(batch, SC, lengths))
     np.testing.assert_array_equal(input_values(jax.device_put(batch), SC), features._input_values(batch, SC))
-    three_d = batch[:18].reshape(3, 6, RATE)
+    three_d = batch[:36].reshape(3, 12, RATE)
     np.testing.assert_array_equal(fbank(three_d, SC, spectrum_dtype="float32"),
                                   features._fbank(three_d, SC, spectrum_dtype="float32"))
     assert calls == [features._input_values, features._input_values, features._fbank]
 
     np.testing.assert_array_equal(jax.jit(lambda w: input_values(w, SC))(batch), features._input_values(batch, SC))
-    np.testing.assert_array_equal(input_values(batch[:8], SC), features._input_values(batch[:8], SC))
-    # clips without a frame, and lengths of another shape than the batch's, are left to the whole computation
-    assert fbank(np.zeros((9, 300), np.float32), SC).shape == (9, 0, SC.num_mel_bins)
-    empty = np.zeros((20, 0), np.float32)
+    np.testing.assert_array_equal(input_values(batch[:32], SC), features._input_values(batch[:32], SC))
+    # clips without a frame are left to the whole computation (grouping them divided by zero)
+    assert fbank(np.zeros((33, 300), np.float32), SC).shape == (33, 0, SC.num_mel_bins)
+    empty = np.zeros((40, 0), np.float32)
     np.testing.assert_array_equal(input_values(empty, SC), features._input_values(empty, SC))
-    assert len(calls) == 3  # neither under jit, nor for 8 clips, nor for clips without a frame
+    assert len(calls) == 3  # neither under jit, nor for 32 clips, nor for clips without a frame
 
 
 def test_pieces_inside_a_jitted_step_with_masks_compile_once():
